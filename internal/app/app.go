@@ -1,0 +1,233 @@
+// Package app is the composition root: it wires configuration, logging, metrics, the registry and
+// the /acr API into one HTTP server and runs it until its context ends.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/outpost-registry/outpost/internal/acr"
+	"github.com/outpost-registry/outpost/internal/config"
+	"github.com/outpost-registry/outpost/internal/logging"
+	"github.com/outpost-registry/outpost/internal/observe"
+	"github.com/outpost-registry/outpost/internal/registry"
+	"github.com/outpost-registry/outpost/internal/version"
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// Node is one running Outpost node.
+type Node struct {
+	cfg      config.Config
+	log      *zap.Logger
+	registry *registry.Registry
+	metrics  *prometheus.Registry
+	handler  http.Handler
+	ready    atomic.Bool
+}
+
+// New checks the data directory, opens the store and builds the node's HTTP handler. Problems
+// the operator must fix in the configuration are returned as *config.Error.
+func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Logger) (*Node, error) {
+	if err := checkWritable(cfg.DataDir); err != nil {
+		return nil, &config.Error{Key: "dataDir", Source: src["dataDir"], Msg: err.Error()}
+	}
+	logging.RouteLogrus(log)
+	reg, err := registry.New(ctx, registry.Options{DataDir: cfg.DataDir, Log: log.Named("registry")})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, registry: reg, metrics: prometheus.NewRegistry()}
+
+	httpMetrics := observe.NewHTTPMetrics()
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		observe.NewStorageCollector(reg.DataDir(), 30*time.Second),
+		buildInfo(),
+	} {
+		if err := n.metrics.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	if err := httpMetrics.Register(n.metrics); err != nil {
+		return nil, err
+	}
+
+	r := mux.NewRouter()
+	r.PathPrefix("/v2").Handler(reg.Handler())
+	r.PathPrefix("/acr/").Handler(acr.Handler())
+	r.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
+	r.HandleFunc("/healthz", n.healthz)
+	r.HandleFunc("/readyz", n.readyz)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		acrapi.WriteError(w, http.StatusNotFound, acrapi.CodeNotFound, "no endpoint at "+r.URL.Path)
+	})
+	n.handler = observe.Middleware(r, routeOf, httpMetrics, log.Named("http"), "healthz", "readyz", "metrics")
+	return n, nil
+}
+
+// routeOf names a request's route for logs and metrics.
+func routeOf(r *http.Request) (string, string) {
+	switch p := r.URL.Path; {
+	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
+		return registry.Route(r)
+	case strings.HasPrefix(p, "/acr/"):
+		return "acr", ""
+	case p == "/healthz", p == "/readyz", p == "/metrics":
+		return p[1:], ""
+	default:
+		return "unknown", ""
+	}
+}
+
+// Handler is the node's whole HTTP surface.
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// Registry is the node's content store.
+func (n *Node) Registry() *registry.Registry { return n.registry }
+
+func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 while the node serves and its data directory is writable.
+func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !n.ready.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "stopping"})
+		return
+	}
+	if err := checkWritable(n.cfg.DataDir); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "storage unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Listen opens the configured address. An address in use or not permitted is a *config.Error.
+func Listen(cfg config.Config, src config.Sources) (net.Listener, error) {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err == nil {
+		return ln, nil
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		msg = fmt.Sprintf("%s is already in use: stop the other server or choose another address with --addr", cfg.Addr)
+	case errors.Is(err, syscall.EACCES):
+		msg = fmt.Sprintf("%s needs privileges to listen on: choose a port above 1023 with --addr", cfg.Addr)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		msg = fmt.Sprintf("%s is not an address of this machine: choose one it has, or :PORT for all", cfg.Addr)
+	}
+	return nil, &config.Error{Key: "addr", Source: src["addr"], Msg: msg}
+}
+
+// Serve serves on ln until ctx ends, then shuts down gracefully: it stops accepting, lets
+// in-flight requests finish within the shutdown timeout, and stops the registry's background
+// work. It returns nil after a graceful stop.
+func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) error {
+	srv := &http.Server{
+		Handler:           n.handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(n.log.Named("http")),
+	}
+	if n.cfg.TLSEnabled() {
+		cert, err := tls.LoadX509KeyPair(n.cfg.TLS.CertFile, n.cfg.TLS.KeyFile)
+		if err != nil {
+			return &config.Error{Key: "tls.certFile", Source: src["tls.certFile"], Msg: fmt.Sprintf("cannot load the certificate and key: %v", err)}
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	n.ready.Store(true)
+	scheme := "http"
+	if n.cfg.TLSEnabled() {
+		scheme = "https"
+	}
+	n.log.Info("serving", zap.String("addr", ln.Addr().String()), zap.String("scheme", scheme),
+		zap.String("data_dir", n.registry.DataDir()), zap.String("version", version.Version))
+
+	select {
+	case err := <-errc:
+		n.ready.Store(false)
+		_ = n.registry.Close()
+		return err
+	case <-ctx.Done():
+	}
+	n.ready.Store(false)
+	n.log.Info("shutting down", zap.Duration("timeout", n.cfg.ShutdownTimeout.Std()))
+	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout.Std())
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		n.log.Warn("in-flight requests did not finish in time; closing them", zap.Error(err))
+		_ = srv.Close()
+	}
+	if cerr := n.registry.Close(); cerr != nil {
+		n.log.Warn("stopping the registry", zap.Error(cerr))
+	}
+	n.log.Info("stopped")
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// checkWritable creates dir if needed and proves it writable with a probe file.
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("%s cannot be created: %v: choose a writable directory with --data", dir, unwrapPath(err))
+	}
+	f, err := os.CreateTemp(dir, ".outpost-probe-*")
+	if err != nil {
+		return fmt.Errorf("%s is not writable: %v: choose a writable directory with --data", dir, unwrapPath(err))
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(filepath.Clean(name))
+}
+
+// unwrapPath drops the path from a *fs.PathError, which the message names already.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "outpost", Name: "build_info",
+		Help:        "Always 1; labels name the build.",
+		ConstLabels: prometheus.Labels{"version": version.Version, "commit": version.Commit, "goversion": version.GoVersion()},
+	})
+	g.Set(1)
+	return g
+}

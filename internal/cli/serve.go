@@ -1,0 +1,47 @@
+package cli
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-registry/outpost/internal/app"
+	"github.com/outpost-registry/outpost/internal/logging"
+)
+
+func newServe(env Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a node: the OCI registry on /v2, the connected-registry API on /acr, /metrics, /healthz and /readyz",
+		Args:  cobra.NoArgs,
+	}
+	nc := addNodeFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, src, err := nc.load(env)
+		if err != nil {
+			return err
+		}
+		logOut := env.Stderr
+		if logOut == nil {
+			logOut = os.Stderr
+		}
+		log, err := logging.New(logOut, cfg.Log.Level, cfg.Log.Format)
+		if err != nil {
+			return usageError{err}
+		}
+		defer func() { _ = log.Sync() }()
+
+		ctx := cmd.Context()
+		node, err := app.New(ctx, cfg, src, log)
+		if err != nil {
+			return err
+		}
+		ln, err := app.Listen(cfg, src)
+		if err != nil {
+			_ = node.Registry().Close()
+			return err
+		}
+		return node.Serve(ctx, ln, src)
+	}
+	return cmd
+}

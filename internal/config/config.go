@@ -1,0 +1,131 @@
+// Package config is Outpost's typed configuration: defaults, one YAML file, OUTPOST_* environment
+// variables and flags, in that order of precedence from lowest to highest, and Validate.
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outpost-registry/outpost/internal/duration"
+)
+
+// Config is the whole configuration of one node. Every leaf is addressed by its key path, the
+// yaml names joined with dots ("log.level"), and can be set by the environment variable
+// OUTPOST_ + the key path in upper case with dots as underscores (OUTPOST_LOG_LEVEL).
+type Config struct {
+	// Addr is the listen address of the HTTP(S) server.
+	Addr string `yaml:"addr"`
+	// DataDir holds everything the node stores: registry content and Outpost's own state.
+	DataDir string `yaml:"dataDir"`
+	// ShutdownTimeout bounds how long in-flight requests may run after SIGTERM.
+	ShutdownTimeout duration.Duration `yaml:"shutdownTimeout"`
+	Log             Log               `yaml:"log"`
+	TLS             TLS               `yaml:"tls"`
+}
+
+// Log configures the node's logs.
+type Log struct {
+	// Level is one of debug, info, warn, error.
+	Level string `yaml:"level"`
+	// Format is json, console, or auto (console on a terminal, json otherwise).
+	Format string `yaml:"format"`
+}
+
+// TLS enables HTTPS when both files are set.
+type TLS struct {
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+}
+
+// Default returns the configuration used where nothing else is set.
+func Default() Config {
+	return Config{
+		Addr:            ":8080",
+		DataDir:         "./data",
+		ShutdownTimeout: duration.Duration(30 * time.Second),
+		Log:             Log{Level: "info", Format: "auto"},
+	}
+}
+
+// LogLevels are the accepted values of log.level.
+var LogLevels = []string{"debug", "info", "warn", "error"}
+
+// LogFormats are the accepted values of log.format.
+var LogFormats = []string{"auto", "json", "console"}
+
+// Validate checks every value and returns the first problem as an *Error naming the key and
+// where its value came from (src may be nil).
+func (c *Config) Validate(src Sources) error {
+	fail := func(key, format string, args ...any) error {
+		return &Error{Key: key, Source: src[key], Msg: fmt.Sprintf(format, args...)}
+	}
+	if err := validateAddr(c.Addr); err != nil {
+		return fail("addr", "%v", err)
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		return fail("dataDir", "must not be empty: expected a directory path such as ./data")
+	}
+	if c.ShutdownTimeout.Std() <= 0 || c.ShutdownTimeout.Std() > time.Hour {
+		return fail("shutdownTimeout", "%s is out of range: expected more than zero and at most PT1H", c.ShutdownTimeout)
+	}
+	if !oneOf(c.Log.Level, LogLevels) {
+		return fail("log.level", "%q is not a log level: expected one of %s", c.Log.Level, strings.Join(LogLevels, ", "))
+	}
+	if !oneOf(c.Log.Format, LogFormats) {
+		return fail("log.format", "%q is not a log format: expected one of %s", c.Log.Format, strings.Join(LogFormats, ", "))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		if c.TLS.CertFile == "" {
+			return fail("tls.certFile", "is empty but tls.keyFile is set: HTTPS needs both a certificate and a key")
+		}
+		return fail("tls.keyFile", "is empty but tls.certFile is set: HTTPS needs both a certificate and a key")
+	}
+	return nil
+}
+
+func validateAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not a listen address: expected host:port or :port, such as :8080 or 127.0.0.1:8080", addr)
+	}
+	if host != "" && net.ParseIP(strings.Trim(host, "[]")) == nil && !validHostname(host) {
+		return fmt.Errorf("%q has an invalid host %q: expected an IP address or a host name", addr, host)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q has an invalid port %q: expected a number from 0 to 65535", addr, port)
+	}
+	return nil
+}
+
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func oneOf(v string, allowed []string) bool {
+	for _, a := range allowed {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+// TLSEnabled reports whether HTTPS is configured.
+func (c *Config) TLSEnabled() bool { return c.TLS.CertFile != "" && c.TLS.KeyFile != "" }

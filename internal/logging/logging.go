@@ -1,0 +1,91 @@
+// Package logging builds the node's zap logger and routes distribution's logrus output into it.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mattn/go-isatty"
+	"github.com/sirupsen/logrus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// New returns a logger writing to w at level ("debug", "info", "warn", "error") in format
+// ("json", "console", or "auto": console when w is a terminal, json otherwise).
+func New(w io.Writer, level, format string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			format = "console"
+		}
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "ts"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeDuration = zapcore.MillisDurationEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(encCfg)
+	case "console":
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	default:
+		return nil, fmt.Errorf("log format %q: expected json, console or auto", format)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}
+
+// RouteLogrus sends everything distribution logs through logrus's standard logger to log, named
+// "distribution". distribution logs only through that global logger (its context logger is
+// internal), so this is the one place Outpost touches global state. Its info-level chatter
+// ("response completed" per request) repeats Outpost's own request log, so below debug only its
+// warnings and errors pass.
+func RouteLogrus(log *zap.Logger) {
+	std := logrus.StandardLogger()
+	std.SetOutput(io.Discard)
+	std.SetLevel(logrus.WarnLevel)
+	if log.Core().Enabled(zapcore.DebugLevel) {
+		std.SetLevel(logrus.DebugLevel)
+	}
+	hooks := make(logrus.LevelHooks)
+	hooks.Add(&zapHook{log: log.Named("distribution")})
+	std.ReplaceHooks(hooks)
+}
+
+type zapHook struct{ log *zap.Logger }
+
+func (h *zapHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h *zapHook) Fire(e *logrus.Entry) error {
+	lvl := zapcore.DebugLevel
+	switch e.Level {
+	case logrus.PanicLevel, logrus.FatalLevel, logrus.ErrorLevel:
+		lvl = zapcore.ErrorLevel
+	case logrus.WarnLevel:
+		lvl = zapcore.WarnLevel
+	case logrus.InfoLevel:
+		lvl = zapcore.InfoLevel
+	}
+	ce := h.log.Check(lvl, e.Message)
+	if ce == nil {
+		return nil
+	}
+	fields := make([]zap.Field, 0, len(e.Data))
+	for k, v := range e.Data {
+		if err, ok := v.(error); ok {
+			fields = append(fields, zap.NamedError(k, err))
+			continue
+		}
+		fields = append(fields, zap.Any(k, v))
+	}
+	ce.Write(fields...)
+	return nil
+}

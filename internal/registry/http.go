@@ -1,0 +1,192 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/distribution/reference"
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.uber.org/zap"
+)
+
+// RouteReferrers names the OCI 1.1 referrers route, beside distribution's route names.
+const RouteReferrers = "referrers"
+
+// maxManifestSize is distribution's own limit on a manifest body.
+const maxManifestSize = 4 << 20
+
+// distributionRoutes matches /v2 paths to distribution's route names without serving them.
+var distributionRoutes = v2.Router()
+
+// Route names the /v2 route of r ("manifest", "blob", "blob-upload", "tags", "catalog", "base",
+// "referrers") and the repository it addresses, for logs and metrics. Unknown paths give
+// route "unknown".
+func Route(r *http.Request) (route, repository string) {
+	if repo, _, ok := splitReferrers(r.URL.Path); ok {
+		return RouteReferrers, repo
+	}
+	var m mux.RouteMatch
+	if distributionRoutes.Match(r, &m) && m.Route != nil {
+		return m.Route.GetName(), m.Vars["name"]
+	}
+	return "unknown", ""
+}
+
+// splitReferrers recognises /v2/<name>/referrers/<digest>.
+func splitReferrers(path string) (repo, dgst string, ok bool) {
+	rest, found := strings.CutPrefix(path, "/v2/")
+	if !found {
+		return "", "", false
+	}
+	i := strings.LastIndex(rest, "/referrers/")
+	if i <= 0 {
+		return "", "", false
+	}
+	repo, dgst = rest[:i], rest[i+len("/referrers/"):]
+	if dgst == "" || strings.Contains(dgst, "/") {
+		return "", "", false
+	}
+	return repo, dgst, true
+}
+
+// splitManifest recognises /v2/<name>/manifests/<reference>.
+func splitManifest(path string) (repo, ref string, ok bool) {
+	rest, found := strings.CutPrefix(path, "/v2/")
+	if !found {
+		return "", "", false
+	}
+	i := strings.LastIndex(rest, "/manifests/")
+	if i <= 0 {
+		return "", "", false
+	}
+	repo, ref = rest[:i], rest[i+len("/manifests/"):]
+	if ref == "" || strings.Contains(ref, "/") {
+		return "", "", false
+	}
+	return repo, ref, true
+}
+
+func (r *Registry) wrap(app http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if repo, dgst, ok := splitReferrers(req.URL.Path); ok {
+			r.serveReferrers(w, req, repo, dgst)
+			return
+		}
+		if req.Method == http.MethodPut {
+			if repo, ref, ok := splitManifest(req.URL.Path); ok {
+				r.putManifest(w, req, app, repo, ref)
+				return
+			}
+		}
+		app.ServeHTTP(w, req)
+	})
+}
+
+func serveError(w http.ResponseWriter, err error) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	_ = errcode.ServeJSON(w, err)
+}
+
+func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, repo, dgstText string) {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		serveError(w, errcode.ErrorCodeUnsupported.WithMessage("the referrers API supports GET and HEAD only"))
+		return
+	}
+	if _, err := reference.WithName(repo); err != nil {
+		serveError(w, errcode.ErrorCodeNameInvalid.WithDetail(err.Error()))
+		return
+	}
+	subject, err := digest.Parse(dgstText)
+	if err != nil {
+		serveError(w, errcode.ErrorCodeDigestInvalid.WithMessage(fmt.Sprintf("invalid digest %q: %v", dgstText, err)))
+		return
+	}
+	artifactType := req.URL.Query().Get("artifactType")
+	descs, err := r.referrers.List(req.Context(), repo, subject, artifactType)
+	if err != nil {
+		r.log.Error("listing referrers failed", zap.String("repository", repo), zap.Stringer("subject", subject), zap.Error(err))
+		serveError(w, errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+		return
+	}
+	index := v1.Index{
+		Versioned: specsVersioned,
+		MediaType: v1.MediaTypeImageIndex,
+		Manifests: descs,
+	}
+	body, err := json.Marshal(index)
+	if err != nil {
+		serveError(w, errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", v1.MediaTypeImageIndex)
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	h.Set("Docker-Distribution-API-Version", "registry/2.0")
+	if artifactType != "" {
+		h.Set("OCI-Filters-Applied", "artifactType")
+	}
+	w.WriteHeader(http.StatusOK)
+	if req.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+}
+
+// putManifest records a manifest's subject in the referrer index before distribution stores it,
+// and answers with the OCI-Subject header once it is stored.
+func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, app http.Handler, repo, ref string) {
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxManifestSize+1))
+	if err != nil {
+		serveError(w, errcode.ErrorCodeManifestInvalid.WithDetail("reading the manifest body: "+err.Error()))
+		return
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	if len(body) > maxManifestSize {
+		// Over distribution's limit: let it give its own error with the whole body.
+		req.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), req.Body))
+		app.ServeHTTP(w, req)
+		return
+	}
+	dgst := digest.FromBytes(body)
+	if d, err := digest.Parse(ref); err == nil {
+		dgst = d // distribution checks the body against it
+	}
+	subject, desc, ok := parseSubject(body, req.Header.Get("Content-Type"), dgst)
+	if !ok {
+		app.ServeHTTP(w, req)
+		return
+	}
+	if _, err := reference.WithName(repo); err != nil {
+		app.ServeHTTP(w, req) // distribution reports the invalid name
+		return
+	}
+	if err := r.referrers.Record(repo, subject, desc); err != nil {
+		r.log.Error("recording a referrer failed", zap.String("repository", repo), zap.Stringer("subject", subject), zap.Error(err))
+		serveError(w, errcode.ErrorCodeUnknown.WithDetail("recording the referrer: "+err.Error()))
+		return
+	}
+	app.ServeHTTP(&subjectHeaderWriter{ResponseWriter: w, subject: subject}, req)
+}
+
+// subjectHeaderWriter adds OCI-Subject to a successful manifest PUT response.
+type subjectHeaderWriter struct {
+	http.ResponseWriter
+	subject digest.Digest
+}
+
+func (s *subjectHeaderWriter) WriteHeader(code int) {
+	if code == http.StatusCreated {
+		s.Header().Set("OCI-Subject", s.subject.String())
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *subjectHeaderWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,164 @@
+// Package registry embeds distribution's registry App for the OCI /v2 API, stores content on disk
+// under the data directory, and adds what distribution lacks: the OCI 1.1 referrers API.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	"go.uber.org/zap"
+)
+
+// Options configure a Registry.
+type Options struct {
+	// DataDir is the node's data directory. Registry content lives in DataDir/docker/registry/v2
+	// (distribution's layout), Outpost's registry state in DataDir/outpost.
+	DataDir string
+	Log     *zap.Logger
+}
+
+// Registry is the node's content store and its /v2 handler.
+type Registry struct {
+	app       *handlers.App
+	driver    storagedriver.StorageDriver
+	namespace distribution.Namespace
+	referrers *referrerIndex
+	handler   http.Handler
+	log       *zap.Logger
+	dataDir   string
+}
+
+// New opens (creating if needed) the store under opts.DataDir and builds the /v2 handler.
+func New(ctx context.Context, opts Options) (_ *Registry, err error) {
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	dataDir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data directory %q: %w", opts.DataDir, err)
+	}
+	stateDir := filepath.Join(dataDir, "outpost")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory %q: %w", dataDir, err)
+	}
+	secret, err := loadOrCreateSecret(filepath.Join(stateDir, "http-secret"))
+	if err != nil {
+		return nil, err
+	}
+
+	cfg := &configuration.Configuration{
+		Storage: configuration.Storage{
+			"filesystem": configuration.Parameters{"rootdirectory": dataDir},
+			"delete":     configuration.Parameters{"enabled": true},
+			"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
+			// Blobs are served by this process: there is no backend to redirect to.
+			"redirect": configuration.Parameters{"disable": true},
+		},
+	}
+	cfg.HTTP.Secret = secret
+	// Relative Location headers keep clients on the proxy's address behind nginx.
+	cfg.HTTP.RelativeURLs = true
+	cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
+
+	// NewApp reports configuration problems by panicking; turn that into an error.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("starting the embedded registry: %v", p)
+		}
+	}()
+	app := handlers.NewApp(ctx, cfg)
+
+	driver := filesystem.New(filesystem.DriverParameters{RootDirectory: dataDir, MaxThreads: 100})
+	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	if err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	r := &Registry{
+		app:       app,
+		driver:    driver,
+		namespace: ns,
+		referrers: &referrerIndex{dir: filepath.Join(stateDir, "referrers"), ns: ns},
+		log:       opts.Log,
+		dataDir:   dataDir,
+	}
+	r.handler = r.wrap(app)
+	return r, nil
+}
+
+// Handler serves /v2/ and everything below it.
+func (r *Registry) Handler() http.Handler { return r.handler }
+
+// Namespace gives direct access to the stored content, for the sync engine and garbage collection.
+func (r *Registry) Namespace() distribution.Namespace { return r.namespace }
+
+// Driver is the storage driver under the store.
+func (r *Registry) Driver() storagedriver.StorageDriver { return r.driver }
+
+// DataDir is the absolute data directory.
+func (r *Registry) DataDir() string { return r.dataDir }
+
+// Close stops distribution's background work (the upload purger).
+func (r *Registry) Close() error { return r.app.Shutdown() }
+
+// loadOrCreateSecret keeps distribution's upload-state HMAC secret across restarts, so that an
+// upload interrupted by a restart can be resumed by its client instead of started over.
+func loadOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("reading the upload secret: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	secret := hex.EncodeToString(raw)
+	if err := writeFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the upload secret: %w", err)
+	}
+	return secret, nil
+}
+
+// writeFileAtomic writes data to path so that a crash leaves either the old file or the new one.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

@@ -1,0 +1,2 @@
+// Package acrapi holds the wire types of Outpost's /acr API, importable by other programs.
+package acrapi
