@@ -19,11 +19,11 @@ type RouteFunc func(r *http.Request) (route, repository string)
 
 // HTTPMetrics are the request collectors. Register them once with Register.
 type HTTPMetrics struct {
-	requests  *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	bytesIn   *prometheus.CounterVec
-	bytesOut  *prometheus.CounterVec
-	inFlight  prometheus.Gauge
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	bytesIn  *prometheus.CounterVec
+	bytesOut *prometheus.CounterVec
+	inFlight prometheus.Gauge
 }
 
 // NewHTTPMetrics creates the request collectors.

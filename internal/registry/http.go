@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"strings"
 
-	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/distribution/reference"
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"

@@ -1,0 +1,228 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func TestSplitPaths(t *testing.T) {
+	tests := []struct {
+		path, repo, ref string
+		referrers, ok   bool
+	}{
+		{path: "/v2/a/referrers/sha256:abc", repo: "a", ref: "sha256:abc", referrers: true, ok: true},
+		{path: "/v2/team/app/referrers/sha256:abc", repo: "team/app", ref: "sha256:abc", referrers: true, ok: true},
+		{path: "/v2/a/referrers/manifests/latest", repo: "a/referrers", ref: "latest", ok: true},
+		{path: "/v2/a/referrers/", referrers: true},
+		{path: "/v2/referrers/x", referrers: true},
+		{path: "/v2/a/manifests/latest", repo: "a", ref: "latest", ok: true},
+		{path: "/v2/a/b/manifests/sha256:1", repo: "a/b", ref: "sha256:1", ok: true},
+		{path: "/v2/a/manifests/", ok: false},
+		{path: "/v1/a/manifests/x", ok: false},
+	}
+	for _, tt := range tests {
+		var repo, ref string
+		var ok bool
+		if tt.referrers {
+			repo, ref, ok = splitReferrers(tt.path)
+		} else {
+			repo, ref, ok = splitManifest(tt.path)
+		}
+		if ok != tt.ok || repo != tt.repo || ref != tt.ref {
+			t.Errorf("%s: got (%q, %q, %v), want (%q, %q, %v)", tt.path, repo, ref, ok, tt.repo, tt.ref, tt.ok)
+		}
+	}
+}
+
+func FuzzSplitPaths(f *testing.F) {
+	for _, s := range []string{"/v2/a/referrers/sha256:abc", "/v2/a/manifests/x", "/v2//referrers/", "/v2/a/referrers/b/referrers/c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		if repo, d, ok := splitReferrers(path); ok && (repo == "" || d == "" || strings.Contains(d, "/")) {
+			t.Fatalf("splitReferrers(%q) = %q, %q", path, repo, d)
+		}
+		if repo, ref, ok := splitManifest(path); ok && (repo == "" || ref == "" || strings.Contains(ref, "/")) {
+			t.Fatalf("splitManifest(%q) = %q, %q", path, repo, ref)
+		}
+	})
+}
+
+func TestParseSubject(t *testing.T) {
+	subj := digest.FromString("subject")
+	self := digest.FromString("self")
+	tests := []struct {
+		name, body, contentType string
+		ok                      bool
+		want                    v1.Descriptor
+	}{
+		{name: "no subject", body: `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`},
+		{name: "not json", body: `{`},
+		{name: "bad subject digest", body: `{"subject":{"digest":"sha256:nope"}}`},
+		{
+			name: "artifactType wins",
+			body: `{"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x.sbom","config":{"mediaType":"application/vnd.oci.empty.v1+json"},"subject":{"digest":"` + subj.String() + `"},"annotations":{"a":"b"}}`,
+			ok:   true,
+			want: v1.Descriptor{MediaType: v1.MediaTypeImageManifest, ArtifactType: "application/x.sbom", Annotations: map[string]string{"a": "b"}},
+		},
+		{
+			name: "config mediaType when no artifactType",
+			body: `{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/x.sig.config"},"subject":{"digest":"` + subj.String() + `"}}`,
+			ok:   true,
+			want: v1.Descriptor{MediaType: v1.MediaTypeImageManifest, ArtifactType: "application/x.sig.config"},
+		},
+		{
+			name:        "media type from Content-Type",
+			body:        `{"schemaVersion":2,"subject":{"digest":"` + subj.String() + `"},"manifests":[]}`,
+			contentType: v1.MediaTypeImageIndex,
+			ok:          true,
+			want:        v1.Descriptor{MediaType: v1.MediaTypeImageIndex},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, desc, ok := parseSubject([]byte(tt.body), tt.contentType, self)
+			if ok != tt.ok {
+				t.Fatalf("ok = %v", ok)
+			}
+			if !ok {
+				return
+			}
+			tt.want.Digest, tt.want.Size = self, int64(len(tt.body))
+			if got != subj {
+				t.Errorf("subject = %s", got)
+			}
+			a, _ := json.Marshal(desc)
+			b, _ := json.Marshal(tt.want)
+			if !bytes.Equal(a, b) {
+				t.Errorf("descriptor = %s, want %s", a, b)
+			}
+		})
+	}
+}
+
+// newTestRegistry serves a Registry on an httptest server.
+func newTestRegistry(t *testing.T) (*Registry, *httptest.Server) {
+	t.Helper()
+	r, err := New(context.Background(), Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r.Handler())
+	t.Cleanup(func() { srv.Close(); _ = r.Close() })
+	return r, srv
+}
+
+func TestReferrerIndexSkipsWhatIsNotStored(t *testing.T) {
+	r, srv := newTestRegistry(t)
+	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	imgDigest, _ := img.Digest()
+	stored, _ := img.Manifest()
+	subject := digest.Digest(imgDigest.String())
+
+	// An entry recorded for a manifest that never got stored (a crash between the two steps)
+	// and a torn file are both left out, and pruned.
+	ghost := v1.Descriptor{MediaType: v1.MediaTypeImageManifest, Digest: digest.FromString("ghost"), Size: 5}
+	if err := r.referrers.Record("app", subject, ghost); err != nil {
+		t.Fatal(err)
+	}
+	torn := filepath.Join(r.referrers.subjectDir("app", subject), "sha256-torn.json")
+	if err := os.WriteFile(torn, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An entry whose manifest is stored is listed.
+	real := v1.Descriptor{MediaType: string(stored.MediaType), Digest: subject, Size: 1}
+	if err := r.referrers.Record("app", subject, real); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.referrers.List(context.Background(), "app", subject, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Digest != subject {
+		t.Fatalf("List = %+v, want only the stored manifest", got)
+	}
+	entries, _ := os.ReadDir(r.referrers.subjectDir("app", subject))
+	if len(entries) != 1 {
+		t.Fatalf("ghost and torn entries not pruned: %d files left", len(entries))
+	}
+	if _, err := r.referrers.List(context.Background(), "app", digest.FromString("none"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.referrers.Record("Bad Name", subject, real); err == nil {
+		t.Fatal("invalid repository name accepted")
+	}
+}
+
+func TestReferrersMethodNotAllowed(t *testing.T) {
+	_, srv := newTestRegistry(t)
+	req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/v2/app/referrers/"+digest.FromString("x").String(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Fatalf("status %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
+
+func TestUploadSecretSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	a, err := loadOrCreateSecret(filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadOrCreateSecret(filepath.Join(dir, "s"))
+	if err != nil || a != b || len(a) != 64 {
+		t.Fatalf("secret not kept: %q %q %v", a, b, err)
+	}
+	info, _ := os.Stat(filepath.Join(dir, "s"))
+	if info.Mode().Perm() != 0o600 {
+		t.Fatalf("secret mode %v, want 0600", info.Mode().Perm())
+	}
+}
+
+func TestRoute(t *testing.T) {
+	for path, want := range map[string][2]string{
+		"/v2/":                          {"base", ""},
+		"/v2/a/b/manifests/latest":      {"manifest", "a/b"},
+		"/v2/a/blobs/sha256:" + hex64(): {"blob", "a"},
+		"/v2/a/blobs/uploads/":          {"blob-upload", "a"},
+		"/v2/a/tags/list":               {"tags", "a"},
+		"/v2/_catalog":                  {"catalog", ""},
+		"/v2/a/referrers/sha256:1":      {"referrers", "a"},
+		"/v2/nope":                      {"unknown", ""},
+	} {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		route, repo := Route(req)
+		if route != want[0] || repo != want[1] {
+			t.Errorf("Route(%s) = %q, %q; want %q, %q", path, route, repo, want[0], want[1])
+		}
+	}
+}
+
+func hex64() string { return strings.Repeat("a", 64) }
