@@ -28,6 +28,7 @@ import (
 	"github.com/outpost-registry/outpost/internal/logging"
 	"github.com/outpost-registry/outpost/internal/observe"
 	"github.com/outpost-registry/outpost/internal/registry"
+	syncengine "github.com/outpost-registry/outpost/internal/sync"
 	"github.com/outpost-registry/outpost/internal/version"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
@@ -40,6 +41,7 @@ type Node struct {
 	metrics  *prometheus.Registry
 	handler  http.Handler
 	ready    atomic.Bool
+	engine   *syncengine.Engine // nil without a parent
 }
 
 // New checks the data directory, opens the store and builds the node's HTTP handler. Problems
@@ -49,11 +51,24 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 		return nil, &config.Error{Key: "dataDir", Source: src["dataDir"], Msg: err.Error()}
 	}
 	logging.RouteLogrus(log)
-	reg, err := registry.New(ctx, registry.Options{DataDir: cfg.DataDir, Log: log.Named("registry")})
+	ropts := registry.Options{DataDir: cfg.DataDir, Log: log.Named("registry")}
+	if cfg.HasParent() {
+		ropts.IndexPlatforms = cfg.Sync.Platforms
+	}
+	reg, err := registry.New(ctx, ropts)
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, registry: reg, metrics: prometheus.NewRegistry()}
+	if cfg.HasParent() {
+		n.engine, err = newEngine(cfg, reg, log.Named("sync"))
+		if err != nil {
+			return nil, err
+		}
+		if err := n.engine.Register(n.metrics); err != nil {
+			return nil, err
+		}
+	}
 
 	httpMetrics := observe.NewHTTPMetrics()
 	for _, c := range []prometheus.Collector{
@@ -165,6 +180,14 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	bg, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	var syncer Syncer
+	if n.engine != nil {
+		syncer = n.engine
+		go func() { _ = n.engine.Run(bg) }()
+	}
+	go serveAdmin(bg, n.registry.DataDir(), syncer, n.log.Named("admin"))
 	n.ready.Store(true)
 	scheme := "http"
 	if n.cfg.TLSEnabled() {
@@ -181,6 +204,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	case <-ctx.Done():
 	}
 	n.ready.Store(false)
+	stopBackground()
 	n.log.Info("shutting down", zap.Duration("timeout", n.cfg.ShutdownTimeout.Std()))
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout.Std())
 	defer cancel()
@@ -230,4 +254,26 @@ func buildInfo() prometheus.Collector {
 	})
 	g.Set(1)
 	return g
+}
+
+// newEngine builds the sync engine from the configuration, over the node's store.
+func newEngine(cfg config.Config, reg *registry.Registry, log *zap.Logger) (*syncengine.Engine, error) {
+	return syncengine.New(syncengine.Options{
+		Parent: syncengine.ParentOptions{
+			URL: cfg.Parent.URL, Username: cfg.Parent.Username, Password: cfg.Parent.Password,
+			CAFile: cfg.Parent.CAFile, InsecureSkipVerify: cfg.Parent.InsecureSkipVerify,
+		},
+		Repositories:   cfg.Sync.Repositories,
+		TagInclude:     cfg.Sync.Tags.Include,
+		TagExclude:     cfg.Sync.Tags.Exclude,
+		Platforms:      cfg.Sync.Platforms,
+		Referrers:      cfg.Sync.Referrers,
+		Schedule:       cfg.Sync.Schedule,
+		Window:         cfg.Sync.Window.Std(),
+		ChunkSize:      cfg.Sync.ChunkSizeMiB << 20,
+		BandwidthKiBps: cfg.Sync.BandwidthKiBps,
+		Parallelism:    cfg.Sync.Parallelism,
+		StateDir:       filepath.Join(reg.DataDir(), "outpost", "sync"),
+		Log:            log,
+	}, reg, config.CronParser)
 }

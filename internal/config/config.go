@@ -24,6 +24,51 @@ type Config struct {
 	ShutdownTimeout duration.Duration `yaml:"shutdownTimeout"`
 	Log             Log               `yaml:"log"`
 	TLS             TLS               `yaml:"tls"`
+	// Parent is the registry this node mirrors; empty url means no parent and no sync.
+	Parent Parent `yaml:"parent"`
+	Sync   Sync   `yaml:"sync"`
+}
+
+// Parent is the upstream registry: any OCI registry reached through /v2.
+type Parent struct {
+	// URL is the parent's base URL, http:// or https://, without a path.
+	URL      string `yaml:"url"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password" secret:"true"`
+	// CAFile is a PEM bundle of certificate authorities trusted for the parent, besides the
+	// system's.
+	CAFile             string `yaml:"caFile"`
+	InsecureSkipVerify bool   `yaml:"insecureSkipVerify"`
+}
+
+// Sync says what to mirror from the parent, when, and how.
+type Sync struct {
+	// Repositories are exact names or patterns: "team/*" (one level), "team/**" (any depth),
+	// "*" (every repository the parent's catalog lists).
+	Repositories []string `yaml:"repositories"`
+	Tags         Tags     `yaml:"tags"`
+	// Platforms limits image indexes to these os/arch[/variant]; empty means all.
+	Platforms []string `yaml:"platforms"`
+	// Referrers also mirrors the referrers (signatures, SBOMs) of every synced manifest.
+	Referrers bool `yaml:"referrers"`
+	// Schedule is a 5-field cron expression in UTC; each firing opens a sync window.
+	Schedule string `yaml:"schedule"`
+	// Window is how long the link may be used after each firing; zero means until the pass ends.
+	Window duration.Duration `yaml:"window"`
+	// ChunkSizeMiB is the size of each ranged blob request, and so the most bytes a drop can cost.
+	ChunkSizeMiB int `yaml:"chunkSizeMiB"`
+	// BandwidthKiBps caps all traffic to and from the parent; zero means no cap.
+	BandwidthKiBps int `yaml:"bandwidthKiBps"`
+	// Parallelism is how many blobs are fetched at once.
+	Parallelism int `yaml:"parallelism"`
+	// GCSchedule, when set, runs garbage collection on this 5-field cron schedule (UTC).
+	GCSchedule string `yaml:"gcSchedule"`
+}
+
+// Tags filters the tags to mirror by regular expressions matched against the whole tag.
+type Tags struct {
+	Include []string `yaml:"include"`
+	Exclude []string `yaml:"exclude"`
 }
 
 // Log configures the node's logs.
@@ -47,6 +92,12 @@ func Default() Config {
 		DataDir:         "./data",
 		ShutdownTimeout: duration.Duration(30 * time.Second),
 		Log:             Log{Level: "info", Format: "auto"},
+		Sync: Sync{
+			Referrers:    true,
+			Schedule:     "* * * * *",
+			ChunkSizeMiB: 1,
+			Parallelism:  2,
+		},
 	}
 }
 
@@ -83,7 +134,7 @@ func (c *Config) Validate(src Sources) error {
 		}
 		return fail("tls.keyFile", "is empty but tls.certFile is set: HTTPS needs both a certificate and a key")
 	}
-	return nil
+	return c.validateSync(fail)
 }
 
 func validateAddr(addr string) error {

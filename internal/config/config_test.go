@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -174,7 +175,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("printed config does not load: %v\n%s", err, out)
 	}
-	if back != cfg {
+	if !reflect.DeepEqual(back, cfg) {
 		t.Fatalf("round trip changed the config:\n%+v\n%+v", cfg, back)
 	}
 	if !strings.Contains(string(out), "shutdownTimeout: PT1M") {

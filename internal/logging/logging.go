@@ -74,6 +74,11 @@ func (h *zapHook) Fire(e *logrus.Entry) error {
 	case logrus.InfoLevel:
 		lvl = zapcore.InfoLevel
 	}
+	// distribution logs every 4xx at error level ("response completed with error"); a client's
+	// 404 on a HEAD is routine and the request log has it already.
+	if status, ok := e.Data["http.response.status"].(int); ok && status < 500 && lvl > zapcore.InfoLevel {
+		lvl = zapcore.DebugLevel
+	}
 	ce := h.log.Check(lvl, e.Message)
 	if ce == nil {
 		return nil

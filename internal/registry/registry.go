@@ -29,6 +29,10 @@ type Options struct {
 	// (distribution's layout), Outpost's registry state in DataDir/outpost.
 	DataDir string
 	Log     *zap.Logger
+	// IndexPlatforms, when set (os/arch[/variant]), makes an image index valid when the
+	// manifests of these platforms are stored, instead of all of them: a node that mirrors
+	// only some platforms stores indexes whose other children it never fetches.
+	IndexPlatforms []string
 }
 
 // Registry is the node's content store and its /v2 handler.
@@ -69,10 +73,23 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 			"redirect": configuration.Parameters{"disable": true},
 		},
 	}
+	// distribution applies these defaults when it parses its YAML; built in code, they are ours
+	// to set (a zero catalog limit would refuse every ?n=).
+	cfg.Catalog.MaxEntries = 1000
+	cfg.Tags.MaxTags = 1000
 	cfg.HTTP.Secret = secret
 	// Relative Location headers keep clients on the proxy's address behind nginx.
 	cfg.HTTP.RelativeURLs = true
 	cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
+	if len(opts.IndexPlatforms) > 0 {
+		cfg.Validation.Manifests.Indexes.Platforms = "list"
+		for _, p := range opts.IndexPlatforms {
+			os, rest, _ := strings.Cut(p, "/")
+			arch, _, _ := strings.Cut(rest, "/")
+			cfg.Validation.Manifests.Indexes.PlatformList = append(cfg.Validation.Manifests.Indexes.PlatformList,
+				configuration.Platform{OS: os, Architecture: arch})
+		}
+	}
 
 	// NewApp reports configuration problems by panicking; turn that into an error.
 	defer func() {

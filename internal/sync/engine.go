@@ -1,0 +1,578 @@
+// Package sync mirrors a parent registry into the node's store: on a cron schedule within a
+// sync window, in resumable ranged chunks, verifying every byte, never exposing half an image.
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/robfig/cron/v3"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// Options configure an Engine.
+type Options struct {
+	Parent ParentOptions
+	// Repositories are exact names, "ns/*" (one level below ns), "ns/**" (any depth) or "*".
+	Repositories []string
+	// TagInclude and TagExclude are regular expressions matched against whole tags.
+	TagInclude, TagExclude []string
+	// Platforms limits indexes to these os/arch[/variant]; empty means all.
+	Platforms []string
+	// Referrers mirrors the referrers (signatures, SBOMs) of every synced manifest.
+	Referrers bool
+	// Schedule is a 5-field cron expression, UTC. Window is how long the link may be used after
+	// each firing; zero means for as long as the pass that firing starts.
+	Schedule string
+	Window   time.Duration
+	// ChunkSize is the byte length of each ranged blob request.
+	ChunkSize int
+	// BandwidthKiBps caps all parent traffic; zero means no cap.
+	BandwidthKiBps int
+	// Parallelism is how many blobs are fetched at once.
+	Parallelism int
+	// StateDir holds the engine's durable state (blob checkpoints).
+	StateDir string
+	// Retry bounds retries of failed requests and chunks.
+	Retry RetryPolicy
+	Log   *zap.Logger
+}
+
+// Engine is the child side of sync.
+type Engine struct {
+	opts        Options
+	store       Store
+	parent      *Parent
+	gate        *Gate
+	meter       *Meter
+	log         *zap.Logger
+	schedule    cron.Schedule
+	include     []*regexp.Regexp
+	exclude     []*regexp.Regexp
+	platforms   platformFilter
+	checkpoints checkpoints
+	flight      singleflight.Group
+	metrics     *metrics
+	progress    *progress
+
+	trigger chan bool // a pass is wanted; true when forced outside the window
+	running atomic.Bool
+	pass    *passCounters // the totals of the pass in progress
+}
+
+// passCounters are the totals of one pass.
+type passCounters struct {
+	blobsFetched, blobsMounted, manifests, tagsRemoved atomic.Int64
+}
+
+// ErrOutsideWindow is returned by Trigger when no window is open and the pass is not forced.
+var ErrOutsideWindow = errors.New("no sync window is open: wait for the next one, or force the pass")
+
+// New builds an engine over store. It sends nothing until Run.
+func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.ChunkSize <= 0 {
+		opts.ChunkSize = 1 << 20
+	}
+	if opts.Parallelism <= 0 {
+		opts.Parallelism = 2
+	}
+	if opts.Retry.Attempts < 1 {
+		opts.Retry = DefaultRetry
+	}
+	opts.Parent.Retry = opts.Retry
+	sched, err := parser.Parse(opts.Schedule)
+	if err != nil {
+		return nil, fmt.Errorf("sync schedule %q: %w", opts.Schedule, err)
+	}
+	compile := func(exprs []string) ([]*regexp.Regexp, error) {
+		var out []*regexp.Regexp
+		for _, x := range exprs {
+			re, err := regexp.Compile("^(?:" + x + ")$")
+			if err != nil {
+				return nil, fmt.Errorf("tag filter %q: %w", x, err)
+			}
+			out = append(out, re)
+		}
+		return out, nil
+	}
+	include, err := compile(opts.TagInclude)
+	if err != nil {
+		return nil, err
+	}
+	exclude, err := compile(opts.TagExclude)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Parent.Scopes == nil {
+		for _, r := range opts.Repositories {
+			if strings.Contains(r, "*") {
+				opts.Parent.Scopes = append(opts.Parent.Scopes, "registry:catalog:*")
+				break
+			}
+		}
+		for _, r := range opts.Repositories {
+			if !strings.Contains(r, "*") {
+				opts.Parent.Scopes = append(opts.Parent.Scopes, "repository:"+r+":pull")
+			}
+		}
+	}
+	gate, meter := NewGate(), &Meter{}
+	parent, err := NewParent(opts.Parent, &linkTransport{gate: gate, limiter: newLimiter(opts.BandwidthKiBps), meter: meter})
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{
+		opts: opts, store: store, parent: parent, gate: gate, meter: meter, log: opts.Log,
+		schedule: sched, include: include, exclude: exclude, platforms: platformFilter(opts.Platforms),
+		checkpoints: checkpoints{dir: filepath.Join(opts.StateDir, "blobs")},
+		metrics:     newMetrics(meter), progress: newProgress(),
+		trigger: make(chan bool, 1),
+	}, nil
+}
+
+// Meter counts the engine's traffic with the parent.
+func (e *Engine) Meter() *Meter { return e.meter }
+
+// Run syncs on schedule until ctx ends. If a window is open at start-up (or there is no window
+// limit), a pass starts at once.
+func (e *Engine) Run(ctx context.Context) error {
+	c := cron.New(cron.WithLocation(time.UTC))
+	c.Schedule(e.schedule, cron.FuncJob(e.fire))
+	if end, open := e.windowAt(time.Now()); open {
+		e.gate.Open(end)
+		e.want(false)
+	}
+	c.Start()
+	defer c.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			e.gate.Close()
+			return nil
+		case forced := <-e.trigger:
+			e.runPass(ctx, forced)
+		}
+	}
+}
+
+// fire opens (or extends) the window for a schedule firing and asks for a pass. A pass already
+// running is not interrupted; at most one more is queued.
+func (e *Engine) fire() {
+	if e.opts.Window > 0 {
+		e.gate.Open(time.Now().Add(e.opts.Window))
+	}
+	e.want(false)
+}
+
+func (e *Engine) want(forced bool) {
+	select {
+	case e.trigger <- forced:
+	default:
+	}
+}
+
+// Trigger asks for a pass now. Outside a window it is refused unless force, which opens the
+// link for that one pass.
+func (e *Engine) Trigger(force bool) error {
+	if !force && e.opts.Window > 0 && !e.gate.IsOpen() {
+		return ErrOutsideWindow
+	}
+	e.want(force)
+	return nil
+}
+
+// windowAt tells whether a window is open at t, and when it ends (zero: no limit).
+func (e *Engine) windowAt(t time.Time) (time.Time, bool) {
+	if e.opts.Window <= 0 {
+		return time.Time{}, true
+	}
+	var last time.Time
+	for f := e.schedule.Next(t.Add(-e.opts.Window)); !f.IsZero() && !f.After(t); f = e.schedule.Next(f) {
+		last = f
+	}
+	if last.IsZero() {
+		return time.Time{}, false
+	}
+	return last.Add(e.opts.Window), true
+}
+
+// Status is the engine's live state.
+func (e *Engine) Status() acrapi.SyncStatus {
+	s := e.progress.snapshot()
+	s.Parent = e.opts.Parent.URL
+	now := time.Now()
+	s.Window.Open = e.gate.IsOpen()
+	if until := e.gate.Until(); s.Window.Open && !until.IsZero() {
+		u := until.UTC()
+		s.Window.ClosesAt = &u
+	}
+	if next := e.schedule.Next(now); !next.IsZero() {
+		n := next.UTC()
+		s.Window.NextOpen = &n
+	}
+	return s
+}
+
+// runPass runs one pass while the window is open (or, forced, until it ends).
+func (e *Engine) runPass(ctx context.Context, forced bool) {
+	// Without a window limit, and for a forced pass outside a window, the link is open for
+	// this pass only. A firing during the pass may set a window end; then the window stays.
+	if e.opts.Window <= 0 || (forced && !e.gate.IsOpen()) {
+		e.gate.Open(time.Time{})
+		defer func() {
+			if e.gate.Until().IsZero() {
+				e.gate.Close()
+			}
+		}()
+	}
+	if !e.gate.IsOpen() {
+		return // a queued pass whose window has closed
+	}
+	wctx, cancel := e.gate.Context(ctx)
+	defer cancel()
+
+	e.running.Store(true)
+	defer e.running.Store(false)
+	e.pass = &passCounters{}
+	start, inBefore := time.Now(), e.meter.In()
+	summary := &acrapi.PassSummary{Started: start.UTC(), Result: "running"}
+	e.progress.mu.Lock()
+	e.progress.syncing, e.progress.lastPass = true, summary
+	e.progress.mu.Unlock()
+
+	failed, total, err := e.syncAll(wctx)
+
+	result := "ok"
+	switch {
+	case errors.Is(context.Cause(wctx), ErrWindowClosed) && ctx.Err() == nil:
+		result = "window-closed"
+	case err != nil || (total > 0 && failed == total):
+		result = "failed"
+	case failed > 0:
+		result = "partial"
+	}
+	end := time.Now()
+	e.progress.mu.Lock()
+	e.progress.syncing = false
+	s := *summary
+	s.Finished = ptr(end.UTC())
+	s.Result = result
+	s.BytesFromParent = e.meter.In() - inBefore
+	s.BlobsFetched, s.BlobsMounted = e.pass.blobsFetched.Load(), e.pass.blobsMounted.Load()
+	s.ManifestsSynced, s.TagsRemoved = e.pass.manifests.Load(), e.pass.tagsRemoved.Load()
+	if err != nil {
+		s.Error = err.Error()
+	}
+	e.progress.lastPass = &s
+	if result == "ok" {
+		e.progress.lastSuccess = ptr(end.UTC())
+		e.metrics.lastSuccess.Set(float64(end.Unix()))
+	}
+	e.progress.mu.Unlock()
+	e.metrics.passDuration.WithLabelValues(result).Observe(end.Sub(start).Seconds())
+
+	fields := []zap.Field{zap.String("result", result), zap.Duration("duration", end.Sub(start)),
+		zap.Int64("bytes_from_parent", s.BytesFromParent), zap.Int64("blobs_fetched", s.BlobsFetched),
+		zap.Int64("blobs_mounted", s.BlobsMounted), zap.Int64("manifests_synced", s.ManifestsSynced),
+		zap.Int64("tags_removed", s.TagsRemoved), zap.Int("repositories", total), zap.Int("repositories_failed", failed)}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	e.log.Info("sync pass", fields...)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// syncAll resolves the repositories and syncs each. It returns how many failed, how many there
+// were, and the first error.
+func (e *Engine) syncAll(ctx context.Context) (failed, total int, first error) {
+	repos, err := e.resolveRepositories(ctx)
+	e.noteLink(err)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, repo := range repos {
+		if ctx.Err() != nil {
+			return failed, len(repos), context.Cause(ctx)
+		}
+		err := e.syncRepository(ctx, repo)
+		e.noteLink(err)
+		e.progress.repoFinished(repo, err)
+		if err != nil {
+			failed++
+			if first == nil {
+				first = fmt.Errorf("%s: %w", repo, err)
+			}
+			e.log.Warn("repository sync failed", zap.String("repository", repo), zap.Error(err))
+		}
+	}
+	return failed, len(repos), first
+}
+
+// noteLink records whether the parent answered.
+func (e *Engine) noteLink(err error) {
+	var pe *ParentError
+	switch {
+	case err == nil, errors.As(err, &pe) && !pe.Temporary(), errors.Is(err, ErrCorrupt):
+		e.progress.setLink(true)
+		e.metrics.linkUp.Set(1)
+	case errors.Is(err, ErrWindowClosed), errors.Is(err, context.Canceled):
+	default:
+		e.progress.setLink(false)
+		e.metrics.linkUp.Set(0)
+	}
+}
+
+// resolveRepositories expands patterns through the parent's catalog.
+func (e *Engine) resolveRepositories(ctx context.Context) ([]string, error) {
+	set := map[string]bool{}
+	var patterns []string
+	for _, r := range e.opts.Repositories {
+		if strings.Contains(r, "*") {
+			patterns = append(patterns, r)
+		} else {
+			set[r] = true
+		}
+	}
+	if len(patterns) > 0 {
+		catalog, err := e.parent.Catalog(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing the parent's catalog for %s: %w", strings.Join(patterns, ", "), err)
+		}
+		for _, name := range catalog {
+			for _, p := range patterns {
+				if matchRepository(p, name) {
+					set[name] = true
+				}
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for r := range set {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// matchRepository reports whether name matches pattern: "*" and "**" match all, "ns/*" one
+// level below ns, "ns/**" any depth below ns, anything else itself.
+func matchRepository(pattern, name string) bool {
+	switch {
+	case pattern == "*" || pattern == "**":
+		return true
+	case strings.HasSuffix(pattern, "/**"):
+		return strings.HasPrefix(name, strings.TrimSuffix(pattern, "**"))
+	case strings.HasSuffix(pattern, "/*"):
+		rest, ok := strings.CutPrefix(name, strings.TrimSuffix(pattern, "*"))
+		return ok && rest != "" && !strings.Contains(rest, "/")
+	default:
+		return pattern == name
+	}
+}
+
+// wantTag applies the tag filters.
+func (e *Engine) wantTag(tag string) bool {
+	if len(e.include) > 0 {
+		ok := false
+		for _, re := range e.include {
+			if re.MatchString(tag) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, re := range e.exclude {
+		if re.MatchString(tag) {
+			return false
+		}
+	}
+	return true
+}
+
+// syncRepository brings repo in line with the parent: new and moved tags are synced, tags the
+// parent no longer has (within the filters) are removed. Nothing is removed unless the parent's
+// tag list was read.
+func (e *Engine) syncRepository(ctx context.Context, repo string) error {
+	tags, err := e.parent.Tags(ctx, repo)
+	var pe *ParentError
+	if errors.As(err, &pe) && pe.Status == 404 && pe.Code == "NAME_UNKNOWN" {
+		tags, err = nil, nil // the parent has no such repository (any more)
+	}
+	if err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for _, t := range tags {
+		if e.wantTag(t) {
+			wanted[t] = true
+		}
+	}
+	e.progress.repoStarted(repo, len(wanted))
+	var errs []error
+	for _, tag := range sortedKeys(wanted) {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if err := e.syncTag(ctx, repo, tag); err != nil {
+			if errors.Is(err, ErrWindowClosed) || ctx.Err() != nil {
+				return err
+			}
+			errs = append(errs, fmt.Errorf("tag %s: %w", tag, err))
+			continue
+		}
+		e.progress.imageDone(repo)
+	}
+	local, err := e.store.Tags(ctx, repo)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, tag := range local {
+		if !wanted[tag] && e.wantTag(tag) {
+			if err := e.store.Untag(ctx, repo, tag); err != nil {
+				errs = append(errs, fmt.Errorf("removing tag %s: %w", tag, err))
+				continue
+			}
+			e.metrics.tagsRemoved.Inc()
+			e.pass.tagsRemoved.Add(1)
+			e.log.Info("tag removed: the parent no longer has it", zap.String("repository", repo), zap.String("tag", tag))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// syncTag syncs repo:tag when the parent's digest differs from the local one, and in any case
+// the referrers of the image, which can be added without the tag moving.
+func (e *Engine) syncTag(ctx context.Context, repo, tag string) error {
+	dgst, err := e.parent.HeadManifest(ctx, repo, tag)
+	if err != nil {
+		return err
+	}
+	local, ok, err := e.store.TagDigest(ctx, repo, tag)
+	if err != nil {
+		return err
+	}
+	if ok && local == dgst {
+		if e.opts.Referrers {
+			return e.syncReferrers(ctx, repo, dgst, 0)
+		}
+		return nil
+	}
+	return e.syncManifest(ctx, repo, dgst.String(), tag, 0)
+}
+
+// maxDepth bounds index nesting and referrer chains.
+const maxDepth = 4
+
+// syncManifest stores manifest ref of repo and everything it references, children first, so
+// that the manifest (and the tag, if any) becomes visible only when complete.
+func (e *Engine) syncManifest(ctx context.Context, repo, ref, tag string, depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("manifest %s is nested more than %d levels deep", ref, maxDepth)
+	}
+	m, err := e.parent.GetManifest(ctx, repo, ref)
+	if err != nil {
+		return err
+	}
+	have, err := e.store.HasManifest(ctx, repo, m.Digest)
+	if err != nil {
+		return err
+	}
+	if !have {
+		p, err := parseManifest(m)
+		if err != nil {
+			return err
+		}
+		if p.index {
+			for _, c := range p.children {
+				if !e.platforms.keep(c) {
+					continue
+				}
+				if ok, err := e.store.HasManifest(ctx, repo, c.Digest); err != nil {
+					return err
+				} else if ok {
+					continue
+				}
+				if err := e.syncManifest(ctx, repo, c.Digest.String(), "", depth+1); err != nil {
+					return err
+				}
+			}
+		} else if err := e.ensureBlobs(ctx, repo, p.blobs); err != nil {
+			return err
+		}
+	}
+	if !have || tag != "" {
+		if err := e.store.PutManifest(ctx, repo, m.MediaType, m.Raw, m.Digest, tag); err != nil {
+			return fmt.Errorf("storing manifest %s: %w", m.Digest, err)
+		}
+		if !have {
+			e.metrics.manifests.Inc()
+			e.pass.manifests.Add(1)
+		}
+	}
+	if e.opts.Referrers && depth == 0 {
+		return e.syncReferrers(ctx, repo, m.Digest, depth)
+	}
+	return nil
+}
+
+// syncReferrers stores the referrers of subject that the node lacks.
+func (e *Engine) syncReferrers(ctx context.Context, repo string, subject digest.Digest, depth int) error {
+	refs, err := e.parent.Referrers(ctx, repo, subject)
+	if err != nil {
+		return fmt.Errorf("referrers of %s: %w", subject, err)
+	}
+	for _, r := range refs {
+		if ok, err := e.store.HasManifest(ctx, repo, r.Digest); err != nil {
+			return err
+		} else if ok {
+			continue
+		}
+		if err := e.syncManifest(ctx, repo, r.Digest.String(), "", depth+1); err != nil {
+			return fmt.Errorf("referrer %s: %w", r.Digest, err)
+		}
+	}
+	return nil
+}
+
+// ensureBlobs fetches blobs, Parallelism at a time.
+func (e *Engine) ensureBlobs(ctx context.Context, repo string, blobs []Descriptor) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.opts.Parallelism)
+	var queued atomic.Int64
+	queued.Store(int64(len(blobs)))
+	for _, b := range blobs {
+		g.Go(func() error {
+			e.metrics.queue.Set(float64(queued.Add(-1)))
+			return e.ensureBlob(gctx, repo, b)
+		})
+	}
+	return g.Wait()
+}

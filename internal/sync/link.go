@@ -1,0 +1,179 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	stdsync "sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// ErrWindowClosed is returned for any request to the parent while no sync window is open.
+var ErrWindowClosed = errors.New("the sync window is closed")
+
+// Gate says whether the link to the parent may be used now. Every request to the parent passes
+// through it, so nothing at all is sent outside a window.
+type Gate struct {
+	mu     stdsync.Mutex
+	until  time.Time // the open window's end; zero time with open=true means no end
+	open   bool
+	closed chan struct{} // closed when the window closes, replaced when one opens
+}
+
+// NewGate returns a closed gate.
+func NewGate() *Gate {
+	c := make(chan struct{})
+	close(c)
+	return &Gate{closed: c}
+}
+
+// Open opens the window until end (zero: until Close).
+func (g *Gate) Open(end time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.open {
+		g.closed = make(chan struct{})
+	}
+	g.open, g.until = true, end
+}
+
+// Close closes the window.
+func (g *Gate) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open {
+		g.open = false
+		close(g.closed)
+	}
+}
+
+// IsOpen reports whether the link may be used now; it closes the gate when its end has passed.
+func (g *Gate) IsOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open && !g.until.IsZero() && !time.Now().Before(g.until) {
+		g.open = false
+		close(g.closed)
+	}
+	return g.open
+}
+
+// Until is the end of the open window (zero when unbounded or closed).
+func (g *Gate) Until() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.until
+}
+
+// Context returns a context cancelled when the window closes (or parent ends).
+func (g *Gate) Context(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	g.mu.Lock()
+	closed, until, open := g.closed, g.until, g.open
+	g.mu.Unlock()
+	if !open {
+		cancel(ErrWindowClosed)
+		return ctx, func() { cancel(context.Canceled) }
+	}
+	go func() {
+		var timer <-chan time.Time
+		if !until.IsZero() {
+			t := time.NewTimer(time.Until(until))
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-closed:
+			cancel(ErrWindowClosed)
+		case <-timer:
+			g.IsOpen() // closes the gate
+			cancel(ErrWindowClosed)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(context.Canceled) }
+}
+
+// Meter counts the bytes sent to and received from the parent.
+type Meter struct {
+	in, out atomic.Int64
+	onIn    func(int64)
+}
+
+// In is the bytes received from the parent so far (bodies and headers' bodies; not TLS framing).
+func (m *Meter) In() int64 { return m.in.Load() }
+
+// Out is the bytes of request bodies sent so far.
+func (m *Meter) Out() int64 { return m.out.Load() }
+
+// linkTransport is the bottom of the parent client: it refuses requests while the gate is closed,
+// caps bandwidth, and counts bytes. Auth layers sit above it, so token requests are gated,
+// capped and counted too.
+type linkTransport struct {
+	inner   http.RoundTripper
+	gate    *Gate
+	limiter *rate.Limiter // nil: no cap
+	meter   *Meter
+}
+
+func (t *linkTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !t.gate.IsOpen() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, ErrWindowClosed
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		req = req.Clone(req.Context())
+		req.Body = &meteredBody{ReadCloser: req.Body, ctx: req.Context(), limiter: t.limiter, count: &t.meter.out}
+	}
+	resp, err := t.inner.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &meteredBody{ReadCloser: resp.Body, ctx: req.Context(), limiter: t.limiter, count: &t.meter.in, onRead: t.meter.onIn}
+	return resp, nil
+}
+
+// meteredBody counts and rate-limits the bytes read through it.
+type meteredBody struct {
+	io.ReadCloser
+	ctx     context.Context
+	limiter *rate.Limiter
+	count   *atomic.Int64
+	onRead  func(int64)
+}
+
+// maxBurst bounds one read so that the limiter's burst can always cover it.
+const maxBurst = 32 << 10
+
+func (b *meteredBody) Read(p []byte) (int, error) {
+	if b.limiter != nil && len(p) > maxBurst {
+		p = p[:maxBurst]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.count.Add(int64(n))
+		if b.onRead != nil {
+			b.onRead(int64(n))
+		}
+		if b.limiter != nil {
+			if werr := b.limiter.WaitN(b.ctx, n); werr != nil && err == nil {
+				err = werr
+			}
+		}
+	}
+	return n, err
+}
+
+// newLimiter returns a limiter for kiBps KiB/s, or nil for no cap.
+func newLimiter(kiBps int) *rate.Limiter {
+	if kiBps <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(kiBps*1024), maxBurst)
+}

@@ -1,0 +1,60 @@
+package sync
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the sync engine's Prometheus collectors.
+type metrics struct {
+	bytesIn      prometheus.CounterFunc
+	bytesOut     prometheus.CounterFunc
+	refetched    prometheus.Counter
+	blobsFetched prometheus.Counter
+	blobsMounted prometheus.Counter
+	corrupt      prometheus.Counter
+	manifests    prometheus.Counter
+	tagsRemoved  prometheus.Counter
+	passDuration *prometheus.HistogramVec
+	lastSuccess  prometheus.Gauge
+	linkUp       prometheus.Gauge
+	queue        prometheus.Gauge
+}
+
+func newMetrics(meter *Meter) *metrics {
+	opts := func(name, help string) prometheus.CounterOpts {
+		return prometheus.CounterOpts{Namespace: "outpost", Subsystem: "sync", Name: name, Help: help}
+	}
+	return &metrics{
+		bytesIn: prometheus.NewCounterFunc(opts("parent_received_bytes_total",
+			"Bytes received from the parent: manifests, blobs, token and listing responses."), func() float64 { return float64(meter.In()) }),
+		bytesOut: prometheus.NewCounterFunc(opts("parent_sent_bytes_total",
+			"Bytes of request bodies sent to the parent."), func() float64 { return float64(meter.Out()) }),
+		refetched: prometheus.NewCounter(opts("refetched_bytes_total",
+			"Bytes received from the parent that were already stored or were discarded: skipped by a parent that ignores Range, or thrown away because a blob failed verification. Should stay near zero.")),
+		blobsFetched: prometheus.NewCounter(opts("blobs_fetched_total", "Blobs fetched from the parent and verified.")),
+		blobsMounted: prometheus.NewCounter(opts("blobs_mounted_total", "Blobs linked from another local repository instead of fetched.")),
+		corrupt:      prometheus.NewCounter(opts("blobs_corrupt_total", "Blobs whose bytes from the parent failed verification and were fetched again.")),
+		manifests:    prometheus.NewCounter(opts("manifests_synced_total", "Manifests (images, indexes, referrers) stored from the parent.")),
+		tagsRemoved:  prometheus.NewCounter(opts("tags_removed_total", "Local tags removed because the parent no longer has them.")),
+		passDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "outpost", Subsystem: "sync", Name: "pass_duration_seconds",
+			Help: "Duration of sync passes, by result.", Buckets: prometheus.ExponentialBuckets(0.05, 3, 12)}, []string{"result"}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "outpost", Subsystem: "sync", Name: "last_success_timestamp_seconds",
+			Help: "Unix time at which the last fully successful pass ended."}),
+		linkUp: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "outpost", Subsystem: "sync", Name: "link_up",
+			Help: "1 when the last exchange with the parent succeeded, 0 when it failed."}),
+		queue: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "outpost", Subsystem: "sync", Name: "queue_length",
+			Help: "Blobs waiting to be fetched in the current pass."}),
+	}
+}
+
+// Register adds the engine's collectors to reg.
+func (e *Engine) Register(reg prometheus.Registerer) error {
+	m := e.metrics
+	for _, c := range []prometheus.Collector{m.bytesIn, m.bytesOut, m.refetched, m.blobsFetched, m.blobsMounted,
+		m.corrupt, m.manifests, m.tagsRemoved, m.passDuration, m.lastSuccess, m.linkUp, m.queue} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
