@@ -228,8 +228,9 @@ func (e *Engine) Status() acrapi.SyncStatus {
 	return s
 }
 
-// runPass runs one pass while the window is open (or, forced, until it ends).
-func (e *Engine) runPass(ctx context.Context, forced bool) {
+// runPass runs one pass while the window is open (or, forced, until it ends) and returns its
+// summary (Result "skipped" when no window was open).
+func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 	// Without a window limit, and for a forced pass outside a window, the link is open for
 	// this pass only. A firing during the pass may set a window end; then the window stays.
 	if e.opts.Window <= 0 || (forced && !e.gate.IsOpen()) {
@@ -241,7 +242,7 @@ func (e *Engine) runPass(ctx context.Context, forced bool) {
 		}()
 	}
 	if !e.gate.IsOpen() {
-		return // a queued pass whose window has closed
+		return acrapi.PassSummary{Started: time.Now().UTC(), Result: "skipped"} // its window has closed
 	}
 	wctx, cancel := e.gate.Context(ctx)
 	defer cancel()
@@ -294,6 +295,7 @@ func (e *Engine) runPass(ctx context.Context, forced bool) {
 		fields = append(fields, zap.Error(err))
 	}
 	e.log.Info("sync pass", fields...)
+	return s
 }
 
 func ptr[T any](v T) *T { return &v }

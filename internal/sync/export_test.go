@@ -1,0 +1,16 @@
+package sync
+
+import (
+	"context"
+	"time"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// RunPass runs one pass now, as a firing or `sync now` would, and returns its summary.
+func (e *Engine) RunPass(ctx context.Context, force bool) acrapi.PassSummary {
+	return e.runPass(ctx, force)
+}
+
+// OpenWindow opens the sync window until end, as a schedule firing would.
+func (e *Engine) OpenWindow(end time.Time) { e.gate.Open(end) }
