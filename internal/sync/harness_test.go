@@ -205,3 +205,22 @@ func mustDigest(t *testing.T, x interface{ Digest() (ggcrv1.Hash, error) }) stri
 }
 
 var _ = bytes.Equal
+
+// copyRepo copies repo:tag from one node into another's store, bypassing whatever wraps the
+// destination's handler (auth, faults).
+func copyRepo(t *testing.T, from, to *node, repoTag string) {
+	t.Helper()
+	img, err := remote.Image(from.ref(t, repoTag))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := httptest.NewServer(to.reg.Handler())
+	defer direct.Close()
+	dst, err := name.ParseReference(strings.TrimPrefix(direct.URL, "http://") + "/" + repoTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(dst, img); err != nil {
+		t.Fatal(err)
+	}
+}
