@@ -80,6 +80,14 @@ func (r *Registry) wrap(app http.Handler) http.Handler {
 			r.serveReferrers(w, req, repo, dgst)
 			return
 		}
+		// distribution matches names by pattern only; a name over 255 characters reaches its
+		// dispatcher, which answers 500 with the error body written twice. Refuse it here.
+		if _, repo := Route(req); repo != "" {
+			if _, err := reference.WithName(repo); err != nil {
+				serveError(w, errcode.ErrorCodeNameInvalid.WithDetail(err.Error()))
+				return
+			}
+		}
 		if req.Method == http.MethodPut {
 			if repo, ref, ok := splitManifest(req.URL.Path); ok {
 				r.putManifest(w, req, app, repo, ref)
