@@ -273,6 +273,7 @@ func newEngine(cfg config.Config, reg *registry.Registry, log *zap.Logger) (*syn
 		ChunkSize:      cfg.Sync.ChunkSizeMiB << 20,
 		BandwidthKiBps: cfg.Sync.BandwidthKiBps,
 		Parallelism:    cfg.Sync.Parallelism,
+		StallTimeout:   cfg.Sync.StallTimeout.Std(),
 		StateDir:       filepath.Join(reg.DataDir(), "outpost", "sync"),
 		Log:            log,
 	}, reg, config.CronParser)

@@ -61,6 +61,9 @@ type Sync struct {
 	BandwidthKiBps int `yaml:"bandwidthKiBps"`
 	// Parallelism is how many blobs are fetched at once.
 	Parallelism int `yaml:"parallelism"`
+	// StallTimeout abandons and retries a transfer from the parent that delivers no byte for
+	// this long (the link is up but carries nothing).
+	StallTimeout duration.Duration `yaml:"stallTimeout"`
 	// GCSchedule, when set, runs garbage collection on this 5-field cron schedule (UTC).
 	GCSchedule string `yaml:"gcSchedule"`
 }
@@ -97,6 +100,7 @@ func Default() Config {
 			Schedule:     "* * * * *",
 			ChunkSizeMiB: 1,
 			Parallelism:  2,
+			StallTimeout: duration.Duration(time.Minute),
 		},
 	}
 }

@@ -69,6 +69,9 @@ func (c *Config) validateSync(fail func(key, format string, args ...any) error) 
 	if c.Sync.BandwidthKiBps < 0 {
 		return fail("sync.bandwidthKiBps", "%d is negative: expected 0 (no cap) or more", c.Sync.BandwidthKiBps)
 	}
+	if t := c.Sync.StallTimeout.Std(); t < 5e9 || t > 3600e9 {
+		return fail("sync.stallTimeout", "%s is out of range: expected PT5S to PT1H", c.Sync.StallTimeout)
+	}
 	if c.Sync.Parallelism < 1 || c.Sync.Parallelism > 64 {
 		return fail("sync.parallelism", "%d is out of range: expected 1 to 64", c.Sync.Parallelism)
 	}

@@ -43,6 +43,9 @@ type Options struct {
 	BandwidthKiBps int
 	// Parallelism is how many blobs are fetched at once.
 	Parallelism int
+	// StallTimeout abandons (and retries) a response that delivers no byte for this long;
+	// zero means one minute.
+	StallTimeout time.Duration
 	// StateDir holds the engine's durable state (blob checkpoints).
 	StateDir string
 	// Retry bounds retries of failed requests and chunks.
@@ -94,6 +97,9 @@ func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
 	if opts.Retry.Attempts < 1 {
 		opts.Retry = DefaultRetry
 	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = time.Minute
+	}
 	opts.Parent.Retry = opts.Retry
 	sched, err := parser.Parse(opts.Schedule)
 	if err != nil {
@@ -132,7 +138,7 @@ func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
 		}
 	}
 	gate, meter := NewGate(), &Meter{}
-	parent, err := NewParent(opts.Parent, &linkTransport{gate: gate, limiter: newLimiter(opts.BandwidthKiBps), meter: meter})
+	parent, err := NewParent(opts.Parent, &linkTransport{gate: gate, limiter: newLimiter(opts.BandwidthKiBps), meter: meter, stall: opts.StallTimeout})
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,10 @@ import (
 // ErrWindowClosed is returned for any request to the parent while no sync window is open.
 var ErrWindowClosed = errors.New("the sync window is closed")
 
+// ErrStalled is returned when a response body delivers no byte for the stall timeout: the
+// connection is open but the link carries nothing. The request is abandoned and retried.
+var ErrStalled = errors.New("the link to the parent stalled")
+
 // Gate says whether the link to the parent may be used now. Every request to the parent passes
 // through it, so nothing at all is sent outside a window.
 type Gate struct {
@@ -118,6 +122,7 @@ type linkTransport struct {
 	gate    *Gate
 	limiter *rate.Limiter // nil: no cap
 	meter   *Meter
+	stall   time.Duration // a body silent this long is abandoned; zero: never
 }
 
 func (t *linkTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -131,21 +136,32 @@ func (t *linkTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(req.Context())
 		req.Body = &meteredBody{ReadCloser: req.Body, ctx: req.Context(), limiter: t.limiter, count: &t.meter.out}
 	}
-	resp, err := t.inner.RoundTrip(req)
+	ctx, cancel := context.WithCancelCause(req.Context())
+	resp, err := t.inner.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		cancel(nil)
 		return nil, err
 	}
-	resp.Body = &meteredBody{ReadCloser: resp.Body, ctx: req.Context(), limiter: t.limiter, count: &t.meter.in, onRead: t.meter.onIn}
+	body := &meteredBody{ReadCloser: resp.Body, ctx: ctx, limiter: t.limiter, count: &t.meter.in, onRead: t.meter.onIn, cancel: cancel}
+	if t.stall > 0 {
+		body.stall = t.stall
+		body.watchdog = time.AfterFunc(t.stall, func() { cancel(ErrStalled) })
+	}
+	resp.Body = body
 	return resp, nil
 }
 
-// meteredBody counts and rate-limits the bytes read through it.
+// meteredBody counts and rate-limits the bytes read through it, and abandons the request when
+// no byte arrives for stall.
 type meteredBody struct {
 	io.ReadCloser
-	ctx     context.Context
-	limiter *rate.Limiter
-	count   *atomic.Int64
-	onRead  func(int64)
+	ctx      context.Context
+	limiter  *rate.Limiter
+	count    *atomic.Int64
+	onRead   func(int64)
+	cancel   context.CancelCauseFunc // nil for request bodies
+	stall    time.Duration
+	watchdog *time.Timer
 }
 
 // maxBurst bounds one read so that the limiter's burst can always cover it.
@@ -166,8 +182,25 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 				err = werr
 			}
 		}
+		if b.watchdog != nil {
+			b.watchdog.Reset(b.stall)
+		}
+	}
+	if err != nil && errors.Is(context.Cause(b.ctx), ErrStalled) {
+		err = ErrStalled
 	}
 	return n, err
+}
+
+func (b *meteredBody) Close() error {
+	if b.watchdog != nil {
+		b.watchdog.Stop()
+	}
+	err := b.ReadCloser.Close()
+	if b.cancel != nil {
+		b.cancel(nil)
+	}
+	return err
 }
 
 // newLimiter returns a limiter for kiBps KiB/s, or nil for no cap.

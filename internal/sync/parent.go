@@ -455,7 +455,8 @@ func (p *Parent) BlobRange(ctx context.Context, repo string, dgst digest.Digest,
 		start, err := contentRangeStart(resp.Header.Get("Content-Range"))
 		if err != nil || start != offset {
 			resp.Body.Close()
-			return nil, 0, fmt.Errorf("%w: parent answered range %d- with Content-Range %q", ErrCorrupt, offset, resp.Header.Get("Content-Range"))
+			// Nothing was written: ask again rather than discard the bytes stored so far.
+			return nil, 0, fmt.Errorf("parent answered range %d- with Content-Range %q", offset, resp.Header.Get("Content-Range"))
 		}
 		return resp.Body, 0, nil
 	case http.StatusOK:

@@ -1,0 +1,49 @@
+package sync_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/outpost-registry/outpost/test/faultnet"
+)
+
+// TestStalledLinkIsAbandonedAndResumed: a link that stays connected but carries nothing does not
+// hang the pass; the transfer is abandoned after the stall timeout and resumed.
+func TestStalledLinkIsAbandonedAndResumed(t *testing.T) {
+	parent, child := newNode(t, nil), newNode(t, nil)
+	parent.push(t, "app:v1", randomImage(t, 2<<20, 1))
+	link, err := faultnet.NewProxy(parent.host, faultnet.WithBandwidth(faultnet.Downstream, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { link.Close() })
+
+	opts := engineOptions(t, link.URL(), "app")
+	opts.StallTimeout = 500 * time.Millisecond
+	e := newEngine(t, opts, child)
+
+	// Freeze the link once a third of the blob has crossed, for 3 s: several stall timeouts.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if link.WaitBytes(ctx, faultnet.Downstream, 700<<10) == nil {
+			link.StallFor(3 * time.Second)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := e.RunPass(ctx, false)
+	if s.Result != "ok" {
+		t.Fatalf("pass: %+v", s)
+	}
+	requireSame(t, parent, child, "app:v1")
+	if st := link.Stats(); st.Conns < 2 {
+		t.Fatalf("the stalled connection was never abandoned: %d connections", st.Conns)
+	}
+	// Resumed, not restarted: at most a chunk or two of the blob crossed twice.
+	size := int64(2 << 20)
+	if got := e.Meter().In(); got > size+2*int64(opts.ChunkSize)+64<<10 {
+		t.Fatalf("%d bytes from the parent for a %d-byte image", got, size)
+	}
+}
