@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/outpost-registry/outpost/internal/atomicfile"
 )
 
 // checkpoint is the durable record of a blob being fetched: which upload session holds its
@@ -44,26 +46,7 @@ func (c checkpoints) save(cp checkpoint) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(c.dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), c.path(cp.Digest))
+	return atomicfile.Write(c.path(cp.Digest), b, 0o600)
 }
 
 func (c checkpoints) remove(d digest.Digest) error {

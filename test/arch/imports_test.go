@@ -25,6 +25,7 @@ var layer = map[string]int{
 	"internal/observe":      1,
 	"internal/logging":      1,
 	"internal/duration":     0,
+	"internal/atomicfile":   0,
 	"internal/version":      0,
 	"pkg/acrapi":            0,
 }
