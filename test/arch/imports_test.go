@@ -26,6 +26,7 @@ var layer = map[string]int{
 	"internal/logging":      1,
 	"internal/duration":     0,
 	"internal/atomicfile":   0,
+	"internal/repopattern":  0,
 	"internal/version":      0,
 	"pkg/acrapi":            0,
 }
