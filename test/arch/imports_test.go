@@ -27,6 +27,7 @@ var layer = map[string]int{
 	"internal/duration":     0,
 	"internal/atomicfile":   0,
 	"internal/repopattern":  0,
+	"internal/cronexpr":     0,
 	"internal/version":      0,
 	"pkg/acrapi":            0,
 }

@@ -1,0 +1,95 @@
+package acrapi
+
+import "time"
+
+// Modes of a connected registry.
+const (
+	ModeReadOnly  = "ReadOnly"
+	ModeReadWrite = "ReadWrite"
+)
+
+// Connection states of a connected registry, as its parent sees it.
+const (
+	StateOnline    = "Online"
+	StateOffline   = "Offline"
+	StateSyncing   = "Syncing"
+	StateUnhealthy = "Unhealthy"
+)
+
+// Activation states.
+const (
+	ActivationActive   = "Active"
+	ActivationInactive = "Inactive"
+)
+
+// LogLevels a connected registry can be given.
+var LogLevels = []string{"Debug", "Information", "Warning", "Error", "None"}
+
+// ConnectedRegistrySpec is what an operator defines for a connected registry. Durations are
+// ISO 8601 (PT1H, P2D); the schedule is a 5-field cron expression in UTC.
+type ConnectedRegistrySpec struct {
+	Name string `json:"name"`
+	// Parent is the name of the parent connected registry; empty for a child of the root.
+	Parent         string   `json:"parent,omitempty"`
+	Mode           string   `json:"mode"`
+	Repositories   []string `json:"repositories"`
+	SyncSchedule   string   `json:"syncSchedule"`
+	SyncWindow     string   `json:"syncWindow,omitempty"`
+	SyncMessageTTL string   `json:"syncMessageTtl"`
+	LogLevel       string   `json:"logLevel"`
+	Notifications  []string `json:"notifications,omitempty"`
+	ClientTokens   []string `json:"clientTokens,omitempty"`
+}
+
+// ConnectedRegistry is a definition with its state.
+type ConnectedRegistry struct {
+	ConnectedRegistrySpec
+	SyncTokenName    string      `json:"syncTokenName"`
+	ActivationStatus string      `json:"activationStatus"`
+	ConnectionState  string      `json:"connectionState"`
+	LastSyncTime     *time.Time  `json:"lastSyncTime,omitempty"`
+	LastActivityTime *time.Time  `json:"lastActivityTime,omitempty"`
+	Status           *NodeStatus `json:"status,omitempty"`
+	CreatedAt        time.Time   `json:"createdAt"`
+	UpdatedAt        time.Time   `json:"updatedAt"`
+}
+
+// ConnectedRegistryUpdate changes a definition; nil fields are left as they are.
+type ConnectedRegistryUpdate struct {
+	SyncSchedule        *string  `json:"syncSchedule,omitempty"`
+	SyncWindow          *string  `json:"syncWindow,omitempty"`
+	SyncMessageTTL      *string  `json:"syncMessageTtl,omitempty"`
+	LogLevel            *string  `json:"logLevel,omitempty"`
+	AddRepositories     []string `json:"addRepositories,omitempty"`
+	RemoveRepositories  []string `json:"removeRepositories,omitempty"`
+	AddClientTokens     []string `json:"addClientTokens,omitempty"`
+	RemoveClientTokens  []string `json:"removeClientTokens,omitempty"`
+	AddNotifications    []string `json:"addNotifications,omitempty"`
+	RemoveNotifications []string `json:"removeNotifications,omitempty"`
+}
+
+// StatusDetail is one condition a node reports.
+type StatusDetail struct {
+	Type          string    `json:"type"`
+	Code          string    `json:"code"`
+	Description   string    `json:"description"`
+	Timestamp     time.Time `json:"timestamp"`
+	CorrelationID string    `json:"correlationId,omitempty"`
+}
+
+// NodeStatus is what a node reports to its parent after every sync.
+type NodeStatus struct {
+	ConnectionState  string         `json:"connectionState"`
+	Version          string         `json:"version"`
+	LastSyncTime     *time.Time     `json:"lastSyncTime,omitempty"`
+	LastActivityTime time.Time      `json:"lastActivityTime"`
+	StorageUsedBytes int64          `json:"storageUsedBytes"`
+	ImagesHeld       int            `json:"imagesHeld"`
+	StatusDetails    []StatusDetail `json:"statusDetails,omitempty"`
+}
+
+// Settings is what `connected-registry get-settings` prints: everything a node needs to
+// activate. The password appears only in the answer that generated it.
+type Settings struct {
+	ConnectionString string `json:"ACR_REGISTRY_CONNECTION_STRING"`
+}
