@@ -24,9 +24,10 @@ type Syncer interface {
 	Trigger(force bool) error
 }
 
-// adminHandler serves GET /sync/status and POST /sync/now[?force=true].
-func adminHandler(s Syncer) http.Handler {
+// adminHandler serves GET /sync/status, POST /sync/now[?force=true] and POST /gc (gc.go).
+func adminHandler(s Syncer, gc GarbageCollector, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("POST /gc", handleGC(gc, log))
 	mux.HandleFunc("GET /sync/status", func(w http.ResponseWriter, _ *http.Request) {
 		if s == nil {
 			writeJSON(w, http.StatusOK, acrapi.SyncStatus{Link: "unknown", State: "disabled",
@@ -51,7 +52,7 @@ func adminHandler(s Syncer) http.Handler {
 
 // serveAdmin serves the admin endpoint on the socket until ctx ends. A socket that cannot be
 // opened is logged, not fatal: the node still serves its registry.
-func serveAdmin(ctx context.Context, dataDir string, s Syncer, log *zap.Logger) {
+func serveAdmin(ctx context.Context, dataDir string, s Syncer, gc GarbageCollector, log *zap.Logger) {
 	path := filepath.Join(dataDir, AdminSocket)
 	_ = os.Remove(path) // left by a process that was killed
 	ln, err := net.Listen("unix", path)
@@ -62,7 +63,9 @@ func serveAdmin(ctx context.Context, dataDir string, s Syncer, log *zap.Logger) 
 	if err := os.Chmod(path, 0o600); err != nil {
 		log.Warn("restricting the admin socket", zap.Error(err))
 	}
-	srv := &http.Server{Handler: adminHandler(s), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: adminHandler(s, gc, log), ReadHeaderTimeout: 10 * time.Second,
+		// Requests end with the node: a garbage collection in progress is cancelled.
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -42,14 +42,24 @@ type Node struct {
 	handler  http.Handler
 	ready    atomic.Bool
 	engine   *syncengine.Engine // nil without a parent
+	lock     *DataDirLock       // the data directory's, held until Serve returns (lock.go)
 }
 
 // New checks the data directory, opens the store and builds the node's HTTP handler. Problems
 // the operator must fix in the configuration are returned as *config.Error.
-func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Logger) (*Node, error) {
+func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Logger) (_ *Node, err error) {
 	if err := checkWritable(cfg.DataDir); err != nil {
 		return nil, &config.Error{Key: "dataDir", Source: src["dataDir"], Msg: err.Error()}
 	}
+	lock, err := lockDataDir(cfg.DataDir, src["dataDir"])
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Release()
+		}
+	}()
 	logging.RouteLogrus(log)
 	ropts := registry.Options{DataDir: cfg.DataDir, Log: log.Named("registry")}
 	if cfg.HasParent() {
@@ -59,7 +69,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, registry: reg, metrics: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: log, registry: reg, metrics: prometheus.NewRegistry(), lock: lock}
 	if cfg.HasParent() {
 		n.engine, err = newEngine(cfg, reg, log.Named("sync"))
 		if err != nil {
@@ -87,7 +97,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 
 	r := mux.NewRouter()
 	r.PathPrefix("/v2").Handler(reg.Handler())
-	r.PathPrefix("/acr/").Handler(acr.Handler())
+	r.PathPrefix("/acr/").Handler(acr.Handler(acr.Options{Log: log.Named("acr")}))
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
 	r.HandleFunc("/healthz", n.healthz)
 	r.HandleFunc("/readyz", n.readyz)
@@ -164,6 +174,7 @@ func Listen(cfg config.Config, src config.Sources) (net.Listener, error) {
 // in-flight requests finish within the shutdown timeout, and stops the registry's background
 // work. It returns nil after a graceful stop.
 func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) error {
+	defer n.lock.Release()
 	srv := &http.Server{
 		Handler:           n.handler,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -187,7 +198,9 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 		syncer = n.engine
 		go func() { _ = n.engine.Run(bg) }()
 	}
-	go serveAdmin(bg, n.registry.DataDir(), syncer, n.log.Named("admin"))
+	go serveAdmin(bg, n.registry.DataDir(), syncer, n.registry, n.log.Named("admin"))
+	stopGC := n.startGCSchedule(bg, syncer)
+	defer stopGC()
 	n.ready.Store(true)
 	scheme := "http"
 	if n.cfg.TLSEnabled() {
@@ -205,6 +218,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	}
 	n.ready.Store(false)
 	stopBackground()
+	stopGC()
 	n.log.Info("shutting down", zap.Duration("timeout", n.cfg.ShutdownTimeout.Std()))
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout.Std())
 	defer cancel()

@@ -38,7 +38,7 @@ func newServe(env Env) *cobra.Command {
 		}
 		ln, err := app.Listen(cfg, src)
 		if err != nil {
-			_ = node.Registry().Close()
+			_ = node.Close()
 			return err
 		}
 		return node.Serve(ctx, ln, src)

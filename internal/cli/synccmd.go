@@ -76,9 +76,14 @@ func adminCall(ctx context.Context, env Env, nc *nodeConfig, method, path string
 	if err != nil {
 		return nil, err
 	}
-	sock := filepath.Join(cfg.DataDir, app.AdminSocket)
+	return adminRequest(ctx, cfg.DataDir, method, path, 30*time.Second)
+}
+
+// adminRequest sends a request to the admin socket under dataDir; timeout 0 means none.
+func adminRequest(ctx context.Context, dataDir, method, path string, timeout time.Duration) ([]byte, error) {
+	sock := filepath.Join(dataDir, app.AdminSocket)
 	client := &http.Client{
-		Timeout: 30 * time.Second,
+		Timeout: timeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		}},

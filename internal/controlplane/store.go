@@ -381,15 +381,31 @@ func (s *Store) Deactivate(name string) error {
 	})
 }
 
-// ReportStatus records what name's node reports of itself.
+// ReportStatus records what name's node reports of itself, heard directly now.
 func (s *Store) ReportStatus(name string, st acrapi.NodeStatus) error {
+	return s.reportStatus(name, st, s.now().UTC())
+}
+
+// RelayStatus records a status that a parent relays for a node below it: the node was last
+// seen when that status says, not now, so a silent node still turns Offline.
+func (s *Store) RelayStatus(name string, st acrapi.NodeStatus) error {
+	seen := st.LastActivityTime.UTC()
+	if now := s.now().UTC(); seen.After(now) {
+		seen = now
+	}
+	return s.reportStatus(name, st, seen)
+}
+
+func (s *Store) reportStatus(name string, st acrapi.NodeStatus, seen time.Time) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		r, err := get(tx, name)
 		if err != nil {
 			return err
 		}
-		now := s.now().UTC()
-		r.Status, r.LastSeen = &st, &now
+		if r.LastSeen != nil && seen.Before(*r.LastSeen) {
+			return nil // older than what is known
+		}
+		r.Status, r.LastSeen = &st, &seen
 		return put(tx, r)
 	})
 }

@@ -262,6 +262,19 @@ func TestConnectionState(t *testing.T) {
 	if r, _ := s.Get("siteA0001"); r.ConnectionState != acrapi.StateOffline {
 		t.Fatalf("after 21m of silence: %s", r.ConnectionState)
 	}
+	// A relayed status counts from when the node itself was last active.
+	if err := s.RelayStatus("siteA0001", acrapi.NodeStatus{ConnectionState: acrapi.StateOnline, LastActivityTime: now.Add(-30 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.Get("siteA0001"); r.ConnectionState != acrapi.StateOffline {
+		t.Fatalf("a stale relayed status revived the node: %s", r.ConnectionState)
+	}
+	if err := s.RelayStatus("siteA0001", acrapi.NodeStatus{ConnectionState: acrapi.StateOnline, LastActivityTime: now.Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.Get("siteA0001"); r.ConnectionState != acrapi.StateOnline {
+		t.Fatalf("a fresh relayed status: %s", r.ConnectionState)
+	}
 }
 
 func TestDurable(t *testing.T) {
@@ -278,6 +291,38 @@ func TestDurable(t *testing.T) {
 	}
 	defer s.Close()
 	if _, err := s.Get("siteA0001"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	s := openStore(t)
+	if err := s.AuthenticateAdmin("admin", "anything-long"); !errors.Is(err, ErrUnauthorized) {
+		t.Fatal("admin authenticated before any password was set")
+	}
+	gen, err := s.EnsureAdmin("")
+	if err != nil || len(gen) < 30 {
+		t.Fatalf("generated %q, %v", gen, err)
+	}
+	if again, err := s.EnsureAdmin("ignored-at-later-starts"); err != nil || again != "" {
+		t.Fatalf("second start: %q %v", again, err)
+	}
+	if err := s.AuthenticateAdmin("admin", gen); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][2]string{{"admin", gen + "x"}, {"root", gen}, {"", ""}} {
+		if err := s.AuthenticateAdmin(c[0], c[1]); !errors.Is(err, ErrUnauthorized) {
+			t.Fatalf("accepted %q", c[0])
+		}
+	}
+	s2 := openStore(t)
+	if _, err := s2.EnsureAdmin("short"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("short admin password accepted: %v", err)
+	}
+	if gen, err := s2.EnsureAdmin("a-long-enough-password"); err != nil || gen != "" {
+		t.Fatalf("%q %v", gen, err)
+	}
+	if err := s2.AuthenticateAdmin("admin", "a-long-enough-password"); err != nil {
 		t.Fatal(err)
 	}
 }

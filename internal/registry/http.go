@@ -42,40 +42,41 @@ func Route(r *http.Request) (route, repository string) {
 
 // splitReferrers recognises /v2/<name>/referrers/<digest>.
 func splitReferrers(path string) (repo, dgst string, ok bool) {
-	rest, found := strings.CutPrefix(path, "/v2/")
-	if !found {
-		return "", "", false
-	}
-	i := strings.LastIndex(rest, "/referrers/")
-	if i <= 0 {
-		return "", "", false
-	}
-	repo, dgst = rest[:i], rest[i+len("/referrers/"):]
-	if dgst == "" || strings.Contains(dgst, "/") {
-		return "", "", false
-	}
-	return repo, dgst, true
+	return splitLast(path, "/referrers/")
 }
 
 // splitManifest recognises /v2/<name>/manifests/<reference>.
 func splitManifest(path string) (repo, ref string, ok bool) {
+	return splitLast(path, "/manifests/")
+}
+
+// splitLast splits /v2/<name><sep><last> where last is one non-empty path segment. The last
+// occurrence of sep counts, since a repository name may itself contain "referrers" or
+// "manifests" as a component.
+func splitLast(path, sep string) (repo, last string, ok bool) {
 	rest, found := strings.CutPrefix(path, "/v2/")
 	if !found {
 		return "", "", false
 	}
-	i := strings.LastIndex(rest, "/manifests/")
+	i := strings.LastIndex(rest, sep)
 	if i <= 0 {
 		return "", "", false
 	}
-	repo, ref = rest[:i], rest[i+len("/manifests/"):]
-	if ref == "" || strings.Contains(ref, "/") {
+	repo, last = rest[:i], rest[i+len(sep):]
+	if last == "" || strings.Contains(last, "/") {
 		return "", "", false
 	}
-	return repo, ref, true
+	return repo, last, true
 }
 
-func (r *Registry) wrap(app http.Handler) http.Handler {
+func (r *Registry) wrap() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if mutating(req.Method) {
+			// Writes wait while garbage collection runs; reads never do.
+			r.maint.RLock()
+			defer r.maint.RUnlock()
+		}
+		app := r.app.Load()
 		if repo, dgst, ok := splitReferrers(req.URL.Path); ok {
 			r.serveReferrers(w, req, repo, dgst)
 			return
@@ -198,3 +199,12 @@ func (s *subjectHeaderWriter) WriteHeader(code int) {
 }
 
 func (s *subjectHeaderWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// mutating reports whether a request with this method may change the store.
+func mutating(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
+}

@@ -10,12 +10,15 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/outpost-registry/outpost/internal/atomicfile"
 )
 
 // referrerIndex records, per repository and subject digest, the descriptors of manifests that
@@ -29,6 +32,10 @@ import (
 type referrerIndex struct {
 	dir string
 	ns  distribution.Namespace
+	// maint is the registry's maintenance lock (nil in tests of the index alone). An entry
+	// without its manifest is pruned only when no write is in flight: a manifest PUT records
+	// its entry before it stores the manifest, and holds the lock for reading across both.
+	maint *sync.RWMutex
 }
 
 // manifestFields are the parts of an image manifest or index that the referrers API reports.
@@ -88,7 +95,7 @@ func (x *referrerIndex) Record(repo string, subject digest.Digest, desc v1.Descr
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(x.subjectDir(repo, subject), entryName(desc.Digest)), b, 0o600)
+	return atomicfile.Write(filepath.Join(x.subjectDir(repo, subject), entryName(desc.Digest)), b, 0o600)
 }
 
 // List returns the referrers of subject in repo whose manifests are stored, filtered by
@@ -135,7 +142,7 @@ func (x *referrerIndex) List(ctx context.Context, repo string, subject digest.Di
 			return nil, err
 		}
 		if !exists {
-			_ = os.Remove(path)
+			x.pruneIfStillMissing(ctx, manifests, desc.Digest, path)
 			continue
 		}
 		if artifactType != "" && desc.ArtifactType != artifactType {
@@ -145,6 +152,20 @@ func (x *referrerIndex) List(ctx context.Context, repo string, subject digest.Di
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Digest < out[j].Digest })
 	return out, nil
+}
+
+// pruneIfStillMissing removes the entry at path unless its manifest is being stored right now
+// (a write holds the maintenance lock) or has been stored since it was looked for.
+func (x *referrerIndex) pruneIfStillMissing(ctx context.Context, manifests distribution.ManifestService, d digest.Digest, path string) {
+	if x.maint != nil {
+		if !x.maint.TryLock() {
+			return // a write is in flight: it may be this entry's manifest; prune later
+		}
+		defer x.maint.Unlock()
+	}
+	if exists, err := manifests.Exists(ctx, d); err == nil && !exists {
+		_ = os.Remove(path)
+	}
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
@@ -21,6 +23,8 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"go.uber.org/zap"
+
+	"github.com/outpost-registry/outpost/internal/atomicfile"
 )
 
 // Options configure a Registry.
@@ -37,17 +41,29 @@ type Options struct {
 
 // Registry is the node's content store and its /v2 handler.
 type Registry struct {
-	app       *handlers.App
+	// app serves /v2. Garbage collection replaces it after deleting content, because its
+	// in-memory blob descriptor cache would keep answering for what was deleted.
+	app       atomic.Pointer[handlers.App]
+	appMu     sync.Mutex // serialises renewing and closing the App
+	closed    bool       // under appMu
+	appCtx    context.Context
+	appConfig func() *configuration.Configuration
 	driver    storagedriver.StorageDriver
 	namespace distribution.Namespace
 	referrers *referrerIndex
 	handler   http.Handler
 	log       *zap.Logger
 	dataDir   string
+
+	// maint is the maintenance lock: every write to the store holds it for reading, garbage
+	// collection holds it for writing. Reads never take it.
+	maint sync.RWMutex
+	// gcHook, when set (by tests), runs inside CollectGarbage once the lock is held.
+	gcHook func(context.Context)
 }
 
 // New opens (creating if needed) the store under opts.DataDir and builds the /v2 handler.
-func New(ctx context.Context, opts Options) (_ *Registry, err error) {
+func New(ctx context.Context, opts Options) (*Registry, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
@@ -64,56 +80,85 @@ func New(ctx context.Context, opts Options) (_ *Registry, err error) {
 		return nil, err
 	}
 
-	cfg := &configuration.Configuration{
-		Storage: configuration.Storage{
-			"filesystem": configuration.Parameters{"rootdirectory": dataDir},
-			"delete":     configuration.Parameters{"enabled": true},
-			"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
-			// Blobs are served by this process: there is no backend to redirect to.
-			"redirect": configuration.Parameters{"disable": true},
-		},
-	}
-	// distribution applies these defaults when it parses its YAML; built in code, they are ours
-	// to set (a zero catalog limit would refuse every ?n=).
-	cfg.Catalog.MaxEntries = 1000
-	cfg.Tags.MaxTags = 1000
-	cfg.HTTP.Secret = secret
-	// Relative Location headers keep clients on the proxy's address behind nginx.
-	cfg.HTTP.RelativeURLs = true
-	cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
-	if len(opts.IndexPlatforms) > 0 {
-		cfg.Validation.Manifests.Indexes.Platforms = "list"
-		for _, p := range opts.IndexPlatforms {
-			os, rest, _ := strings.Cut(p, "/")
-			arch, _, _ := strings.Cut(rest, "/")
-			cfg.Validation.Manifests.Indexes.PlatformList = append(cfg.Validation.Manifests.Indexes.PlatformList,
-				configuration.Platform{OS: os, Architecture: arch})
+	appConfig := func() *configuration.Configuration {
+		// A fresh value for each App: NewApp writes to the configuration it is given.
+		cfg := &configuration.Configuration{
+			Storage: configuration.Storage{
+				"filesystem": configuration.Parameters{"rootdirectory": dataDir},
+				"delete":     configuration.Parameters{"enabled": true},
+				"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
+				// Blobs are served by this process: there is no backend to redirect to.
+				"redirect": configuration.Parameters{"disable": true},
+			},
 		}
+		// distribution applies these defaults when it parses its YAML; built in code, they are
+		// ours to set (a zero catalog limit would refuse every ?n=).
+		cfg.Catalog.MaxEntries = 1000
+		cfg.Tags.MaxTags = 1000
+		cfg.HTTP.Secret = secret
+		// Relative Location headers keep clients on the proxy's address behind nginx.
+		cfg.HTTP.RelativeURLs = true
+		cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
+		if len(opts.IndexPlatforms) > 0 {
+			cfg.Validation.Manifests.Indexes.Platforms = "list"
+			for _, p := range opts.IndexPlatforms {
+				os, rest, _ := strings.Cut(p, "/")
+				arch, _, _ := strings.Cut(rest, "/")
+				cfg.Validation.Manifests.Indexes.PlatformList = append(cfg.Validation.Manifests.Indexes.PlatformList,
+					configuration.Platform{OS: os, Architecture: arch})
+			}
+		}
+		return cfg
+	}
+	app, err := newApp(ctx, appConfig())
+	if err != nil {
+		return nil, err
 	}
 
-	// NewApp reports configuration problems by panicking; turn that into an error.
+	driver := filesystem.New(filesystem.DriverParameters{RootDirectory: dataDir, MaxThreads: 100})
+	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	if err != nil {
+		_ = app.Shutdown()
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	r := &Registry{
+		appCtx:    ctx,
+		appConfig: appConfig,
+		driver:    driver,
+		namespace: ns,
+		log:       opts.Log,
+		dataDir:   dataDir,
+	}
+	r.referrers = &referrerIndex{dir: filepath.Join(stateDir, "referrers"), ns: ns, maint: &r.maint}
+	r.app.Store(app)
+	r.handler = r.wrap()
+	return r, nil
+}
+
+// newApp builds distribution's App. NewApp reports configuration problems by panicking; they
+// are returned as an error.
+func newApp(ctx context.Context, cfg *configuration.Configuration) (app *handlers.App, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("starting the embedded registry: %v", p)
 		}
 	}()
-	app := handlers.NewApp(ctx, cfg)
+	return handlers.NewApp(ctx, cfg), nil
+}
 
-	driver := filesystem.New(filesystem.DriverParameters{RootDirectory: dataDir, MaxThreads: 100})
-	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+// renewApp replaces the App serving /v2 with a new one, whose caches know nothing yet, and
+// stops the old one's background work. Requests in flight on the old App finish there.
+func (r *Registry) renewApp() error {
+	r.appMu.Lock()
+	defer r.appMu.Unlock()
+	if r.closed {
+		return nil
+	}
+	app, err := newApp(r.appCtx, r.appConfig())
 	if err != nil {
-		return nil, fmt.Errorf("opening the store: %w", err)
+		return err
 	}
-	r := &Registry{
-		app:       app,
-		driver:    driver,
-		namespace: ns,
-		referrers: &referrerIndex{dir: filepath.Join(stateDir, "referrers"), ns: ns},
-		log:       opts.Log,
-		dataDir:   dataDir,
-	}
-	r.handler = r.wrap(app)
-	return r, nil
+	return r.app.Swap(app).Shutdown()
 }
 
 // Handler serves /v2/ and everything below it.
@@ -129,7 +174,12 @@ func (r *Registry) Driver() storagedriver.StorageDriver { return r.driver }
 func (r *Registry) DataDir() string { return r.dataDir }
 
 // Close stops distribution's background work (the upload purger).
-func (r *Registry) Close() error { return r.app.Shutdown() }
+func (r *Registry) Close() error {
+	r.appMu.Lock()
+	defer r.appMu.Unlock()
+	r.closed = true
+	return r.app.Load().Shutdown()
+}
 
 // loadOrCreateSecret keeps distribution's upload-state HMAC secret across restarts, so that an
 // upload interrupted by a restart can be resumed by its client instead of started over.
@@ -146,36 +196,8 @@ func loadOrCreateSecret(path string) (string, error) {
 		return "", err
 	}
 	secret := hex.EncodeToString(raw)
-	if err := writeFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(secret+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("writing the upload secret: %w", err)
 	}
 	return secret, nil
-}
-
-// writeFileAtomic writes data to path so that a crash leaves either the old file or the new one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/reference"
@@ -64,11 +65,19 @@ func (m mountStat) Apply(v any) error {
 	return nil
 }
 
-// LinkBlob makes a blob the node holds part of repo, copying nothing.
+// LinkBlob makes a blob the node holds part of repo, copying nothing. It fails with
+// distribution.ErrBlobUnknown when the node no longer holds the blob (garbage collection may
+// have removed it since the caller looked).
 func (r *Registry) LinkBlob(ctx context.Context, repo string, d digest.Digest, size int64) error {
+	r.maint.RLock()
+	defer r.maint.RUnlock()
 	rep, err := r.repository(ctx, repo)
 	if err != nil {
 		return err
+	}
+	// The mount below links without looking: check under the lock that the blob is still here.
+	if _, err := r.namespace.BlobStatter().Stat(ctx, d); err != nil {
+		return fmt.Errorf("linking blob %s into %s: %w", d, repo, err)
 	}
 	from, err := reference.WithDigest(rep.Named(), d)
 	if err != nil {
@@ -91,7 +100,11 @@ func (r *Registry) CreateUpload(ctx context.Context, repo string) (distribution.
 	if err != nil {
 		return nil, err
 	}
-	return rep.Blobs(ctx).Create(ctx)
+	w, err := rep.Blobs(ctx).Create(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return lockedCommitWriter{BlobWriter: w, maint: &r.maint}, nil
 }
 
 // ResumeUpload reopens upload session id of repo.
@@ -100,7 +113,25 @@ func (r *Registry) ResumeUpload(ctx context.Context, repo, id string) (distribut
 	if err != nil {
 		return nil, err
 	}
-	return rep.Blobs(ctx).Resume(ctx, id)
+	w, err := rep.Blobs(ctx).Resume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return lockedCommitWriter{BlobWriter: w, maint: &r.maint}, nil
+}
+
+// lockedCommitWriter holds the maintenance lock while it commits. An upload session lives in
+// _uploads, which garbage collection never touches, so writing to it needs no lock: only the
+// commit, which moves the bytes into the blob store and links them into the repository.
+type lockedCommitWriter struct {
+	distribution.BlobWriter
+	maint *sync.RWMutex
+}
+
+func (w lockedCommitWriter) Commit(ctx context.Context, provisional v1.Descriptor) (v1.Descriptor, error) {
+	w.maint.RLock()
+	defer w.maint.RUnlock()
+	return w.BlobWriter.Commit(ctx, provisional)
 }
 
 // HasManifest reports whether repo holds manifest d.
@@ -119,6 +150,8 @@ func (r *Registry) HasManifest(ctx context.Context, repo string, d digest.Digest
 // PutManifest stores raw in repo (recording its subject for the referrers API first) and then
 // points tag at it. distribution refuses a manifest whose references are not stored.
 func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, raw []byte, d digest.Digest, tag string) error {
+	r.maint.RLock()
+	defer r.maint.RUnlock()
 	rep, err := r.repository(ctx, repo)
 	if err != nil {
 		return err
@@ -181,6 +214,8 @@ func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
 
 // Untag removes tag from repo.
 func (r *Registry) Untag(ctx context.Context, repo, tag string) error {
+	r.maint.RLock()
+	defer r.maint.RUnlock()
 	rep, err := r.repository(ctx, repo)
 	if err != nil {
 		return err

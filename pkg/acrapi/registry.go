@@ -93,3 +93,32 @@ type NodeStatus struct {
 type Settings struct {
 	ConnectionString string `json:"ACR_REGISTRY_CONNECTION_STRING"`
 }
+
+// SettingsRequest asks the root for a connection string.
+type SettingsRequest struct {
+	// GeneratePassword is 1 or 2: which of the sync token's passwords to (re)generate.
+	GeneratePassword int `json:"generatePassword"`
+	// ParentProtocol is http or https; empty means the scheme the request came in with.
+	ParentProtocol string `json:"parentProtocol,omitempty"`
+	// ParentEndpoint is host[:port] the node will reach its parent at; empty means the address
+	// the request was sent to.
+	ParentEndpoint string `json:"parentEndpoint,omitempty"`
+}
+
+// ActivateRequest is a node's activation: the instance that runs the connected registry.
+type ActivateRequest struct {
+	InstanceID string `json:"instanceId"`
+}
+
+// ChildConfig is what a parent tells a connected registry about itself and the registries
+// below it, which it serves in turn, also while offline.
+type ChildConfig struct {
+	Registry    ConnectedRegistry   `json:"registry"`
+	Descendants []ConnectedRegistry `json:"descendants"`
+}
+
+// StatusReport is a node's status, with the latest statuses of the registries below it.
+type StatusReport struct {
+	Status      NodeStatus            `json:"status"`
+	Descendants map[string]NodeStatus `json:"descendants,omitempty"`
+}

@@ -1,0 +1,77 @@
+package acr
+
+import (
+	"fmt"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// activate marks the calling registry active on the instance that asks, and answers with its
+// configuration. A second instance is refused until the first is deactivated.
+func (a *api) activate(w http.ResponseWriter, r *http.Request, name string) error {
+	var req acrapi.ActivateRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.InstanceID == "" || len(req.InstanceID) > 128 {
+		return fmt.Errorf("%w: instanceId must be 1 to 128 characters", errBadRequest)
+	}
+	if err := a.cp.Activate(name, req.InstanceID); err != nil {
+		return err
+	}
+	a.log.Info("connected registry activated", zap.String("name", name), zap.String("instance", req.InstanceID))
+	return a.config(w, r, name)
+}
+
+// config answers with the calling registry's definition and those of its descendants.
+func (a *api) config(w http.ResponseWriter, _ *http.Request, name string) error {
+	self, err := a.cp.Get(name)
+	if err != nil {
+		return err
+	}
+	below, err := a.cp.Descendants(name)
+	if err != nil {
+		return err
+	}
+	if below == nil {
+		below = []acrapi.ConnectedRegistry{}
+	}
+	return reply(w, http.StatusOK, acrapi.ChildConfig{Registry: self, Descendants: below})
+}
+
+// status records the calling registry's status and those it relays from below it; statuses of
+// registries not below it are refused.
+func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error {
+	var rep acrapi.StatusReport
+	if err := decode(r, &rep); err != nil {
+		return err
+	}
+	if len(rep.Descendants) > 0 {
+		below, err := a.cp.Descendants(name)
+		if err != nil {
+			return err
+		}
+		mine := map[string]bool{}
+		for _, d := range below {
+			mine[d.Name] = true
+		}
+		for d := range rep.Descendants {
+			if !mine[d] {
+				return fmt.Errorf("%w: %s is not below %s", errBadRequest, d, name)
+			}
+		}
+	}
+	if err := a.cp.ReportStatus(name, rep.Status); err != nil {
+		return err
+	}
+	for d, st := range rep.Descendants {
+		if err := a.cp.RelayStatus(d, st); err != nil {
+			return err
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
