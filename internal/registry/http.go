@@ -30,9 +30,33 @@ var distributionRoutes = v2.Router()
 // "referrers") and the repository it addresses, for logs and metrics. Unknown paths give
 // route "unknown".
 func Route(r *http.Request) (route, repository string) {
-	if repo, _, ok := splitReferrers(r.URL.Path); ok {
+	p := r.URL.Path
+	if repo, _, ok := splitReferrers(p); ok {
 		return RouteReferrers, repo
 	}
+	// The hot routes without distribution's regex router, which costs 7-13 µs a request.
+	if repo, ref, ok := splitManifest(p); ok {
+		if named, err := reference.WithName(repo); err == nil {
+			if _, err := reference.WithTag(named, ref); err == nil {
+				return v2.RouteNameManifest, repo
+			}
+			if _, err := digest.Parse(ref); err == nil {
+				return v2.RouteNameManifest, repo
+			}
+		}
+	}
+	if repo, d, ok := splitLast(p, "/blobs/"); ok { // an upload's /blobs/uploads/<id> is not ok here
+		if _, err := reference.WithName(repo); err == nil {
+			if _, err := digest.Parse(d); err == nil {
+				return v2.RouteNameBlob, repo
+			}
+		}
+	}
+	return routeByRegexp(r)
+}
+
+// routeByRegexp names the route with distribution's own router.
+func routeByRegexp(r *http.Request) (route, repository string) {
 	var m mux.RouteMatch
 	if distributionRoutes.Match(r, &m) && m.Route != nil {
 		return m.Route.GetName(), m.Vars["name"]

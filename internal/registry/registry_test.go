@@ -226,3 +226,34 @@ func TestRoute(t *testing.T) {
 }
 
 func hex64() string { return strings.Repeat("a", 64) }
+
+// TestRouteFastPathAgreesWithRegexp: the string fast path names every path as distribution's
+// router does.
+func TestRouteFastPathAgreesWithRegexp(t *testing.T) {
+	d := "sha256:" + hex64()
+	for _, path := range []string{
+		"/v2/", "/v2/_catalog", "/v2/a/tags/list", "/v2/a/b/c/tags/list",
+		"/v2/a/manifests/latest", "/v2/a/b/manifests/v1.2-rc_3", "/v2/a/manifests/" + d,
+		"/v2/a/manifests/bad:tag", "/v2/A/manifests/latest", "/v2/a/manifests/" + strings.Repeat("t", 200),
+		"/v2/a/blobs/" + d, "/v2/a/b/blobs/" + d, "/v2/a/blobs/sha256:short", "/v2/a/blobs/latest",
+		"/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/0f9c8c", "/v2/a/blobs/uploads/0f9c8c/x",
+		"/v2/manifests/manifests/x", "/v2/blobs/blobs/" + d, "/v2/a//manifests/x", "/v2/a/referrers/" + d,
+	} {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		r1, n1 := Route(req)
+		if r1 == RouteReferrers {
+			continue
+		}
+		r2, n2 := routeByRegexp(req)
+		if r1 != r2 || n1 != n2 {
+			t.Errorf("%s: fast path (%q, %q), regexp (%q, %q)", path, r1, n1, r2, n2)
+		}
+	}
+}
+
+func BenchmarkRoute(b *testing.B) {
+	req := httptest.NewRequest(http.MethodHead, "/v2/library/alpine/blobs/sha256:"+hex64(), nil)
+	for b.Loop() {
+		Route(req)
+	}
+}
