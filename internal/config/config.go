@@ -24,9 +24,20 @@ type Config struct {
 	ShutdownTimeout duration.Duration `yaml:"shutdownTimeout"`
 	Log             Log               `yaml:"log"`
 	TLS             TLS               `yaml:"tls"`
+	// ConnectionString activates the node as a connected registry under an Outpost parent
+	// (ACR_REGISTRY_CONNECTION_STRING is read too): the parent, the sync token and the name come
+	// from it, what to sync and when from the parent.
+	ConnectionString string `yaml:"connectionString" secret:"true"`
+	// Admin is the root's administrator (a node with neither parent nor connection string).
+	Admin Admin `yaml:"admin"`
 	// Parent is the registry this node mirrors; empty url means no parent and no sync.
 	Parent Parent `yaml:"parent"`
 	Sync   Sync   `yaml:"sync"`
+}
+
+// Admin sets the root's admin password at its first start; later starts keep the stored hash.
+type Admin struct {
+	Password string `yaml:"password" secret:"true"`
 }
 
 // Parent is the upstream registry: any OCI registry reached through /v2.

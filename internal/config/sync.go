@@ -9,15 +9,44 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/robfig/cron/v3"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
 // CronParser reads the 5-field cron expressions of sync.schedule and sync.gcSchedule.
 var CronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// HasParent reports whether the node mirrors a parent.
-func (c *Config) HasParent() bool { return c.Parent.URL != "" }
+// HasParent reports whether the node mirrors a parent (a generic registry, or an Outpost
+// parent it is connected to).
+func (c *Config) HasParent() bool { return c.Parent.URL != "" || c.ConnectionString != "" }
+
+// Connected reports whether the node is a connected registry under an Outpost parent.
+func (c *Config) Connected() bool { return c.ConnectionString != "" }
+
+// IsRoot reports whether the node has no parent: it holds the control plane.
+func (c *Config) IsRoot() bool { return !c.HasParent() }
+
+// ParsedConnectionString is the connection string, read; call after Validate.
+func (c *Config) ParsedConnectionString() acrapi.ConnectionString {
+	cs, _ := acrapi.ParseConnectionString(c.ConnectionString)
+	return cs
+}
 
 func (c *Config) validateSync(fail func(key, format string, args ...any) error) error {
+	if c.ConnectionString != "" {
+		if _, err := acrapi.ParseConnectionString(c.ConnectionString); err != nil {
+			return fail("connectionString", "is not valid: %v", strings.TrimPrefix(err.Error(), "connection string: "))
+		}
+		if c.Parent.URL != "" {
+			return fail("parent.url", "is set together with a connection string, which names the parent already: keep one")
+		}
+		if len(c.Sync.Repositories) > 0 {
+			return fail("sync.repositories", "is set together with a connection string: a connected registry syncs what its parent defines for it")
+		}
+	}
+	if c.Admin.Password != "" && len(c.Admin.Password) < 12 {
+		return fail("admin.password", "is too short: at least 12 characters")
+	}
 	if c.Parent.URL != "" {
 		u, err := url.Parse(c.Parent.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {

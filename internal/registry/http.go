@@ -96,6 +96,10 @@ func splitLast(path, sep string) (repo, last string, ok bool) {
 func (r *Registry) wrap() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if mutating(req.Method) {
+			if msg := r.readOnly.Load(); msg != nil {
+				serveError(w, errcode.ErrorCodeDenied.WithMessage(*msg))
+				return
+			}
 			// Writes wait while garbage collection runs; reads never do.
 			r.maint.RLock()
 			defer r.maint.RUnlock()

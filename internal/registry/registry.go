@@ -58,6 +58,8 @@ type Registry struct {
 	// maint is the maintenance lock: every write to the store holds it for reading, garbage
 	// collection holds it for writing. Reads never take it.
 	maint sync.RWMutex
+	// readOnly, when set, is the message every push and delete through /v2 is denied with.
+	readOnly atomic.Pointer[string]
 	// gcHook, when set (by tests), runs inside CollectGarbage once the lock is held.
 	gcHook func(context.Context)
 }
@@ -200,4 +202,15 @@ func loadOrCreateSecret(path string) (string, error) {
 		return "", fmt.Errorf("writing the upload secret: %w", err)
 	}
 	return secret, nil
+}
+
+// SetReadOnly makes /v2 refuse pushes and deletes with DENIED and message (a ReadOnly connected
+// registry), or accept them again when message is empty. The sync engine writes through the
+// store, not /v2, and is not affected.
+func (r *Registry) SetReadOnly(message string) {
+	if message == "" {
+		r.readOnly.Store(nil)
+		return
+	}
+	r.readOnly.Store(&message)
 }

@@ -257,3 +257,36 @@ func BenchmarkRoute(b *testing.B) {
 		Route(req)
 	}
 }
+
+func TestReadOnlyDeniesWritesNotReads(t *testing.T) {
+	r, srv := newTestRegistry(t)
+	ref, _ := name.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/app:v1")
+	img, _ := random.Image(64, 1)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	r.SetReadOnly("this connected registry is ReadOnly: push to its parent")
+	ref2, _ := name.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/app:v2")
+	err := remote.Write(ref2, img)
+	if err == nil || !strings.Contains(err.Error(), "DENIED") || !strings.Contains(err.Error(), "ReadOnly") {
+		t.Fatalf("push to a ReadOnly node: %v", err)
+	}
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		req, _ := http.NewRequest(m, srv.URL+"/v2/app/manifests/v1", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", m, resp.StatusCode)
+		}
+	}
+	if _, err := remote.Image(ref); err != nil {
+		t.Fatalf("pull from a ReadOnly node: %v", err)
+	}
+	r.SetReadOnly("")
+	if err := remote.Write(ref2, img); err != nil {
+		t.Fatalf("push after read-write again: %v", err)
+	}
+}
