@@ -103,6 +103,7 @@ var nodeFlags = []nodeFlag{
 	{"tls-cert", "tls.certFile", "TLS certificate file (PEM); with --tls-key, serve HTTPS"},
 	{"tls-key", "tls.keyFile", "TLS private key file (PEM)"},
 	{"shutdown-timeout", "shutdownTimeout", "how long in-flight requests may finish after SIGTERM (ISO 8601, e.g. PT30S)"},
+	{"connection-string", "connectionString", "activate as a connected registry under an Outpost parent (also ACR_REGISTRY_CONNECTION_STRING)"},
 }
 
 // nodeConfig holds the --config flag and the flags that set keys, for commands that load the

@@ -60,8 +60,17 @@ func Load(path string, environ []string, overrides []Override) (Config, Sources,
 	}
 	env := map[string]string{}
 	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
+		if k, v, ok := strings.Cut(kv, "="); ok && (strings.HasPrefix(k, EnvPrefix) || EnvAliases[k] != "") {
 			env[k] = v
+		}
+	}
+	for _, alias := range sortedAliases() {
+		if v, ok := env[alias]; ok && v != "" {
+			key := EnvAliases[alias]
+			if err := set(&cfg, key, v); err != nil {
+				return cfg, src, &Error{Key: key, Source: alias, Msg: err.Error()}
+			}
+			src[key] = alias
 		}
 	}
 	for _, key := range Keys() {
@@ -80,6 +89,19 @@ func Load(path string, environ []string, overrides []Override) (Config, Sources,
 		src[o.Key] = o.Source
 	}
 	return cfg, src, nil
+}
+
+// EnvAliases are environment variables read for a key besides its OUTPOST_ name, which wins:
+// an existing IoT Edge deployment manifest works by swapping the image.
+var EnvAliases = map[string]string{"ACR_REGISTRY_CONNECTION_STRING": "connectionString"}
+
+func sortedAliases() []string {
+	var out []string
+	for a := range EnvAliases {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // EnvName is the environment variable that sets key path key.

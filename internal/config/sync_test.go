@@ -88,3 +88,45 @@ func TestSyncFromEnvironment(t *testing.T) {
 		t.Fatalf("bad integer: %v", err)
 	}
 }
+
+func TestConnectionString(t *testing.T) {
+	const cs = "ConnectedRegistryName=siteA01;SyncTokenName=siteA01-sync-token;SyncTokenPassword=s3cr3t-pw;ParentGatewayEndpoint=root.example:8080;ParentEndpointProtocol=http"
+	cfg, src, err := Load("", []string{"ACR_REGISTRY_CONNECTION_STRING=" + cs}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(src); err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Connected() || !cfg.HasParent() || cfg.IsRoot() || cfg.ParsedConnectionString().URL() != "http://root.example:8080" || src["connectionString"] != "ACR_REGISTRY_CONNECTION_STRING" {
+		t.Fatalf("connection string not applied: %+v %v", cfg, src)
+	}
+	out, _ := cfg.YAML()
+	if strings.Contains(string(out), "s3cr3t-pw") {
+		t.Fatalf("connection string not masked:\n%s", out)
+	}
+	// OUTPOST_CONNECTIONSTRING wins over the ACR name.
+	cfg, _, _ = Load("", []string{"ACR_REGISTRY_CONNECTION_STRING=x", "OUTPOST_CONNECTIONSTRING=" + cs}, nil)
+	if cfg.ConnectionString != cs {
+		t.Fatal("OUTPOST_CONNECTIONSTRING did not win")
+	}
+	for env, want := range map[string]string{
+		"ACR_REGISTRY_CONNECTION_STRING=" + strings.Replace(cs, "http", "ftp", 1): "config key connectionString (from ACR_REGISTRY_CONNECTION_STRING) is not valid: field ParentEndpointProtocol",
+		"ACR_REGISTRY_CONNECTION_STRING=ConnectedRegistryName=x":                  "is not valid: field SyncTokenName is missing or empty",
+	} {
+		cfg, src, err := Load("", []string{env}, nil)
+		if err == nil {
+			err = cfg.Validate(src)
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", env, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	}
+	cfg, src, _ = Load("", []string{"ACR_REGISTRY_CONNECTION_STRING=" + cs, "OUTPOST_PARENT_URL=http://other:5000"}, nil)
+	if err := cfg.Validate(src); err == nil || !strings.Contains(err.Error(), "config key parent.url") {
+		t.Fatalf("connection string with parent.url: %v", err)
+	}
+}
