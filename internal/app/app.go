@@ -25,6 +25,7 @@ import (
 
 	"github.com/outpost-registry/outpost/internal/acr"
 	"github.com/outpost-registry/outpost/internal/config"
+	"github.com/outpost-registry/outpost/internal/controlplane"
 	"github.com/outpost-registry/outpost/internal/logging"
 	"github.com/outpost-registry/outpost/internal/observe"
 	"github.com/outpost-registry/outpost/internal/registry"
@@ -41,8 +42,11 @@ type Node struct {
 	metrics  *prometheus.Registry
 	handler  http.Handler
 	ready    atomic.Bool
-	engine   *syncengine.Engine // nil without a parent
-	lock     *DataDirLock       // the data directory's, held until Serve returns (lock.go)
+	engine   *syncengine.Engine  // nil without a parent
+	control  *controlplane.Store // the root's definitions of connected registries; nil elsewhere
+	// adminPassword is the admin password generated at this first start, to show once.
+	adminPassword string
+	lock          *DataDirLock // the data directory's, held until Serve returns (lock.go)
 }
 
 // New checks the data directory, opens the store and builds the node's HTTP handler. Problems
@@ -70,6 +74,21 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, registry: reg, metrics: prometheus.NewRegistry(), lock: lock}
+	defer func() {
+		if err != nil {
+			n.closeStores()
+		}
+	}()
+	if cfg.IsRoot() {
+		n.control, err = controlplane.Open(filepath.Join(reg.DataDir(), "outpost", "controlplane.db"))
+		if err != nil {
+			return nil, err
+		}
+		n.adminPassword, err = n.control.EnsureAdmin(cfg.Admin.Password)
+		if err != nil {
+			return nil, &config.Error{Key: "admin.password", Source: src["admin.password"], Msg: err.Error()}
+		}
+	}
 	if cfg.HasParent() {
 		n.engine, err = newEngine(cfg, reg, log.Named("sync"))
 		if err != nil {
@@ -97,7 +116,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 
 	r := mux.NewRouter()
 	r.PathPrefix("/v2").Handler(reg.Handler())
-	r.PathPrefix("/acr/").Handler(acr.Handler(acr.Options{Log: log.Named("acr")}))
+	r.PathPrefix("/acr/").Handler(acr.Handler(acr.Options{ControlPlane: n.control, Log: log.Named("acr")}))
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
 	r.HandleFunc("/healthz", n.healthz)
 	r.HandleFunc("/readyz", n.readyz)
@@ -212,7 +231,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	select {
 	case err := <-errc:
 		n.ready.Store(false)
-		_ = n.registry.Close()
+		n.closeStores()
 		return err
 	case <-ctx.Done():
 	}
@@ -227,7 +246,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 		n.log.Warn("in-flight requests did not finish in time; closing them", zap.Error(err))
 		_ = srv.Close()
 	}
-	if cerr := n.registry.Close(); cerr != nil {
+	if cerr := n.closeStores(); cerr != nil {
 		n.log.Warn("stopping the registry", zap.Error(cerr))
 	}
 	n.log.Info("stopped")
@@ -291,4 +310,19 @@ func newEngine(cfg config.Config, reg *registry.Registry, log *zap.Logger) (*syn
 		StateDir:       filepath.Join(reg.DataDir(), "outpost", "sync"),
 		Log:            log,
 	}, reg, config.CronParser)
+}
+
+// GeneratedAdminPassword is the admin password this first start generated ("" otherwise): the
+// caller shows it once, it is stored only hashed.
+func (n *Node) GeneratedAdminPassword() string { return n.adminPassword }
+
+// closeStores stops the registry's background work and closes the control plane.
+func (n *Node) closeStores() error {
+	err := n.registry.Close()
+	if n.control != nil {
+		if cerr := n.control.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	return err
 }

@@ -67,7 +67,7 @@ func lockDataDir(dataDir, source string) (*DataDirLock, error) {
 // Close releases what New took, for a node that will not Serve: the store and the data
 // directory's lock. Serve does this itself when it returns.
 func (n *Node) Close() error {
-	err := n.registry.Close()
+	err := n.closeStores()
 	n.lock.Release()
 	return err
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -35,6 +36,10 @@ func newServe(env Env) *cobra.Command {
 		node, err := app.New(ctx, cfg, src, log)
 		if err != nil {
 			return err
+		}
+		if pw := node.GeneratedAdminPassword(); pw != "" {
+			// Shown once, outside the structured log; only its hash is stored.
+			fmt.Fprintf(logOut, "outpost: generated the admin password (shown only now; set admin.password or OUTPOST_ADMIN_PASSWORD before the first start to choose it): %s\n", pw)
 		}
 		ln, err := app.Listen(cfg, src)
 		if err != nil {
