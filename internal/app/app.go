@@ -46,6 +46,7 @@ type Node struct {
 	control  *controlplane.Store // the root's definitions of connected registries; nil elsewhere
 	// adminPassword is the admin password generated at this first start, to show once.
 	adminPassword string
+	storage       *observe.StorageCollector
 	lock          *DataDirLock // the data directory's, held until Serve returns (lock.go)
 }
 
@@ -73,7 +74,8 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, registry: reg, metrics: prometheus.NewRegistry(), lock: lock}
+	n := &Node{cfg: cfg, log: log, registry: reg, metrics: prometheus.NewRegistry(), lock: lock,
+		storage: observe.NewStorageCollector(reg.DataDir(), 30*time.Second)}
 	defer func() {
 		if err != nil {
 			n.closeStores()
@@ -90,7 +92,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 		}
 	}
 	if cfg.HasParent() {
-		n.engine, err = newEngine(cfg, reg, log.Named("sync"))
+		n.engine, err = n.newEngine(cfg, reg, log.Named("sync"))
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +105,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		observe.NewStorageCollector(reg.DataDir(), 30*time.Second),
+		n.storage,
 		buildInfo(),
 	} {
 		if err := n.metrics.Register(c); err != nil {
@@ -208,14 +210,20 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	var stopErr error // why the node stops by itself, if it does
 	go func() { errc <- srv.Serve(ln) }()
 	bg, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
 	var syncer Syncer
 	if n.engine != nil {
 		syncer = n.engine
-		go func() { _ = n.engine.Run(bg) }()
+		go func() {
+			// The engine stops by itself only when the parent refuses this node for good.
+			if err := n.engine.Run(bg); err != nil {
+				errc <- err
+			}
+		}()
 	}
 	go serveAdmin(bg, n.registry.DataDir(), syncer, n.registry, n.log.Named("admin"))
 	stopGC := n.startGCSchedule(bg, syncer)
@@ -230,9 +238,14 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 
 	select {
 	case err := <-errc:
-		n.ready.Store(false)
-		n.closeStores()
-		return err
+		if !errors.Is(err, syncengine.ErrRefused) {
+			n.ready.Store(false)
+			n.closeStores()
+			return err
+		}
+		// Refused by the parent: stop serving as for SIGTERM, then report why.
+		n.log.Error("the parent refused this node", zap.Error(err))
+		stopErr = err
 	case <-ctx.Done():
 	}
 	n.ready.Store(false)
@@ -250,6 +263,9 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 		n.log.Warn("stopping the registry", zap.Error(cerr))
 	}
 	n.log.Info("stopped")
+	if stopErr != nil {
+		return stopErr
+	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -290,12 +306,27 @@ func buildInfo() prometheus.Collector {
 }
 
 // newEngine builds the sync engine from the configuration, over the node's store.
-func newEngine(cfg config.Config, reg *registry.Registry, log *zap.Logger) (*syncengine.Engine, error) {
+func (n *Node) newEngine(cfg config.Config, reg *registry.Registry, log *zap.Logger) (*syncengine.Engine, error) {
+	parent := syncengine.ParentOptions{
+		URL: cfg.Parent.URL, Username: cfg.Parent.Username, Password: cfg.Parent.Password,
+		CAFile: cfg.Parent.CAFile, InsecureSkipVerify: cfg.Parent.InsecureSkipVerify,
+	}
+	var connected *syncengine.ConnectedOptions
+	if cfg.Connected() {
+		cs := cfg.ParsedConnectionString()
+		parent.URL, parent.Username, parent.Password = cs.URL(), cs.SyncTokenName, cs.SyncTokenPassword
+		instance, err := instanceID(reg.DataDir())
+		if err != nil {
+			return nil, err
+		}
+		// Until the parent says which mode this registry has, it takes no pushes.
+		reg.SetReadOnly("this connected registry has not received its configuration from its parent yet")
+		connected = &syncengine.ConnectedOptions{InstanceID: instance, Apply: n.applyParentConfig, Describe: n.describe}
+		log.Info("connected registry", zap.String("name", cs.ConnectedRegistryName), zap.String("parent", cs.URL()), zap.String("instance", instance))
+	}
 	return syncengine.New(syncengine.Options{
-		Parent: syncengine.ParentOptions{
-			URL: cfg.Parent.URL, Username: cfg.Parent.Username, Password: cfg.Parent.Password,
-			CAFile: cfg.Parent.CAFile, InsecureSkipVerify: cfg.Parent.InsecureSkipVerify,
-		},
+		Parent:         parent,
+		Connected:      connected,
 		Repositories:   cfg.Sync.Repositories,
 		TagInclude:     cfg.Sync.Tags.Include,
 		TagExclude:     cfg.Sync.Tags.Exclude,

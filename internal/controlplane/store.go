@@ -49,8 +49,14 @@ type Store struct {
 	cost int // bcrypt cost; tests lower it
 }
 
+// Option configures Open.
+type Option func(*Store)
+
+// WithPasswordCost sets the bcrypt cost of new password hashes; tests lower it.
+func WithPasswordCost(cost int) Option { return func(s *Store) { s.cost = cost } }
+
 // Open opens (creating) the database at path. Only one process may hold it.
-func Open(path string) (*Store, error) {
+func Open(path string, opts ...Option) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("opening the control plane database %s: %w", path, err)
@@ -62,7 +68,11 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, now: time.Now, cost: bcrypt.DefaultCost}, nil
+	s := &Store{db: db, now: time.Now, cost: bcrypt.DefaultCost}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // Close closes the database.

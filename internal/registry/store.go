@@ -222,3 +222,21 @@ func (r *Registry) Untag(ctx context.Context, repo, tag string) error {
 	}
 	return rep.Tags(ctx).Untag(ctx, tag)
 }
+
+// CountImages counts the tags of every repository: the images the node holds, as its status
+// report gives them.
+func (r *Registry) CountImages(ctx context.Context) (int, error) {
+	repos, err := r.allRepositories(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, repo := range repos {
+		tags, err := r.Tags(ctx, repo)
+		if err != nil {
+			return n, err
+		}
+		n += len(tags)
+	}
+	return n, nil
+}

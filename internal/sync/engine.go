@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	stdsync "sync"
 	"sync/atomic"
 	"time"
 
@@ -50,7 +51,10 @@ type Options struct {
 	StateDir string
 	// Retry bounds retries of failed requests and chunks.
 	Retry RetryPolicy
-	Log   *zap.Logger
+	// Connected, when set, makes the parent an Outpost node this one is a connected registry of:
+	// it then says what to sync and when (Repositories, Schedule and Window are only defaults).
+	Connected *ConnectedOptions
+	Log       *zap.Logger
 }
 
 // Engine is the child side of sync.
@@ -61,7 +65,13 @@ type Engine struct {
 	gate        *Gate
 	meter       *Meter
 	log         *zap.Logger
-	schedule    cron.Schedule
+	planMu      stdsync.RWMutex
+	cur         plan       // what to sync and when; a connected registry's parent may change it
+	cron        *cron.Cron // while Run runs
+	cronEntry   cron.EntryID
+	connected   *ConnectedOptions
+	acr         *acrapi.Client // the parent's /acr API, through the link; nil unless connected
+	refused     atomic.Pointer[error]
 	include     []*regexp.Regexp
 	exclude     []*regexp.Regexp
 	platforms   platformFilter
@@ -138,17 +148,24 @@ func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
 		}
 	}
 	gate, meter := NewGate(), &Meter{}
-	parent, err := NewParent(opts.Parent, &linkTransport{gate: gate, limiter: newLimiter(opts.BandwidthKiBps), meter: meter, stall: opts.StallTimeout})
+	link := &linkTransport{gate: gate, limiter: newLimiter(opts.BandwidthKiBps), meter: meter, stall: opts.StallTimeout}
+	parent, err := NewParent(opts.Parent, link)
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{
+	e := &Engine{
 		opts: opts, store: store, parent: parent, gate: gate, meter: meter, log: opts.Log,
-		schedule: sched, include: include, exclude: exclude, platforms: platformFilter(opts.Platforms),
+		cur:     plan{repositories: opts.Repositories, schedule: sched, scheduleText: opts.Schedule, window: opts.Window},
+		include: include, exclude: exclude, platforms: platformFilter(opts.Platforms),
 		checkpoints: checkpoints{dir: filepath.Join(opts.StateDir, "blobs")},
 		metrics:     newMetrics(meter), progress: newProgress(),
-		trigger: make(chan bool, 1),
-	}, nil
+		trigger:   make(chan bool, 1),
+		connected: opts.Connected,
+	}
+	if e.connected != nil {
+		e.initConnected(link)
+	}
+	return e, nil
 }
 
 // Meter counts the engine's traffic with the parent.
@@ -158,7 +175,9 @@ func (e *Engine) Meter() *Meter { return e.meter }
 // limit), a pass starts at once.
 func (e *Engine) Run(ctx context.Context) error {
 	c := cron.New(cron.WithLocation(time.UTC))
-	c.Schedule(e.schedule, cron.FuncJob(e.fire))
+	e.planMu.Lock()
+	e.cron, e.cronEntry = c, c.Schedule(e.cur.schedule, cron.FuncJob(e.fire))
+	e.planMu.Unlock()
 	if end, open := e.windowAt(time.Now()); open {
 		e.gate.Open(end)
 		e.want(false)
@@ -172,6 +191,10 @@ func (e *Engine) Run(ctx context.Context) error {
 			return nil
 		case forced := <-e.trigger:
 			e.runPass(ctx, forced)
+			if err := e.refused.Load(); err != nil {
+				e.gate.Close()
+				return *err
+			}
 		}
 	}
 }
@@ -179,8 +202,8 @@ func (e *Engine) Run(ctx context.Context) error {
 // fire opens (or extends) the window for a schedule firing and asks for a pass. A pass already
 // running is not interrupted; at most one more is queued.
 func (e *Engine) fire() {
-	if e.opts.Window > 0 {
-		e.gate.Open(time.Now().Add(e.opts.Window))
+	if w := e.plan().window; w > 0 {
+		e.gate.Open(time.Now().Add(w))
 	}
 	e.want(false)
 }
@@ -195,7 +218,7 @@ func (e *Engine) want(forced bool) {
 // Trigger asks for a pass now. Outside a window it is refused unless force, which opens the
 // link for that one pass.
 func (e *Engine) Trigger(force bool) error {
-	if !force && e.opts.Window > 0 && !e.gate.IsOpen() {
+	if !force && e.plan().window > 0 && !e.gate.IsOpen() {
 		return ErrOutsideWindow
 	}
 	e.want(force)
@@ -204,17 +227,18 @@ func (e *Engine) Trigger(force bool) error {
 
 // windowAt tells whether a window is open at t, and when it ends (zero: no limit).
 func (e *Engine) windowAt(t time.Time) (time.Time, bool) {
-	if e.opts.Window <= 0 {
+	p := e.plan()
+	if p.window <= 0 {
 		return time.Time{}, true
 	}
 	var last time.Time
-	for f := e.schedule.Next(t.Add(-e.opts.Window)); !f.IsZero() && !f.After(t); f = e.schedule.Next(f) {
+	for f := p.schedule.Next(t.Add(-p.window)); !f.IsZero() && !f.After(t); f = p.schedule.Next(f) {
 		last = f
 	}
 	if last.IsZero() {
 		return time.Time{}, false
 	}
-	return last.Add(e.opts.Window), true
+	return last.Add(p.window), true
 }
 
 // Status is the engine's live state.
@@ -227,7 +251,7 @@ func (e *Engine) Status() acrapi.SyncStatus {
 		u := until.UTC()
 		s.Window.ClosesAt = &u
 	}
-	if next := e.schedule.Next(now); !next.IsZero() {
+	if next := e.plan().schedule.Next(now); !next.IsZero() {
 		n := next.UTC()
 		s.Window.NextOpen = &n
 	}
@@ -239,7 +263,7 @@ func (e *Engine) Status() acrapi.SyncStatus {
 func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 	// Without a window limit, and for a forced pass outside a window, the link is open for
 	// this pass only. A firing during the pass may set a window end; then the window stays.
-	if e.opts.Window <= 0 || (forced && !e.gate.IsOpen()) {
+	if e.plan().window <= 0 || (forced && !e.gate.IsOpen()) {
 		e.gate.Open(time.Time{})
 		defer func() {
 			if e.gate.Until().IsZero() {
@@ -262,7 +286,10 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 	e.progress.syncing, e.progress.lastPass = true, summary
 	e.progress.mu.Unlock()
 
-	failed, total, err := e.syncAll(wctx)
+	failed, total, err := 0, 0, e.connect(wctx)
+	if err == nil {
+		failed, total, err = e.syncAll(wctx)
+	}
 
 	result := "ok"
 	switch {
@@ -301,6 +328,7 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 		fields = append(fields, zap.Error(err))
 	}
 	e.log.Info("sync pass", fields...)
+	e.reportStatus(wctx, s)
 	return s
 }
 
@@ -310,7 +338,6 @@ func ptr[T any](v T) *T { return &v }
 // were, and the first error.
 func (e *Engine) syncAll(ctx context.Context) (failed, total int, first error) {
 	repos, err := e.resolveRepositories(ctx)
-	e.noteLink(err)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -350,7 +377,7 @@ func (e *Engine) noteLink(err error) {
 func (e *Engine) resolveRepositories(ctx context.Context) ([]string, error) {
 	set := map[string]bool{}
 	var patterns []string
-	for _, r := range e.opts.Repositories {
+	for _, r := range e.plan().repositories {
 		if strings.Contains(r, "*") {
 			patterns = append(patterns, r)
 		} else {
@@ -359,6 +386,7 @@ func (e *Engine) resolveRepositories(ctx context.Context) ([]string, error) {
 	}
 	if len(patterns) > 0 {
 		catalog, err := e.parent.Catalog(ctx)
+		e.noteLink(err) // exact names alone involve no exchange: nothing to say about the link
 		if err != nil {
 			return nil, fmt.Errorf("listing the parent's catalog for %s: %w", strings.Join(patterns, ", "), err)
 		}
@@ -583,4 +611,29 @@ func (e *Engine) ensureBlobs(ctx context.Context, repo string, blobs []Descripto
 		})
 	}
 	return g.Wait()
+}
+
+// plan is what the engine syncs, and when.
+type plan struct {
+	repositories []string
+	schedule     cron.Schedule
+	scheduleText string
+	window       time.Duration
+}
+
+func (e *Engine) plan() plan {
+	e.planMu.RLock()
+	defer e.planMu.RUnlock()
+	return e.cur
+}
+
+// setPlan replaces the plan; a new schedule takes effect on the running cron at once.
+func (e *Engine) setPlan(p plan) {
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	if p.scheduleText != e.cur.scheduleText && e.cron != nil {
+		e.cron.Remove(e.cronEntry)
+		e.cronEntry = e.cron.Schedule(p.schedule, cron.FuncJob(e.fire))
+	}
+	e.cur = p
 }

@@ -1,0 +1,149 @@
+package sync_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/mux"
+	"go.uber.org/zap/zaptest"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/outpost-registry/outpost/internal/acr"
+	"github.com/outpost-registry/outpost/internal/controlplane"
+	"github.com/outpost-registry/outpost/internal/sync"
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// root is an Outpost root in one process: its registry on /v2 and the control plane on /acr.
+type root struct {
+	*node
+	cp *controlplane.Store
+}
+
+func newRoot(t *testing.T) *root {
+	t.Helper()
+	cp, err := controlplane.Open(filepath.Join(t.TempDir(), "cp.db"), controlplane.WithPasswordCost(bcrypt.MinCost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	acrHandler := acr.Handler(acr.Options{ControlPlane: cp, Log: zaptest.NewLogger(t)})
+	n := newNode(t, func(v2 http.Handler) http.Handler {
+		r := mux.NewRouter()
+		r.PathPrefix("/acr/").Handler(acrHandler)
+		r.PathPrefix("/v2").Handler(v2)
+		return r
+	})
+	return &root{node: n, cp: cp}
+}
+
+// define creates a connected registry at the root and returns the engine options of a node
+// activated with its connection string.
+func (r *root) define(t *testing.T, spec acrapi.ConnectedRegistrySpec) (sync.Options, *appliedConfigs) {
+	t.Helper()
+	if _, err := r.cp.Create(spec); err != nil {
+		t.Fatal(err)
+	}
+	token, password, err := r.cp.GeneratePassword(spec.Name, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := engineOptions(t, r.srv.URL)
+	opts.Parent.Username, opts.Parent.Password = token, password
+	applied := &appliedConfigs{}
+	opts.Connected = &sync.ConnectedOptions{InstanceID: "instance-" + spec.Name, Apply: applied.add}
+	return opts, applied
+}
+
+type appliedConfigs struct{ last []acrapi.ChildConfig }
+
+func (a *appliedConfigs) add(c acrapi.ChildConfig) { a.last = append(a.last, c) }
+
+func TestConnectedRegistryFollowsItsParent(t *testing.T) {
+	root := newRoot(t)
+	root.push(t, "team/app:v1", randomImage(t, 2048, 1))
+	root.push(t, "team/web:v1", randomImage(t, 2048, 1))
+	root.push(t, "other/x:v1", randomImage(t, 1024, 1))
+
+	opts, applied := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteA01", Mode: acrapi.ModeReadOnly, Repositories: []string{"team/app"}})
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("pass: %+v", s)
+	}
+	requireSame(t, root.node, child, "team/app:v1")
+	if child.digestOf(t, "team/web:v1") != "" || child.digestOf(t, "other/x:v1") != "" {
+		t.Fatal("synced repositories the parent did not define for this registry")
+	}
+	if len(applied.last) != 1 || applied.last[0].Registry.Mode != acrapi.ModeReadOnly {
+		t.Fatalf("configuration applied: %+v", applied.last)
+	}
+	cr, _ := root.cp.Get("siteA01")
+	if cr.ActivationStatus != "Active" || cr.ConnectionState != acrapi.StateOnline || cr.Status == nil || cr.LastSyncTime == nil {
+		t.Fatalf("the root's view after a pass: %+v", cr)
+	}
+
+	// A change at the root reaches the node on its next pass.
+	w := "PT2H"
+	if _, err := root.cp.Update("siteA01", acrapi.ConnectedRegistryUpdate{AddRepositories: []string{"team/web"}, SyncWindow: &w}); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.RunPass(context.Background(), true); s.Result != "ok" {
+		t.Fatalf("pass: %+v", s)
+	}
+	requireSame(t, root.node, child, "team/web:v1")
+	if got := applied.last[len(applied.last)-1].Registry.SyncWindow; got != "PT2H" {
+		t.Fatalf("window %q not applied", got)
+	}
+
+	// Another instance under the same name is refused, for good.
+	opts2 := opts
+	opts2.StateDir = t.TempDir()
+	opts2.Connected = &sync.ConnectedOptions{InstanceID: "another-instance"}
+	e2 := newEngine(t, opts2, newNode(t, nil))
+	s := e2.RunPass(context.Background(), true)
+	if s.Result != "failed" || !strings.Contains(s.Error, "ALREADY_ACTIVATED") {
+		t.Fatalf("second instance: %+v", s)
+	}
+	if err := e2.Run(context.Background()); !errors.Is(err, sync.ErrRefused) {
+		t.Fatalf("Run of a refused node returned %v", err)
+	}
+	// After deactivate it may take over.
+	if err := root.cp.Deactivate("siteA01"); err != nil {
+		t.Fatal(err)
+	}
+	if s := newEngine(t, opts2, newNode(t, nil)).RunPass(context.Background(), true); s.Result != "ok" {
+		t.Fatalf("after deactivate: %+v", s)
+	}
+}
+
+func TestConnectedRegistryKeepsItsConfigurationOffline(t *testing.T) {
+	root := newRoot(t)
+	root.push(t, "team/app:v1", randomImage(t, 1024, 1))
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteB01", Mode: acrapi.ModeReadWrite, Repositories: []string{"team/*"}, SyncSchedule: "*/5 * * * *"})
+	child := newNode(t, nil)
+	if s := newEngine(t, opts, child).RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("pass: %+v", s)
+	}
+	// A restart while the parent is down applies the kept configuration at once.
+	root.srv.Close()
+	applied := &appliedConfigs{}
+	opts.Connected = &sync.ConnectedOptions{InstanceID: "instance-siteB01", Apply: applied.add}
+	e := newEngine(t, opts, child)
+	if len(applied.last) != 1 || applied.last[0].Registry.Mode != acrapi.ModeReadWrite || applied.last[0].Registry.SyncSchedule != "*/5 * * * *" {
+		t.Fatalf("kept configuration not applied at start-up: %+v", applied.last)
+	}
+	if s := e.RunPass(context.Background(), true); s.Result != "failed" {
+		t.Fatalf("pass with the parent down: %+v", s)
+	}
+	if st := e.Status(); st.Link != "down" {
+		t.Fatalf("link %q with the parent down", st.Link)
+	}
+	if child.digestOf(t, "team/app:v1") == "" {
+		t.Fatal("team/app:v1 no longer served while the parent is down")
+	}
+}
