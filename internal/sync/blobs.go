@@ -166,18 +166,22 @@ func (e *Engine) discard(ctx context.Context, w distribution.BlobWriter, d diges
 // A parent that ignores Range sends the whole blob: its leading bytes are skipped (and counted
 // as fetched again) and the rest is written, up to the blob's size.
 func (e *Engine) fetchChunk(ctx context.Context, repo string, d Descriptor, w io.Writer, offset, length int64) (int64, error) {
-	body, skip, err := e.parent.BlobRange(ctx, repo, d.Digest, offset, length)
+	body, skip, whole, err := e.parent.BlobRange(ctx, repo, d.Digest, offset, length)
 	if err != nil {
 		return 0, err
 	}
 	defer body.Close()
+	if whole {
+		// The rest of the blob is coming anyway, from offset 0 too: stopping at the chunk
+		// would drop the connection and what is in flight, then fetch it all again.
+		length = d.Size - offset
+	}
 	if skip > 0 {
 		n, err := io.CopyN(io.Discard, body, skip)
 		e.metrics.refetched.Add(float64(n))
 		if err != nil {
 			return 0, err
 		}
-		length = d.Size - offset // the rest of the blob is coming anyway
 	}
 	n, err := io.Copy(w, io.LimitReader(body, length))
 	if err != nil {

@@ -84,19 +84,28 @@ func (g *Gate) Context(parent context.Context) (context.Context, context.CancelF
 		return ctx, func() { cancel(context.Canceled) }
 	}
 	go func() {
-		var timer <-chan time.Time
-		if !until.IsZero() {
-			t := time.NewTimer(time.Until(until))
-			defer t.Stop()
-			timer = t.C
-		}
-		select {
-		case <-closed:
-			cancel(ErrWindowClosed)
-		case <-timer:
-			g.IsOpen() // closes the gate
-			cancel(ErrWindowClosed)
-		case <-ctx.Done():
+		for {
+			var timer <-chan time.Time
+			var t *time.Timer
+			if !until.IsZero() {
+				t = time.NewTimer(time.Until(until))
+				timer = t.C
+			}
+			select {
+			case <-closed:
+				cancel(ErrWindowClosed)
+			case <-timer:
+				if g.IsOpen() { // closes the gate unless a firing extended the window: follow it
+					until = g.Until()
+					continue
+				}
+				cancel(ErrWindowClosed)
+			case <-ctx.Done():
+			}
+			if t != nil {
+				t.Stop()
+			}
+			return
 		}
 	}()
 	return ctx, func() { cancel(context.Canceled) }

@@ -310,41 +310,68 @@ func (p *Parent) HeadManifest(ctx context.Context, repo, ref string) (digest.Dig
 // GetManifest fetches repo@ref. When ref is a digest, or the parent names one, the bytes are
 // checked against it: a parent that sends other bytes is refused.
 func (p *Parent) GetManifest(ctx context.Context, repo, ref string) (Manifest, error) {
-	resp, err := p.Do(ctx, http.MethodGet, "/v2/"+repo+"/manifests/"+ref, http.Header{"Accept": {acceptManifests}})
+	var m Manifest
+	err := p.getBody(ctx, "/v2/"+repo+"/manifests/"+ref, http.Header{"Accept": {acceptManifests}}, maxManifestSize+1, func(resp *http.Response, raw []byte) error {
+		if len(raw) > maxManifestSize {
+			return fmt.Errorf("manifest %s:%s is larger than %d bytes", repo, ref, maxManifestSize)
+		}
+		want, err := digest.Parse(ref)
+		if err != nil {
+			want, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+		}
+		alg := digest.Canonical
+		if want != "" {
+			alg = want.Algorithm()
+		}
+		got := alg.FromBytes(raw)
+		if want != "" && got != want {
+			return fmt.Errorf("%w: manifest %s:%s is %s, expected %s", ErrCorrupt, repo, ref, got, want)
+		}
+		mt := resp.Header.Get("Content-Type")
+		if i := strings.IndexByte(mt, ';'); i >= 0 {
+			mt = strings.TrimSpace(mt[:i])
+		}
+		var probe struct {
+			MediaType string `json:"mediaType"`
+		}
+		if json.Unmarshal(raw, &probe) == nil && probe.MediaType != "" {
+			mt = probe.MediaType
+		}
+		m = Manifest{Digest: got, MediaType: mt, Raw: raw}
+		return nil
+	})
 	if err != nil {
 		return Manifest{}, err
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
-	if err != nil {
-		return Manifest{}, fmt.Errorf("reading manifest %s:%s: %w", repo, ref, err)
+	return m, nil
+}
+
+// getBody GETs path, reads its body (at most limit bytes) and hands it to use. A body that
+// breaks off, or that use finds corrupt (ErrCorrupt), is fetched again within the retry policy,
+// as a failed request is: on a flaky link a drop mid-body is as likely as one before the headers.
+func (p *Parent) getBody(ctx context.Context, path string, header http.Header, limit int64, use func(*http.Response, []byte) error) error {
+	for attempt := 1; ; attempt++ {
+		resp, err := p.Do(ctx, http.MethodGet, path, header)
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+		resp.Body.Close()
+		if err != nil {
+			if !retryable(err) {
+				return err
+			}
+			err = fmt.Errorf("reading %s: %w", path, err)
+		} else if err = use(resp, body); err == nil || !errors.Is(err, ErrCorrupt) {
+			return err
+		}
+		if attempt >= p.opts.Retry.Attempts {
+			return err
+		}
+		if serr := sleep(ctx, p.opts.Retry.Backoff(attempt, 0)); serr != nil {
+			return serr
+		}
 	}
-	if len(raw) > maxManifestSize {
-		return Manifest{}, fmt.Errorf("manifest %s:%s is larger than %d bytes", repo, ref, maxManifestSize)
-	}
-	want, err := digest.Parse(ref)
-	if err != nil {
-		want, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
-	}
-	alg := digest.Canonical
-	if want != "" {
-		alg = want.Algorithm()
-	}
-	got := alg.FromBytes(raw)
-	if want != "" && got != want {
-		return Manifest{}, fmt.Errorf("%w: manifest %s:%s is %s, expected %s", ErrCorrupt, repo, ref, got, want)
-	}
-	mt := resp.Header.Get("Content-Type")
-	if i := strings.IndexByte(mt, ';'); i >= 0 {
-		mt = strings.TrimSpace(mt[:i])
-	}
-	var probe struct {
-		MediaType string `json:"mediaType"`
-	}
-	if json.Unmarshal(raw, &probe) == nil && probe.MediaType != "" {
-		mt = probe.MediaType
-	}
-	return Manifest{Digest: got, MediaType: mt, Raw: raw}, nil
 }
 
 // ErrCorrupt marks content from the parent whose bytes do not match their digest.
@@ -385,19 +412,15 @@ func (p *Parent) Catalog(ctx context.Context) ([]string, error) {
 // paginate GETs path and follows rel="next" Link headers, at most 10000 pages.
 func (p *Parent) paginate(ctx context.Context, path string, page func([]byte) error) error {
 	for i := 0; path != "" && i < 10000; i++ {
-		resp, err := p.Do(ctx, http.MethodGet, path, nil)
+		var next string
+		err := p.getBody(ctx, path, nil, 16<<20, func(resp *http.Response, body []byte) error {
+			next = nextLink(resp.Header.Get("Link"))
+			return page(body)
+		})
 		if err != nil {
 			return err
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if err := page(body); err != nil {
-			return err
-		}
-		path = nextLink(resp.Header.Get("Link"))
+		path = next
 	}
 	return nil
 }
@@ -423,7 +446,15 @@ func nextLink(h string) string {
 // Referrers lists the manifests whose subject is dgst in repo. A parent without the referrers
 // API gives an empty list.
 func (p *Parent) Referrers(ctx context.Context, repo string, dgst digest.Digest) ([]Descriptor, error) {
-	resp, err := p.Do(ctx, http.MethodGet, "/v2/"+repo+"/referrers/"+dgst.String(), http.Header{"Accept": {"application/vnd.oci.image.index.v1+json"}})
+	var index struct {
+		Manifests []Descriptor `json:"manifests"`
+	}
+	err := p.getBody(ctx, "/v2/"+repo+"/referrers/"+dgst.String(), http.Header{"Accept": {"application/vnd.oci.image.index.v1+json"}}, maxManifestSize, func(_ *http.Response, body []byte) error {
+		if err := json.Unmarshal(body, &index); err != nil {
+			return fmt.Errorf("referrers of %s@%s: %w", repo, dgst, err)
+		}
+		return nil
+	})
 	if err != nil {
 		var pe *ParentError
 		if errors.As(err, &pe) && (pe.Status == http.StatusNotFound || pe.Status == http.StatusMethodNotAllowed || pe.Status == http.StatusBadRequest) {
@@ -431,24 +462,17 @@ func (p *Parent) Referrers(ctx context.Context, repo string, dgst digest.Digest)
 		}
 		return nil, err
 	}
-	defer resp.Body.Close()
-	var index struct {
-		Manifests []Descriptor `json:"manifests"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxManifestSize)).Decode(&index); err != nil {
-		return nil, fmt.Errorf("referrers of %s@%s: %w", repo, dgst, err)
-	}
 	return index.Manifests, nil
 }
 
 // BlobRange fetches bytes [offset, offset+length) of a blob. The parent may answer 206 with that
-// range, or 200 with the whole blob when it ignores Range; skip is how many leading bytes of the
-// body the caller must discard to reach offset.
-func (p *Parent) BlobRange(ctx context.Context, repo string, dgst digest.Digest, offset, length int64) (body io.ReadCloser, skip int64, err error) {
+// range, or 200 with the whole blob when it ignores Range (whole is then true); skip is how many
+// leading bytes of the body the caller must discard to reach offset.
+func (p *Parent) BlobRange(ctx context.Context, repo string, dgst digest.Digest, offset, length int64) (body io.ReadCloser, skip int64, whole bool, err error) {
 	h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", offset, offset+length-1)}}
 	resp, err := p.Do(ctx, http.MethodGet, "/v2/"+repo+"/blobs/"+dgst.String(), h)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
@@ -456,14 +480,14 @@ func (p *Parent) BlobRange(ctx context.Context, repo string, dgst digest.Digest,
 		if err != nil || start != offset {
 			resp.Body.Close()
 			// Nothing was written: ask again rather than discard the bytes stored so far.
-			return nil, 0, fmt.Errorf("parent answered range %d- with Content-Range %q", offset, resp.Header.Get("Content-Range"))
+			return nil, 0, false, fmt.Errorf("parent answered range %d- with Content-Range %q", offset, resp.Header.Get("Content-Range"))
 		}
-		return resp.Body, 0, nil
+		return resp.Body, 0, false, nil
 	case http.StatusOK:
-		return resp.Body, offset, nil
+		return resp.Body, offset, true, nil
 	default:
 		resp.Body.Close()
-		return nil, 0, fmt.Errorf("parent answered a blob range request with %d", resp.StatusCode)
+		return nil, 0, false, fmt.Errorf("parent answered a blob range request with %d", resp.StatusCode)
 	}
 }
 
