@@ -39,7 +39,15 @@ func (a *api) config(w http.ResponseWriter, _ *http.Request, name string) error 
 	if below == nil {
 		below = []acrapi.ConnectedRegistry{}
 	}
-	return reply(w, http.StatusOK, acrapi.ChildConfig{Registry: self, Descendants: below})
+	names := make([]string, 0, len(below))
+	for _, d := range below {
+		names = append(names, d.Name)
+	}
+	tokens, err := a.cp.TokenHashes(names)
+	if err != nil {
+		return err
+	}
+	return reply(w, http.StatusOK, acrapi.ChildConfig{Registry: self, Descendants: below, SyncTokens: tokens})
 }
 
 // status records the calling registry's status and those it relays from below it; statuses of

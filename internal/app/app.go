@@ -81,11 +81,14 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 			n.closeStores()
 		}
 	}()
-	if cfg.IsRoot() {
+	if cfg.IsRoot() || cfg.Connected() {
+		// The root holds the definitions; a connected registry a replica of those below it.
 		n.control, err = controlplane.Open(filepath.Join(reg.DataDir(), "outpost", "controlplane.db"))
 		if err != nil {
 			return nil, err
 		}
+	}
+	if cfg.IsRoot() {
 		n.adminPassword, err = n.control.EnsureAdmin(cfg.Admin.Password)
 		if err != nil {
 			return nil, &config.Error{Key: "admin.password", Source: src["admin.password"], Msg: err.Error()}

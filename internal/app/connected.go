@@ -41,6 +41,9 @@ func instanceID(dataDir string) (string, error) {
 
 // applyParentConfig applies what the parent defines for this node beyond what to sync.
 func (n *Node) applyParentConfig(cfg acrapi.ChildConfig) {
+	if err := n.control.ApplyReplica(cfg.Descendants, cfg.SyncTokens); err != nil {
+		n.log.Error("applying the definitions below this node", zap.Error(err))
+	}
 	if cfg.Registry.Mode == acrapi.ModeReadWrite {
 		n.registry.SetReadOnly("")
 	} else {
@@ -48,7 +51,8 @@ func (n *Node) applyParentConfig(cfg acrapi.ChildConfig) {
 	}
 }
 
-// describe adds the node's storage and images to its status report.
+// describe adds the node's storage and images to its status report, and relays the statuses
+// of the registries below it.
 func (n *Node) describe(r *acrapi.StatusReport) {
 	used, _ := n.storage.Used()
 	r.Status.StorageUsedBytes = used
@@ -57,4 +61,7 @@ func (n *Node) describe(r *acrapi.StatusReport) {
 		n.log.Warn("counting images for the status report", zap.Error(err))
 	}
 	r.Status.ImagesHeld = images
+	if r.Descendants, err = n.control.Statuses(); err != nil {
+		n.log.Warn("reading the statuses below this node", zap.Error(err))
+	}
 }

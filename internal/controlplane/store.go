@@ -415,6 +415,10 @@ func (s *Store) reportStatus(name string, st acrapi.NodeStatus, seen time.Time) 
 		if r.LastSeen != nil && seen.Before(*r.LastSeen) {
 			return nil // older than what is known
 		}
+		if !r.Active {
+			// A status relayed from below means the registry activated at its own parent.
+			r.Active, r.ActivatedAt = true, &seen
+		}
 		r.Status, r.LastSeen = &st, &seen
 		return put(tx, r)
 	})

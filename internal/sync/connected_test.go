@@ -147,3 +147,73 @@ func TestConnectedRegistryKeepsItsConfigurationOffline(t *testing.T) {
 		t.Fatal("team/app:v1 no longer served while the parent is down")
 	}
 }
+
+// TestNestedConnectedRegistries: root → L1 → L2, with L1 serving L2 from its replica of the
+// definitions below it; L2's status reaches the root through L1.
+func TestNestedConnectedRegistries(t *testing.T) {
+	root := newRoot(t)
+	root.push(t, "team/app:v1", randomImage(t, 2048, 1))
+	l1Opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayL1", Mode: acrapi.ModeReadWrite, Repositories: []string{"team/**"}})
+	if _, err := root.cp.Create(acrapi.ConnectedRegistrySpec{Name: "lineL2", Parent: "gatewayL1", Repositories: []string{"team/app"}}); err != nil {
+		t.Fatal(err)
+	}
+	l2Token, l2Password, err := root.cp.GeneratePassword("lineL2", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// L1: a registry with a replica control plane on /acr, as the app wires it.
+	replica, err := controlplane.Open(filepath.Join(t.TempDir(), "replica.db"), controlplane.WithPasswordCost(bcrypt.MinCost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { replica.Close() })
+	acrL1 := acr.Handler(acr.Options{ControlPlane: replica, Log: zaptest.NewLogger(t)})
+	l1 := newNode(t, func(v2 http.Handler) http.Handler {
+		r := mux.NewRouter()
+		r.PathPrefix("/acr/").Handler(acrL1)
+		r.PathPrefix("/v2").Handler(v2)
+		return r
+	})
+	l1Opts.Connected = &sync.ConnectedOptions{
+		InstanceID: "l1",
+		Apply: func(c acrapi.ChildConfig) {
+			if err := replica.ApplyReplica(c.Descendants, c.SyncTokens); err != nil {
+				t.Errorf("replica: %v", err)
+			}
+		},
+		Describe: func(r *acrapi.StatusReport) { r.Descendants, _ = replica.Statuses() },
+	}
+	e1 := newEngine(t, l1Opts, l1)
+
+	// L2 under L1.
+	l2Opts := engineOptions(t, l1.srv.URL)
+	l2Opts.Parent.Username, l2Opts.Parent.Password = l2Token, l2Password
+	l2Opts.Connected = &sync.ConnectedOptions{InstanceID: "l2"}
+	l2 := newNode(t, nil)
+	e2 := newEngine(t, l2Opts, l2)
+
+	if s := e1.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("L1 pass: %+v", s)
+	}
+	if s := e2.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("L2 pass: %+v", s)
+	}
+	requireSame(t, root.node, l2, "team/app:v1")
+	if s := e1.RunPass(context.Background(), false); s.Result != "ok" { // relays L2's status
+		t.Fatalf("L1 pass: %+v", s)
+	}
+	cr, err := root.cp.Get("lineL2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr.ActivationStatus != "Active" || cr.ConnectionState != acrapi.StateOnline || cr.Status == nil {
+		t.Fatalf("L2 at the root: %+v", cr)
+	}
+
+	// L2 keeps authenticating at L1 while the root is down.
+	root.srv.Close()
+	if s := e2.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("L2 pass with the root down: %+v", s)
+	}
+}

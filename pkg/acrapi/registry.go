@@ -115,6 +115,17 @@ type ActivateRequest struct {
 type ChildConfig struct {
 	Registry    ConnectedRegistry   `json:"registry"`
 	Descendants []ConnectedRegistry `json:"descendants"`
+	// SyncTokens are the bcrypt hashes of the descendants' sync tokens, so that this node can
+	// authenticate its own children, also while its parent is unreachable.
+	SyncTokens []SyncTokenHashes `json:"syncTokens,omitempty"`
+}
+
+// SyncTokenHashes is a sync token as a parent stores it: its name and password hashes.
+type SyncTokenHashes struct {
+	Registry string `json:"registry"`
+	Name     string `json:"name"`
+	Hash1    []byte `json:"hash1,omitempty"`
+	Hash2    []byte `json:"hash2,omitempty"`
 }
 
 // StatusReport is a node's status, with the latest statuses of the registries below it.
