@@ -196,37 +196,70 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, app htt
 	if d, err := digest.Parse(ref); err == nil {
 		dgst = d // distribution checks the body against it
 	}
-	subject, desc, ok := parseSubject(body, req.Header.Get("Content-Type"), dgst)
-	if !ok {
-		app.ServeHTTP(w, req)
-		return
+	rec := &manifestPutWriter{ResponseWriter: w}
+	if subject, desc, ok := parseSubject(body, req.Header.Get("Content-Type"), dgst); ok {
+		if _, err := reference.WithName(repo); err == nil {
+			if err := r.referrers.Record(repo, subject, desc); err != nil {
+				r.log.Error("recording a referrer failed", zap.String("repository", repo), zap.Stringer("subject", subject), zap.Error(err))
+				serveError(w, errcode.ErrorCodeUnknown.WithDetail("recording the referrer: "+err.Error()))
+				return
+			}
+			rec.subject = subject
+		} // else distribution reports the invalid name
 	}
-	if _, err := reference.WithName(repo); err != nil {
-		app.ServeHTTP(w, req) // distribution reports the invalid name
-		return
+	app.ServeHTTP(rec, req)
+	if rec.status == http.StatusCreated {
+		if hook := r.onPush.Load(); hook != nil {
+			mediaType := req.Header.Get("Content-Type")
+			if i := strings.IndexByte(mediaType, ';'); i >= 0 {
+				mediaType = strings.TrimSpace(mediaType[:i])
+			}
+			tag := ref
+			if _, err := digest.Parse(ref); err == nil {
+				tag = ""
+			}
+			(*hook)(Pushed{Repository: repo, Tag: tag, Digest: dgst, MediaType: mediaType})
+		}
 	}
-	if err := r.referrers.Record(repo, subject, desc); err != nil {
-		r.log.Error("recording a referrer failed", zap.String("repository", repo), zap.Stringer("subject", subject), zap.Error(err))
-		serveError(w, errcode.ErrorCodeUnknown.WithDetail("recording the referrer: "+err.Error()))
-		return
-	}
-	app.ServeHTTP(&subjectHeaderWriter{ResponseWriter: w, subject: subject}, req)
 }
 
-// subjectHeaderWriter adds OCI-Subject to a successful manifest PUT response.
-type subjectHeaderWriter struct {
+// Pushed is a manifest a client pushed through /v2 (not one the sync engine stored).
+type Pushed struct {
+	Repository string
+	Tag        string // empty when pushed by digest
+	Digest     digest.Digest
+	MediaType  string
+}
+
+// OnPush calls hook after every manifest a client pushes through /v2, once it is stored: a
+// ReadWrite connected registry queues them for its parent.
+func (r *Registry) OnPush(hook func(Pushed)) { r.onPush.Store(&hook) }
+
+// manifestPutWriter records a manifest PUT's status and adds OCI-Subject when it succeeds.
+type manifestPutWriter struct {
 	http.ResponseWriter
 	subject digest.Digest
+	status  int
 }
 
-func (s *subjectHeaderWriter) WriteHeader(code int) {
-	if code == http.StatusCreated {
+func (s *manifestPutWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	if code == http.StatusCreated && s.subject != "" {
 		s.Header().Set("OCI-Subject", s.subject.String())
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
-func (s *subjectHeaderWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (s *manifestPutWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *manifestPutWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // mutating reports whether a request with this method may change the store.
 func mutating(method string) bool {

@@ -60,6 +60,7 @@ type Registry struct {
 	maint sync.RWMutex
 	// readOnly, when set, is the message every push and delete through /v2 is denied with.
 	readOnly atomic.Pointer[string]
+	onPush   atomic.Pointer[func(Pushed)]
 	// gcHook, when set (by tests), runs inside CollectGarbage once the lock is held.
 	gcHook func(context.Context)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/distribution/distribution/v3"
@@ -239,4 +240,39 @@ func (r *Registry) CountImages(ctx context.Context) (int, error) {
 		n += len(tags)
 	}
 	return n, nil
+}
+
+// GetManifest returns manifest d of repo: its media type and exact bytes.
+func (r *Registry) GetManifest(ctx context.Context, repo string, d digest.Digest) (string, []byte, error) {
+	rep, err := r.repository(ctx, repo)
+	if err != nil {
+		return "", nil, err
+	}
+	ms, err := rep.Manifests(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	m, err := ms.Get(ctx, d)
+	if err != nil {
+		return "", nil, err
+	}
+	mediaType, raw, err := m.Payload()
+	return mediaType, raw, err
+}
+
+// OpenBlob opens blob d of repo for reading.
+func (r *Registry) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, int64, error) {
+	rep, err := r.repository(ctx, repo)
+	if err != nil {
+		return nil, 0, err
+	}
+	desc, err := rep.Blobs(ctx).Stat(ctx, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	rc, err := rep.Blobs(ctx).Open(ctx, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	return rc, desc.Size, nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/mux"
 	"go.uber.org/zap/zaptest"
@@ -14,8 +15,10 @@ import (
 
 	"github.com/outpost-registry/outpost/internal/acr"
 	"github.com/outpost-registry/outpost/internal/controlplane"
+	"github.com/outpost-registry/outpost/internal/registry"
 	"github.com/outpost-registry/outpost/internal/sync"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
+	"github.com/outpost-registry/outpost/test/faultnet"
 )
 
 // root is an Outpost root in one process: its registry on /v2 and the control plane on /acr.
@@ -216,4 +219,57 @@ func TestNestedConnectedRegistries(t *testing.T) {
 	if s := e2.RunPass(context.Background(), false); s.Result != "ok" {
 		t.Fatalf("L2 pass with the root down: %+v", s)
 	}
+}
+
+// TestReadWriteOutboxPushesUp: an image pushed to a ReadWrite connected registry reaches the
+// root during the next pass, over a link that resets, and is not removed locally meanwhile.
+func TestReadWriteOutboxPushesUp(t *testing.T) {
+	root := newRoot(t)
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayRW", Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})
+	link, err := faultnet.NewProxy(root.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { link.Close() })
+	opts.Parent.URL = link.URL()
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+	child.reg.OnPush(func(p registry.Pushed) {
+		if err := e.Enqueue(p.Repository, p.Tag, p.Digest); err != nil {
+			t.Error(err)
+		}
+	})
+	img := randomImage(t, 3<<20, 2)
+	child.push(t, "edge/camera:v1", img)
+
+	// A first pass whose link is down: the image stays queued and stays local.
+	link.Down()
+	if s := e.RunPass(context.Background(), true); s.Result == "ok" {
+		t.Fatalf("pass with the link down: %+v", s)
+	}
+	if child.digestOf(t, "edge/camera:v1") == "" {
+		t.Fatal("a queued local push was removed")
+	}
+	// Then a link that resets every connection once 2.5 MiB have gone up: the push asks the
+	// parent how far it got and resumes from there.
+	link.Up()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if link.WaitBytes(ctx, faultnet.Upstream, 2560<<10) == nil {
+			link.ResetAll()
+		}
+	}()
+	if s := e.RunPass(context.Background(), true); s.Result != "ok" {
+		t.Fatalf("pass: %+v", s)
+	}
+	requireSame(t, child, root.node, "edge/camera:v1")
+	if st := link.Stats(); st.Resets == 0 || st.BytesUp > 7<<20 {
+		t.Fatalf("%d resets, %d bytes sent up for a 6 MiB image (at most one 256 KiB chunk again per reset)", st.Resets, st.BytesUp)
+	}
+	// The next pass finds it on the parent: nothing is pushed or removed.
+	if s := e.RunPass(context.Background(), true); s.Result != "ok" || s.TagsRemoved != 0 {
+		t.Fatalf("pass after the push: %+v", s)
+	}
+	requireSame(t, child, root.node, "edge/camera:v1")
 }

@@ -76,6 +76,7 @@ type Engine struct {
 	exclude     []*regexp.Regexp
 	platforms   platformFilter
 	checkpoints checkpoints
+	outbox      outbox
 	flight      singleflight.Group
 	metrics     *metrics
 	progress    *progress
@@ -158,6 +159,7 @@ func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
 		cur:     plan{repositories: opts.Repositories, schedule: sched, scheduleText: opts.Schedule, window: opts.Window},
 		include: include, exclude: exclude, platforms: platformFilter(opts.Platforms),
 		checkpoints: checkpoints{dir: filepath.Join(opts.StateDir, "blobs")},
+		outbox:      outbox{dir: filepath.Join(opts.StateDir, "outbox")},
 		metrics:     newMetrics(meter), progress: newProgress(),
 		trigger:   make(chan bool, 1),
 		connected: opts.Connected,
@@ -287,8 +289,16 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 	e.progress.mu.Unlock()
 
 	failed, total, err := 0, 0, e.connect(wctx)
+	var pushErr error
 	if err == nil {
-		failed, total, err = e.syncAll(wctx)
+		// Local pushes go up first: then the pass finds them on the parent.
+		if pushErr = e.pushOutbox(wctx); pushErr != nil {
+			e.log.Warn("pushing to the parent failed; the images stay queued", zap.Error(pushErr))
+			failed++
+		}
+		var f int
+		f, total, err = e.syncAll(wctx)
+		failed += f
 	}
 
 	result := "ok"
@@ -309,8 +319,8 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 	s.BytesFromParent = e.meter.In() - inBefore
 	s.BlobsFetched, s.BlobsMounted = e.pass.blobsFetched.Load(), e.pass.blobsMounted.Load()
 	s.ManifestsSynced, s.TagsRemoved = e.pass.manifests.Load(), e.pass.tagsRemoved.Load()
-	if err != nil {
-		s.Error = err.Error()
+	if all := errors.Join(pushErr, err); all != nil {
+		s.Error = oneLine(all.Error())
 	}
 	e.progress.lastPass = &s
 	if result == "ok" {
@@ -468,6 +478,9 @@ func (e *Engine) syncRepository(ctx context.Context, repo string) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
+		if e.outbox.has(repo, tag) {
+			continue // pushed here and not yet up: this node's version wins until then
+		}
 		if err := e.syncTag(ctx, repo, tag); err != nil {
 			if errors.Is(err, ErrWindowClosed) || ctx.Err() != nil {
 				return err
@@ -482,7 +495,7 @@ func (e *Engine) syncRepository(ctx context.Context, repo string) error {
 		return errors.Join(append(errs, err)...)
 	}
 	for _, tag := range local {
-		if !wanted[tag] && e.wantTag(tag) {
+		if !wanted[tag] && e.wantTag(tag) && !e.outbox.has(repo, tag) {
 			if err := e.store.Untag(ctx, repo, tag); err != nil {
 				errs = append(errs, fmt.Errorf("removing tag %s: %w", tag, err))
 				continue
@@ -637,3 +650,6 @@ func (e *Engine) setPlan(p plan) {
 	}
 	e.cur = p
 }
+
+// oneLine joins the lines of a message, as errors.Join separates them.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }

@@ -14,6 +14,8 @@ type metrics struct {
 	corrupt      prometheus.Counter
 	manifests    prometheus.Counter
 	tagsRemoved  prometheus.Counter
+	outboxQueued prometheus.Counter
+	outboxPushed prometheus.Counter
 	passDuration *prometheus.HistogramVec
 	lastSuccess  prometheus.Gauge
 	linkUp       prometheus.Gauge
@@ -36,6 +38,8 @@ func newMetrics(meter *Meter) *metrics {
 		corrupt:      prometheus.NewCounter(opts("blobs_corrupt_total", "Blobs whose bytes from the parent failed verification and were fetched again.")),
 		manifests:    prometheus.NewCounter(opts("manifests_synced_total", "Manifests (images, indexes, referrers) stored from the parent.")),
 		tagsRemoved:  prometheus.NewCounter(opts("tags_removed_total", "Local tags removed because the parent no longer has them.")),
+		outboxQueued: prometheus.NewCounter(opts("outbox_queued_total", "Images pushed to this ReadWrite node and queued for its parent.")),
+		outboxPushed: prometheus.NewCounter(opts("outbox_pushed_total", "Queued images pushed to the parent.")),
 		passDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "outpost", Subsystem: "sync", Name: "pass_duration_seconds",
 			Help: "Duration of sync passes, by result.", Buckets: prometheus.ExponentialBuckets(0.05, 3, 12)}, []string{"result"}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "outpost", Subsystem: "sync", Name: "last_success_timestamp_seconds",
@@ -51,7 +55,7 @@ func newMetrics(meter *Meter) *metrics {
 func (e *Engine) Register(reg prometheus.Registerer) error {
 	m := e.metrics
 	for _, c := range []prometheus.Collector{m.bytesIn, m.bytesOut, m.refetched, m.blobsFetched, m.blobsMounted,
-		m.corrupt, m.manifests, m.tagsRemoved, m.passDuration, m.lastSuccess, m.linkUp, m.queue} {
+		m.corrupt, m.manifests, m.tagsRemoved, m.outboxQueued, m.outboxPushed, m.passDuration, m.lastSuccess, m.linkUp, m.queue} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -202,7 +203,7 @@ func retryable(err error) bool {
 func (p *Parent) Do(ctx context.Context, method, path string, header http.Header) (*http.Response, error) {
 	var lastErr error
 	for attempt := 1; attempt <= p.opts.Retry.Attempts; attempt++ {
-		resp, err := p.once(ctx, method, path, header)
+		resp, err := p.once(ctx, method, path, header, nil)
 		if err == nil {
 			return resp, nil
 		}
@@ -225,14 +226,33 @@ func (p *Parent) Do(ctx context.Context, method, path string, header http.Header
 	return nil, lastErr
 }
 
-func (p *Parent) once(ctx context.Context, method, path string, header http.Header) (*http.Response, error) {
+// Send sends one request with body to target — a path below the parent's base, or an absolute
+// URL on the parent as an upload's Location may be — and returns a 2xx response, or a
+// *ParentError. It is not retried: an upload's state must be asked for before a chunk is sent
+// again.
+func (p *Parent) Send(ctx context.Context, method, target string, header http.Header, body []byte) (*http.Response, error) {
+	return p.once(ctx, method, target, header, body)
+}
+
+func (p *Parent) once(ctx context.Context, method, path string, header http.Header, payload []byte) (*http.Response, error) {
 	t, err := p.transport(ctx)
 	if err != nil {
 		return nil, err
 	}
 	u := *p.base
-	u.Path, u.RawQuery, _ = strings.Cut(path, "?")
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if abs, err := url.Parse(path); err == nil && abs.IsAbs() {
+		if abs.Host != p.base.Host {
+			return nil, fmt.Errorf("the parent sent a location on another host: %s", abs.Host)
+		}
+		u = *abs
+	} else {
+		u.Path, u.RawQuery, _ = strings.Cut(path, "?")
+	}
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return nil, err
 	}

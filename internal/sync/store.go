@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"io"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
@@ -31,4 +32,8 @@ type Store interface {
 	Tags(ctx context.Context, repo string) ([]string, error)
 	// Untag removes tag from repo; the manifest stays until garbage collection.
 	Untag(ctx context.Context, repo, tag string) error
+	// GetManifest returns manifest dgst of repo: its media type and exact bytes.
+	GetManifest(ctx context.Context, repo string, dgst digest.Digest) (mediaType string, raw []byte, err error)
+	// OpenBlob opens blob dgst of repo for reading.
+	OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (io.ReadSeekCloser, int64, error)
 }
