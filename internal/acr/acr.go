@@ -54,6 +54,7 @@ func Handler(opts Options) http.Handler {
 	v1.Handle("/activate", a.child(a.activate)).Methods(http.MethodPost)
 	v1.Handle("/config", a.child(a.config)).Methods(http.MethodGet)
 	v1.Handle("/status", a.child(a.status)).Methods(http.MethodPost)
+	v1.Handle("/events", a.child(a.events)).Methods(http.MethodGet)
 	return r
 }
 

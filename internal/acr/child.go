@@ -3,9 +3,11 @@ package acr
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"go.uber.org/zap"
 
+	"github.com/outpost-registry/outpost/internal/repopattern"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -82,4 +84,31 @@ func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error 
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// maxEventPage bounds one page of the event log.
+const maxEventPage = 1000
+
+// events answers the event log after the cursor ?after=, filtered to the calling registry's
+// repositories.
+func (a *api) events(w http.ResponseWriter, r *http.Request, name string) error {
+	after, err := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	if err != nil && r.URL.Query().Get("after") != "" {
+		return fmt.Errorf("%w: after must be an event sequence number", errBadRequest)
+	}
+	limit := maxEventPage
+	if l := r.URL.Query().Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit < 1 || limit > maxEventPage {
+			return fmt.Errorf("%w: limit must be 1 to %d", errBadRequest, maxEventPage)
+		}
+	}
+	self, err := a.cp.Get(name)
+	if err != nil {
+		return err
+	}
+	page, err := a.cp.Events(after, limit, func(repo string) bool { return repopattern.MatchAny(self.Repositories, repo) })
+	if err != nil {
+		return err
+	}
+	return reply(w, http.StatusOK, page)
 }

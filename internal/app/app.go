@@ -102,14 +102,10 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 		if err := n.engine.Register(n.metrics); err != nil {
 			return nil, err
 		}
-		if cfg.Connected() {
-			// Pushes reach /v2 only in ReadWrite mode; they go up to the parent from the outbox.
-			reg.OnPush(func(p registry.Pushed) {
-				if err := n.engine.Enqueue(p.Repository, p.Tag, p.Digest); err != nil {
-					n.log.Error("queueing a push for the parent failed", zap.String("repository", p.Repository), zap.String("tag", p.Tag), zap.Error(err))
-				}
-			})
-		}
+	}
+
+	if n.control != nil {
+		reg.OnPush(n.clientChanged)
 	}
 
 	httpMetrics := observe.NewHTTPMetrics()
@@ -338,6 +334,7 @@ func (n *Node) newEngine(cfg config.Config, reg *registry.Registry, log *zap.Log
 	return syncengine.New(syncengine.Options{
 		Parent:         parent,
 		Connected:      connected,
+		Changed:        n.syncChanged,
 		Repositories:   cfg.Sync.Repositories,
 		TagInclude:     cfg.Sync.Tags.Include,
 		TagExclude:     cfg.Sync.Tags.Exclude,

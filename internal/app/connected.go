@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap"
 
 	"github.com/outpost-registry/outpost/internal/atomicfile"
+	"github.com/outpost-registry/outpost/internal/registry"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -63,5 +65,43 @@ func (n *Node) describe(r *acrapi.StatusReport) {
 	r.Status.ImagesHeld = images
 	if r.Descendants, err = n.control.Statuses(); err != nil {
 		n.log.Warn("reading the statuses below this node", zap.Error(err))
+	}
+}
+
+// clientChanged logs a client's push or delete for this node's children, and queues a push on
+// a connected (hence ReadWrite: ReadOnly refuses pushes) registry for its parent.
+func (n *Node) clientChanged(p registry.Pushed) {
+	e := acrapi.Event{Repository: p.Repository, Tag: p.Tag, Digest: p.Digest.String(), Action: acrapi.EventPush}
+	switch {
+	case p.Deleted && p.Tag != "":
+		e.Action, e.Digest = acrapi.EventUntag, ""
+	case p.Deleted:
+		e.Action = acrapi.EventDelete
+	case p.Tag == "" && !p.Referrer:
+		return // pushed by digest: the tagged manifest that references it makes the event
+	}
+	n.appendEvent(e)
+	if n.engine != nil && n.cfg.Connected() && !p.Deleted {
+		if err := n.engine.Enqueue(p.Repository, p.Tag, p.Digest); err != nil {
+			n.log.Error("queueing a push for the parent failed", zap.String("repository", p.Repository), zap.String("tag", p.Tag), zap.Error(err))
+		}
+	}
+}
+
+// syncChanged logs a tag the sync engine stored or removed, for this node's children.
+func (n *Node) syncChanged(repo, tag string, d digest.Digest, action string) {
+	if n.control == nil {
+		return
+	}
+	e := acrapi.Event{Repository: repo, Tag: tag, Action: action}
+	if d != "" {
+		e.Digest = d.String()
+	}
+	n.appendEvent(e)
+}
+
+func (n *Node) appendEvent(e acrapi.Event) {
+	if err := n.control.AppendEvent(e); err != nil {
+		n.log.Error("logging an event for the children failed", zap.String("repository", e.Repository), zap.Error(err))
 	}
 }

@@ -117,6 +117,12 @@ func (r *Registry) wrap() http.Handler {
 				return
 			}
 		}
+		if req.Method == http.MethodDelete {
+			if repo, ref, ok := splitManifest(req.URL.Path); ok {
+				r.deleteManifest(w, req, app, repo, ref)
+				return
+			}
+		}
 		if req.Method == http.MethodPut {
 			if repo, ref, ok := splitManifest(req.URL.Path); ok {
 				r.putManifest(w, req, app, repo, ref)
@@ -218,21 +224,42 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, app htt
 			if _, err := digest.Parse(ref); err == nil {
 				tag = ""
 			}
-			(*hook)(Pushed{Repository: repo, Tag: tag, Digest: dgst, MediaType: mediaType})
+			(*hook)(Pushed{Repository: repo, Tag: tag, Digest: dgst, MediaType: mediaType, Referrer: rec.subject != ""})
 		}
 	}
 }
 
-// Pushed is a manifest a client pushed through /v2 (not one the sync engine stored).
-type Pushed struct {
-	Repository string
-	Tag        string // empty when pushed by digest
-	Digest     digest.Digest
-	MediaType  string
+// deleteManifest serves a manifest or tag DELETE and reports it once done.
+func (r *Registry) deleteManifest(w http.ResponseWriter, req *http.Request, app http.Handler, repo, ref string) {
+	rec := &manifestPutWriter{ResponseWriter: w}
+	app.ServeHTTP(rec, req)
+	if rec.status != http.StatusAccepted {
+		return
+	}
+	if hook := r.onPush.Load(); hook != nil {
+		d := Pushed{Repository: repo, Deleted: true}
+		if dg, err := digest.Parse(ref); err == nil {
+			d.Digest = dg
+		} else {
+			d.Tag = ref
+		}
+		(*hook)(d)
+	}
 }
 
-// OnPush calls hook after every manifest a client pushes through /v2, once it is stored: a
-// ReadWrite connected registry queues them for its parent.
+// Pushed is a change a client made through /v2 (not one the sync engine made): a manifest
+// pushed, or (Deleted) a manifest or tag deleted.
+type Pushed struct {
+	Repository string
+	Tag        string // empty when pushed or deleted by digest
+	Digest     digest.Digest
+	MediaType  string
+	Deleted    bool
+	Referrer   bool // the manifest has a subject: a signature, an SBOM
+}
+
+// OnPush calls hook after every change a client makes through /v2, once it is done: a ReadWrite
+// connected registry queues pushes for its parent, and every node logs them for its children.
 func (r *Registry) OnPush(hook func(Pushed)) { r.onPush.Store(&hook) }
 
 // manifestPutWriter records a manifest PUT's status and adds OCI-Subject when it succeeds.

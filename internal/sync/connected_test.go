@@ -3,12 +3,14 @@ package sync_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/gorilla/mux"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/bcrypt"
@@ -272,4 +274,74 @@ func TestReadWriteOutboxPushesUp(t *testing.T) {
 		t.Fatalf("pass after the push: %+v", s)
 	}
 	requireSame(t, child, root.node, "edge/camera:v1")
+}
+
+// TestEventsMakeQuietPassesCheap: after a full pass, a child reads the root's event log instead
+// of listing tags; pushes, tag deletions and referrers reach it through events.
+func TestEventsMakeQuietPassesCheap(t *testing.T) {
+	root := newRoot(t)
+	for i := range 6 {
+		root.push(t, fmt.Sprintf("team/app%d:v1", i), randomImage(t, 512, 1))
+	}
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteE01", Repositories: []string{"team/*"}})
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("full pass: %+v", s)
+	}
+	full := e.Meter().In()
+
+	// A quiet pass: activation, an empty page of events, the status report.
+	before := e.Meter().In()
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.ManifestsSynced != 0 {
+		t.Fatalf("quiet pass: %+v", s)
+	}
+	quiet := e.Meter().In() - before
+	t.Logf("first pass received %d bytes, a quiet pass %d", full, quiet)
+	if quiet > 2048 {
+		t.Fatalf("a quiet pass received %d bytes", quiet)
+	}
+
+	// Events as the root's app records them.
+	img := randomImage(t, 1024, 1)
+	d := root.push(t, "team/app0:v2", img)
+	record := func(ev acrapi.Event) {
+		if err := root.cp.AppendEvent(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record(acrapi.Event{Repository: "team/app0", Tag: "v2", Digest: d.String(), Action: acrapi.EventPush})
+	if err := remote.Delete(root.ref(t, "team/app1:v1")); err != nil {
+		t.Fatal(err)
+	}
+	record(acrapi.Event{Repository: "team/app1", Tag: "v1", Action: acrapi.EventUntag})
+	sig := signatureFor(t, img)
+	if err := remote.Write(root.ref(t, "team/app0@"+mustDigest(t, sig)), sig); err != nil {
+		t.Fatal(err)
+	}
+	record(acrapi.Event{Repository: "team/app0", Digest: mustDigest(t, sig), Action: acrapi.EventPush})
+	record(acrapi.Event{Repository: "other/x", Tag: "v1", Action: acrapi.EventPush}) // not this site's
+
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.TagsRemoved != 1 {
+		t.Fatalf("pass with events: %+v", s)
+	}
+	requireSame(t, root.node, child, "team/app0:v2")
+	if child.digestOf(t, "team/app1:v1") != "" {
+		t.Fatal("a tag removed at the root is still on the child")
+	}
+	if child.digestOf(t, "team/app0@"+mustDigest(t, sig)) == "" {
+		t.Fatal("a referrer pushed at the root did not reach the child")
+	}
+
+	// Events dropped by their TTL: the child reconciles in full.
+	root.push(t, "team/app2:v2", randomImage(t, 512, 1)) // logged nowhere
+	record(acrapi.Event{Repository: "team/app3", Tag: "v1", Action: acrapi.EventPush})
+	if _, err := root.cp.PruneEvents(-time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	record(acrapi.Event{Repository: "team/app3", Tag: "v1", Action: acrapi.EventPush})
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("pass after the log was pruned: %+v", s)
+	}
+	requireSame(t, root.node, child, "team/app2:v2")
 }

@@ -51,6 +51,9 @@ type Options struct {
 	StateDir string
 	// Retry bounds retries of failed requests and chunks.
 	Retry RetryPolicy
+	// Changed, when set, hears every tag the engine stores or removes (action is
+	// acrapi.EventPush or acrapi.EventUntag): a node logs them for its own children.
+	Changed func(repo, tag string, dgst digest.Digest, action string)
 	// Connected, when set, makes the parent an Outpost node this one is a connected registry of:
 	// it then says what to sync and when (Repositories, Schedule and Window are only defaults).
 	Connected *ConnectedOptions
@@ -297,7 +300,11 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 			failed++
 		}
 		var f int
-		f, total, err = e.syncAll(wctx)
+		if e.connected != nil {
+			f, total, err = e.syncConnected(wctx)
+		} else {
+			f, total, err = e.syncAll(wctx)
+		}
 		failed += f
 	}
 
@@ -502,6 +509,7 @@ func (e *Engine) syncRepository(ctx context.Context, repo string) error {
 			}
 			e.metrics.tagsRemoved.Inc()
 			e.pass.tagsRemoved.Add(1)
+			e.changed(repo, tag, "", acrapi.EventUntag)
 			e.log.Info("tag removed: the parent no longer has it", zap.String("repository", repo), zap.String("tag", tag))
 		}
 	}
@@ -585,6 +593,9 @@ func (e *Engine) syncManifest(ctx context.Context, repo, ref, tag string, depth 
 			e.metrics.manifests.Inc()
 			e.pass.manifests.Add(1)
 		}
+		if tag != "" {
+			e.changed(repo, tag, m.Digest, acrapi.EventPush)
+		}
 	}
 	if e.opts.Referrers && depth == 0 {
 		return e.syncReferrers(ctx, repo, m.Digest, depth)
@@ -607,6 +618,7 @@ func (e *Engine) syncReferrers(ctx context.Context, repo string, subject digest.
 		if err := e.syncManifest(ctx, repo, r.Digest.String(), "", depth+1); err != nil {
 			return fmt.Errorf("referrer %s: %w", r.Digest, err)
 		}
+		e.changed(repo, "", r.Digest, acrapi.EventPush)
 	}
 	return nil
 }
@@ -653,3 +665,9 @@ func (e *Engine) setPlan(p plan) {
 
 // oneLine joins the lines of a message, as errors.Join separates them.
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }
+
+func (e *Engine) changed(repo, tag string, d digest.Digest, action string) {
+	if e.opts.Changed != nil {
+		e.opts.Changed(repo, tag, d, action)
+	}
+}

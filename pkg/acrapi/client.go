@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -154,4 +155,10 @@ func (c *Client) Config(ctx context.Context) (ChildConfig, error) {
 // ReportStatus sends the calling connected registry's status.
 func (c *Client) ReportStatus(ctx context.Context, r StatusReport) error {
 	return c.Do(ctx, http.MethodPost, "/acr/v1/status", r, nil)
+}
+
+// Events reads the event log after cursor, filtered to the calling registry's repositories.
+func (c *Client) Events(ctx context.Context, after uint64) (EventPage, error) {
+	var out EventPage
+	return out, c.Do(ctx, http.MethodGet, "/acr/v1/events?after="+strconv.FormatUint(after, 10), nil, &out)
 }

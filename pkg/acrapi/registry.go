@@ -133,3 +133,32 @@ type StatusReport struct {
 	Status      NodeStatus            `json:"status"`
 	Descendants map[string]NodeStatus `json:"descendants,omitempty"`
 }
+
+// Event actions.
+const (
+	EventPush   = "push"   // a tag now points at Digest (pushed, synced or moved)
+	EventUntag  = "untag"  // the tag was removed
+	EventDelete = "delete" // manifest Digest was deleted, with every tag on it
+)
+
+// Event is one change in a node's repositories.
+type Event struct {
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	Repository string    `json:"repository"`
+	Tag        string    `json:"tag,omitempty"`
+	Digest     string    `json:"digest,omitempty"`
+	Action     string    `json:"action"`
+}
+
+// EventPage is a slice of the event log after a cursor, filtered to the reader's repositories.
+type EventPage struct {
+	Events []Event `json:"events"`
+	// Next is the cursor to read from next time; Latest the newest event in the log.
+	Next   uint64 `json:"next"`
+	Latest uint64 `json:"latest"`
+	// More says a next page is waiting; Reset that events after the cursor were dropped (their
+	// TTL passed) and the reader must reconcile in full.
+	More  bool `json:"more,omitempty"`
+	Reset bool `json:"reset,omitempty"`
+}
