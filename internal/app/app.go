@@ -223,14 +223,21 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	bg, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
 	var syncer Syncer
+	engineDone := make(chan struct{})
 	if n.engine != nil {
 		syncer = n.engine
 		go func() {
+			defer close(engineDone)
 			// The engine stops by itself only when the parent refuses this node for good.
 			if err := n.engine.Run(bg); err != nil {
 				errc <- err
 			}
 		}()
+	} else {
+		close(engineDone)
+	}
+	if n.control != nil {
+		go n.pruneEvents(bg)
 	}
 	go serveAdmin(bg, n.registry.DataDir(), syncer, n.registry, n.log.Named("admin"))
 	stopGC := n.startGCSchedule(bg, syncer)
@@ -265,6 +272,13 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	if err != nil {
 		n.log.Warn("in-flight requests did not finish in time; closing them", zap.Error(err))
 		_ = srv.Close()
+	}
+	// The pass in progress stops at once (its context is gone) and keeps its upload sessions
+	// for the next start; wait for it so that nothing writes after the stores close.
+	select {
+	case <-engineDone:
+	case <-sctx.Done():
+		n.log.Warn("the sync pass did not stop in time")
 	}
 	if cerr := n.closeStores(); cerr != nil {
 		n.log.Warn("stopping the registry", zap.Error(cerr))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap"
@@ -103,5 +104,27 @@ func (n *Node) syncChanged(repo, tag string, d digest.Digest, action string) {
 func (n *Node) appendEvent(e acrapi.Event) {
 	if err := n.control.AppendEvent(e); err != nil {
 		n.log.Error("logging an event for the children failed", zap.String("repository", e.Repository), zap.Error(err))
+	}
+}
+
+// pruneEvents drops, every ten minutes, events older than the longest message TTL of the
+// registries this node serves (P2D when it serves none).
+func (n *Node) pruneEvents(ctx context.Context) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		ttl, err := n.control.LongestMessageTTL()
+		if err != nil {
+			n.log.Warn("reading message TTLs", zap.Error(err))
+		} else if dropped, err := n.control.PruneEvents(ttl); err != nil {
+			n.log.Warn("pruning the event log", zap.Error(err))
+		} else if dropped > 0 {
+			n.log.Info("event log pruned", zap.Int("events", dropped), zap.Duration("ttl", ttl))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/outpost-registry/outpost/internal/duration"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -124,4 +125,23 @@ func (s *Store) PruneEvents(ttl time.Duration) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// LongestMessageTTL is the longest message TTL among the definitions, or the default (P2D)
+// when there are none: events older than that no reader needs.
+func (s *Store) LongestMessageTTL() (time.Duration, error) {
+	longest := 2 * 24 * time.Hour
+	err := s.db.View(func(tx *bolt.Tx) error {
+		all, err := loadAll(tx)
+		if err != nil {
+			return err
+		}
+		for _, r := range all {
+			if d, err := duration.Parse(r.Spec.SyncMessageTTL); err == nil && d.Std() > longest {
+				longest = d.Std()
+			}
+		}
+		return nil
+	})
+	return longest, err
 }

@@ -51,3 +51,17 @@ func TestEventLog(t *testing.T) {
 		t.Fatalf("a cursor past the log: %+v", page)
 	}
 }
+
+func TestLongestMessageTTL(t *testing.T) {
+	s := openStore(t)
+	if ttl, err := s.LongestMessageTTL(); err != nil || ttl != 48*time.Hour {
+		t.Fatalf("default: %v %v", ttl, err)
+	}
+	sp := spec("siteT0001", "", "", "a")
+	sp.SyncMessageTTL = "P30D"
+	mustCreate(t, s, sp)
+	mustCreate(t, s, spec("siteT0002", "", "", "a"))
+	if ttl, _ := s.LongestMessageTTL(); ttl != 30*24*time.Hour {
+		t.Fatalf("longest: %v", ttl)
+	}
+}

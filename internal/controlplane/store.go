@@ -3,6 +3,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -459,7 +460,7 @@ func (s *Store) view(r *record) acrapi.ConnectedRegistry {
 func silenceLimit(spec acrapi.ConnectedRegistrySpec, since time.Time) time.Duration {
 	period := time.Minute
 	if sched, err := cronexpr.Parse(spec.SyncSchedule); err == nil {
-		period = max(period, cronexpr.Period(sched, since))
+		period = cmp.Or(cronexpr.Period(sched, since), period) // 1m only if it never fires again
 	}
 	return 2 * period
 }

@@ -310,6 +310,8 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 
 	result := "ok"
 	switch {
+	case ctx.Err() != nil:
+		result = "interrupted" // the node is stopping; the next start resumes
 	case errors.Is(context.Cause(wctx), ErrWindowClosed) && ctx.Err() == nil:
 		result = "window-closed"
 	case err != nil || (total > 0 && failed == total):

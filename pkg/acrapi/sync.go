@@ -29,8 +29,8 @@ type WindowStatus struct {
 type PassSummary struct {
 	Started  time.Time  `json:"started"`
 	Finished *time.Time `json:"finished,omitempty"`
-	// Result is "ok", "partial" (some repositories failed), "failed", "window-closed" or
-	// "running".
+	// Result is "ok", "partial" (some repositories failed), "failed", "window-closed",
+	// "interrupted" (the node stopped) or "running".
 	Result          string `json:"result"`
 	BytesFromParent int64  `json:"bytesFromParent"`
 	BlobsFetched    int64  `json:"blobsFetched"`
