@@ -47,8 +47,10 @@ type RetryPolicy struct {
 	Max      time.Duration // cap of one backoff, and of an honoured Retry-After
 }
 
-// DefaultRetry retries a request up to 6 times over about a minute.
-var DefaultRetry = RetryPolicy{Attempts: 6, Base: 500 * time.Millisecond, Max: 30 * time.Second}
+// DefaultRetry retries a request up to 10 times over up to about 45 s: short first waits, so
+// that a link back after a few seconds' outage is used at once, and a cap that keeps a long
+// outage from being hammered (the pass then fails and the next firing tries again).
+var DefaultRetry = RetryPolicy{Attempts: 10, Base: 250 * time.Millisecond, Max: 10 * time.Second}
 
 // Backoff is the wait before retry number n (1-based), honouring the parent's Retry-After.
 func (p RetryPolicy) Backoff(n int, retryAfter time.Duration) time.Duration {
