@@ -32,19 +32,20 @@ func newServe(env Env) *cobra.Command {
 		}
 		defer func() { _ = log.Sync() }()
 
+		// Listen first: an address in use stops the node before it touches its data.
+		ln, err := app.Listen(cfg, src)
+		if err != nil {
+			return err
+		}
 		ctx := cmd.Context()
 		node, err := app.New(ctx, cfg, src, log)
 		if err != nil {
+			ln.Close()
 			return err
 		}
 		if pw := node.GeneratedAdminPassword(); pw != "" {
 			// Shown once, outside the structured log; only its hash is stored.
 			fmt.Fprintf(logOut, "outpost: generated the admin password (shown only now; set admin.password or OUTPOST_ADMIN_PASSWORD before the first start to choose it): %s\n", pw)
-		}
-		ln, err := app.Listen(cfg, src)
-		if err != nil {
-			_ = node.Close()
-			return err
 		}
 		return node.Serve(ctx, ln, src)
 	}
