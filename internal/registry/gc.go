@@ -169,9 +169,16 @@ func (r *Registry) CollectGarbage(ctx context.Context, opts GCOptions) (GCResult
 	}
 	res.Repositories = len(repos)
 	keep := map[digest.Digest]struct{}{}
+	pins, err := r.pinned()
+	if err != nil {
+		return res, fmt.Errorf("reading pins: %w", err)
+	}
+	for d := range pins {
+		keep[d] = struct{}{}
+	}
 	plans := make([]repoPlan, 0, len(repos))
 	for _, name := range repos {
-		plan, err := r.planRepository(ctx, name, opts, cutoff, keep)
+		plan, err := r.planRepository(ctx, name, opts, cutoff, keep, pins)
 		if err != nil {
 			return res, fmt.Errorf("repository %s: %w", name, err)
 		}
@@ -332,7 +339,7 @@ func (r *Registry) allRepositories(ctx context.Context) ([]string, error) {
 
 // planRepository marks what repository name keeps, adds the digests of its kept blobs to keep,
 // and returns what the sweep deletes there.
-func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptions, cutoff time.Time, keep map[digest.Digest]struct{}) (repoPlan, error) {
+func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptions, cutoff time.Time, keep map[digest.Digest]struct{}, pins map[digest.Digest]bool) (repoPlan, error) {
 	plan := repoPlan{name: name}
 	rep, err := r.repository(ctx, name)
 	if err != nil {
@@ -418,8 +425,8 @@ func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptio
 			if err != nil {
 				return plan, fmt.Errorf("manifest %s: %w", d, err)
 			}
-			if fi.ModTime().After(cutoff) {
-				roots = append(roots, d) // pushed moments ago: the index or tag naming it may follow
+			if fi.ModTime().After(cutoff) || pins[d] {
+				roots = append(roots, d) // pushed moments ago, or synced ahead of its index
 			}
 		}
 	}
@@ -478,7 +485,7 @@ func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptio
 		return plan, errors.New("the blob service cannot list blobs")
 	}
 	err = lenum.Enumerate(ctx, func(d digest.Digest) error {
-		if repoKeep[d] {
+		if repoKeep[d] || pins[d] {
 			return nil
 		}
 		fi, err := r.driver.Stat(ctx, path.Join(layerLinkDir(name, d), "link"))

@@ -564,6 +564,7 @@ func (e *Engine) syncManifest(ctx context.Context, repo, ref, tag string, depth 
 	if err != nil {
 		return err
 	}
+	var pinned []digest.Digest // stored for this manifest, unreferenced until it is stored
 	if !have {
 		p, err := parseManifest(m)
 		if err != nil {
@@ -582,9 +583,22 @@ func (e *Engine) syncManifest(ctx context.Context, repo, ref, tag string, depth 
 				if err := e.syncManifest(ctx, repo, c.Digest.String(), "", depth+1); err != nil {
 					return err
 				}
+				pinned = append(pinned, c.Digest)
+				if err := e.store.Pin(ctx, c.Digest); err != nil {
+					return err
+				}
 			}
-		} else if err := e.ensureBlobs(ctx, repo, p.blobs); err != nil {
-			return err
+		} else {
+			for _, b := range p.blobs {
+				pinned = append(pinned, b.Digest)
+			}
+			// Pinned first: a pass the window cuts short keeps what it stored for the next one.
+			if err := e.store.Pin(ctx, pinned...); err != nil {
+				return err
+			}
+			if err := e.ensureBlobs(ctx, repo, p.blobs); err != nil {
+				return err
+			}
 		}
 	}
 	if !have || tag != "" {
@@ -597,6 +611,9 @@ func (e *Engine) syncManifest(ctx context.Context, repo, ref, tag string, depth 
 		}
 		if tag != "" {
 			e.changed(repo, tag, m.Digest, acrapi.EventPush)
+		}
+		if err := e.store.Unpin(ctx, pinned...); err != nil {
+			e.log.Warn("unpinning", zap.Error(err))
 		}
 	}
 	if e.opts.Referrers && depth == 0 {

@@ -34,6 +34,10 @@ type Store interface {
 	Untag(ctx context.Context, repo, tag string) error
 	// GetManifest returns manifest dgst of repo: its media type and exact bytes.
 	GetManifest(ctx context.Context, repo string, dgst digest.Digest) (mediaType string, raw []byte, err error)
+	// Pin keeps content stored ahead of the manifest that references it from garbage
+	// collection; Unpin releases it once that manifest is stored.
+	Pin(ctx context.Context, ds ...digest.Digest) error
+	Unpin(ctx context.Context, ds ...digest.Digest) error
 	// OpenBlob opens blob dgst of repo for reading.
 	OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (io.ReadSeekCloser, int64, error)
 }
