@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/outpost-registry/outpost/internal/acr"
 	"github.com/outpost-registry/outpost/internal/config"
@@ -47,6 +48,9 @@ type Node struct {
 	// adminPassword is the admin password generated at this first start, to show once.
 	adminPassword string
 	storage       *observe.StorageCollector
+	src           config.Sources
+	setLogLevel   atomic.Pointer[func(zapcore.Level)]
+	lastLogLevel  atomic.Value // the parent's log level last applied
 	lock          *DataDirLock // the data directory's, held until Serve returns (lock.go)
 }
 
@@ -74,7 +78,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, registry: reg, metrics: prometheus.NewRegistry(), lock: lock,
+	n := &Node{cfg: cfg, src: src, log: log, registry: reg, metrics: prometheus.NewRegistry(), lock: lock,
 		storage: observe.NewStorageCollector(reg.DataDir(), 30*time.Second)}
 	defer func() {
 		if err != nil {

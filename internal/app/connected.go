@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/outpost-registry/outpost/internal/atomicfile"
 	"github.com/outpost-registry/outpost/internal/registry"
@@ -44,6 +45,7 @@ func instanceID(dataDir string) (string, error) {
 
 // applyParentConfig applies what the parent defines for this node beyond what to sync.
 func (n *Node) applyParentConfig(cfg acrapi.ChildConfig) {
+	n.applyLogLevel(cfg.Registry.LogLevel)
 	if err := n.control.ApplyReplica(cfg.Descendants, cfg.SyncTokens); err != nil {
 		n.log.Error("applying the definitions below this node", zap.Error(err))
 	}
@@ -126,5 +128,27 @@ func (n *Node) pruneEvents(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// parentLogLevels maps a connected registry's log levels to the node's.
+var parentLogLevels = map[string]zapcore.Level{
+	"Debug": zapcore.DebugLevel, "Information": zapcore.InfoLevel, "Warning": zapcore.WarnLevel,
+	"Error": zapcore.ErrorLevel, "None": zapcore.FatalLevel, // nothing is logged at fatal
+}
+
+// OnLogLevel is how the node changes its log level when its parent defines one.
+func (n *Node) OnLogLevel(set func(zapcore.Level)) { n.setLogLevel.Store(&set) }
+
+// applyLogLevel takes the parent's log level, unless the operator set log.level on the node.
+func (n *Node) applyLogLevel(parentLevel string) {
+	set := n.setLogLevel.Load()
+	lvl, ok := parentLogLevels[parentLevel]
+	if set == nil || !ok || n.src["log.level"] != "" {
+		return
+	}
+	if n.lastLogLevel.Swap(parentLevel) != parentLevel {
+		n.log.Info("log level from the parent", zap.String("level", parentLevel))
+		(*set)(lvl)
 	}
 }

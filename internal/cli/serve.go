@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/outpost-registry/outpost/internal/app"
 	"github.com/outpost-registry/outpost/internal/logging"
@@ -26,7 +27,7 @@ func newServe(env Env) *cobra.Command {
 		if logOut == nil {
 			logOut = os.Stderr
 		}
-		log, err := logging.New(logOut, cfg.Log.Level, cfg.Log.Format)
+		log, level, err := logging.NewAdjustable(logOut, cfg.Log.Level, cfg.Log.Format)
 		if err != nil {
 			return usageError{err}
 		}
@@ -43,6 +44,7 @@ func newServe(env Env) *cobra.Command {
 			ln.Close()
 			return err
 		}
+		node.OnLogLevel(func(l zapcore.Level) { logging.SetLevel(level, l) })
 		if pw := node.GeneratedAdminPassword(); pw != "" {
 			// Shown once, outside the structured log; only its hash is stored.
 			fmt.Fprintf(logOut, "outpost: generated the admin password (shown only now; set admin.password or OUTPOST_ADMIN_PASSWORD before the first start to choose it): %s\n", pw)

@@ -15,10 +15,18 @@ import (
 // New returns a logger writing to w at level ("debug", "info", "warn", "error") in format
 // ("json", "console", or "auto": console when w is a terminal, json otherwise).
 func New(w io.Writer, level, format string) (*zap.Logger, error) {
+	log, _, err := NewAdjustable(w, level, format)
+	return log, err
+}
+
+// NewAdjustable is New, and returns the level, which SetLevel changes while the node runs (a
+// connected registry takes its log level from its parent).
+func NewAdjustable(w io.Writer, level, format string) (*zap.Logger, zap.AtomicLevel, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
-		return nil, fmt.Errorf("log level %q: %w", level, err)
+		return nil, zap.AtomicLevel{}, fmt.Errorf("log level %q: %w", level, err)
 	}
+	atomicLevel := zap.NewAtomicLevelAt(lvl)
 	if format == "auto" {
 		format = "json"
 		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
@@ -37,10 +45,22 @@ func New(w io.Writer, level, format string) (*zap.Logger, error) {
 		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	default:
-		return nil, fmt.Errorf("log format %q: expected json, console or auto", format)
+		return nil, zap.AtomicLevel{}, fmt.Errorf("log format %q: expected json, console or auto", format)
 	}
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), atomicLevel)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), atomicLevel, nil
+}
+
+// SetLevel changes the level of a logger from NewAdjustable, and of distribution's logrus
+// output routed into it.
+func SetLevel(atomicLevel zap.AtomicLevel, level zapcore.Level) {
+	atomicLevel.SetLevel(level)
+	std := logrus.StandardLogger()
+	if level <= zapcore.DebugLevel {
+		std.SetLevel(logrus.DebugLevel)
+	} else {
+		std.SetLevel(logrus.WarnLevel)
+	}
 }
 
 // RouteLogrus sends everything distribution logs through logrus's standard logger to log, named

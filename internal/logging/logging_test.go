@@ -61,3 +61,19 @@ func TestRouteLogrus(t *testing.T) {
 		t.Fatalf("debug level should pass distribution's info lines: %s", buf.String())
 	}
 }
+
+func TestSetLevel(t *testing.T) {
+	var buf bytes.Buffer
+	log, lvl, err := NewAdjustable(&buf, "info", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("hidden")
+	SetLevel(lvl, zap.DebugLevel)
+	log.Debug("shown")
+	SetLevel(lvl, zap.ErrorLevel)
+	log.Warn("hidden too")
+	if out := buf.String(); strings.Contains(out, "hidden") || !strings.Contains(out, "shown") {
+		t.Fatalf("levels not applied: %s", out)
+	}
+}
