@@ -246,13 +246,13 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	go serveAdmin(bg, n.registry.DataDir(), syncer, n.registry, n.log.Named("admin"))
 	stopGC := n.startGCSchedule(bg, syncer)
 	defer stopGC()
-	n.ready.Store(true)
 	scheme := "http"
 	if n.cfg.TLSEnabled() {
 		scheme = "https"
 	}
 	n.log.Info("serving", zap.String("addr", ln.Addr().String()), zap.String("scheme", scheme),
 		zap.String("data_dir", n.registry.DataDir()), zap.String("version", version.Version))
+	n.ready.Store(true)
 
 	select {
 	case err := <-errc:

@@ -37,7 +37,7 @@ type ConnectedOptions struct {
 }
 
 // ErrRefused ends Run: the parent refuses this node for good — another instance is active
-// under its name, or its sync token is wrong — and retrying would not change that.
+// under its name — and retrying would not change that.
 var ErrRefused = errors.New("the parent refuses this connected registry")
 
 // configFile keeps the last configuration received from the parent.
@@ -74,7 +74,9 @@ func (e *Engine) connect(ctx context.Context) error {
 	if err != nil {
 		var apiErr *acrapi.APIError
 		if errors.As(err, &apiErr) {
-			if apiErr.Code == "ALREADY_ACTIVATED" || apiErr.Status == http.StatusUnauthorized {
+			// Only another active instance is final. A 401 is not: a parent that is itself a
+			// connected registry learns a new child's token at its own next sync.
+			if apiErr.Code == "ALREADY_ACTIVATED" {
 				refused := fmt.Errorf("%w: %s", ErrRefused, apiErr.Error())
 				e.refused.Store(&refused)
 				return refused
