@@ -2,14 +2,8 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -24,21 +18,9 @@ import (
 // instanceID names this installation of a connected registry, kept in the data directory: the
 // same node restarting is the same instance; another node under the same name is not.
 func instanceID(dataDir string) (string, error) {
-	path := filepath.Join(dataDir, "outpost", "instance-id")
-	b, err := os.ReadFile(path)
-	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("reading the instance id: %w", err)
-	}
-	raw := make([]byte, 16)
-	if _, err := rand.Read(raw); err != nil {
-		return "", err
-	}
-	id := hex.EncodeToString(raw)
-	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("writing the instance id: %w", err)
+	id, err := atomicfile.RandomHex(filepath.Join(dataDir, "outpost", "instance-id"), 16, 1)
+	if err != nil {
+		return "", fmt.Errorf("the instance id: %w", err)
 	}
 	return id, nil
 }

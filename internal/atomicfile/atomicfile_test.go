@@ -30,3 +30,21 @@ func TestWrite(t *testing.T) {
 		t.Fatal("writing under a regular file succeeded")
 	}
 }
+
+func TestRandomHex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "id")
+	a, err := RandomHex(path, 16, 32)
+	if err != nil || len(a) != 32 {
+		t.Fatalf("%q %v", a, err)
+	}
+	b, err := RandomHex(path, 16, 32)
+	if err != nil || a != b {
+		t.Fatalf("not kept: %q %q %v", a, b, err)
+	}
+	if err := os.WriteFile(path, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := RandomHex(path, 16, 32); c == "short" || len(c) != 32 {
+		t.Fatalf("a too short token was kept: %q", c)
+	}
+}

@@ -4,11 +4,7 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -187,20 +183,9 @@ func (r *Registry) Close() error {
 // loadOrCreateSecret keeps distribution's upload-state HMAC secret across restarts, so that an
 // upload interrupted by a restart can be resumed by its client instead of started over.
 func loadOrCreateSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil && len(strings.TrimSpace(string(b))) >= 32 {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("reading the upload secret: %w", err)
-	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return "", err
-	}
-	secret := hex.EncodeToString(raw)
-	if err := atomicfile.Write(path, []byte(secret+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("writing the upload secret: %w", err)
+	secret, err := atomicfile.RandomHex(path, 32, 32)
+	if err != nil {
+		return "", fmt.Errorf("the upload secret: %w", err)
 	}
 	return secret, nil
 }
