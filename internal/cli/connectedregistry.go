@@ -207,12 +207,21 @@ func (rf *rootFlags) update(cmd *cobra.Command, env Env, name string, u acrapi.C
 }
 
 func crShow(env Env, rf *rootFlags) *cobra.Command {
+	return crByName(env, rf, "show", "Show a connected registry's definition and state",
+		func(ctx context.Context, api *acrapi.Client, name string) (acrapi.ConnectedRegistry, error) {
+			return api.GetConnectedRegistry(ctx, name)
+		},
+		func(cmd *cobra.Command, cr acrapi.ConnectedRegistry) error {
+			return rf.printRegistry(cmd.OutOrStdout(), cr)
+		})
+}
+
+// crByName is a command that takes --name, calls op on the root and prints its answer.
+func crByName(env Env, rf *rootFlags, use, short string,
+	op func(ctx context.Context, api *acrapi.Client, name string) (acrapi.ConnectedRegistry, error),
+	print func(cmd *cobra.Command, cr acrapi.ConnectedRegistry) error) *cobra.Command {
 	var name string
-	cmd := &cobra.Command{
-		Use:   "show",
-		Short: "Show a connected registry's definition and state",
-		Args:  argsHint(nameHint),
-	}
+	cmd := &cobra.Command{Use: use, Short: short, Args: argsHint(nameHint)}
 	cmd.Flags().StringVarP(&name, "name", "n", "", "the connected registry's name (required)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := rf.checkOutput(); err != nil {
@@ -223,12 +232,12 @@ func crShow(env Env, rf *rootFlags) *cobra.Command {
 		}
 		var cr acrapi.ConnectedRegistry
 		if err := rf.call(cmd, env, name, func(ctx context.Context, api *acrapi.Client) (err error) {
-			cr, err = api.GetConnectedRegistry(ctx, name)
+			cr, err = op(ctx, api, name)
 			return err
 		}); err != nil {
 			return err
 		}
-		return rf.printRegistry(cmd.OutOrStdout(), cr)
+		return print(cmd, cr)
 	}
 	return cmd
 }
@@ -305,34 +314,17 @@ func crDelete(env Env, rf *rootFlags) *cobra.Command {
 }
 
 func crDeactivate(env Env, rf *rootFlags) *cobra.Command {
-	var name string
-	cmd := &cobra.Command{
-		Use:   "deactivate",
-		Short: "Deactivate a connected registry, so that another instance may activate it",
-		Args:  argsHint(nameHint),
-	}
-	cmd.Flags().StringVarP(&name, "name", "n", "", "the connected registry's name (required)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := rf.checkOutput(); err != nil {
+	return crByName(env, rf, "deactivate", "Deactivate a connected registry, so that another instance may activate it",
+		func(ctx context.Context, api *acrapi.Client, name string) (acrapi.ConnectedRegistry, error) {
+			return api.DeactivateConnectedRegistry(ctx, name)
+		},
+		func(cmd *cobra.Command, cr acrapi.ConnectedRegistry) error {
+			if rf.json() {
+				return writeJSON(cmd.OutOrStdout(), cr)
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "deactivated %s: another instance may activate it now\n", cr.Name)
 			return err
-		}
-		if err := requireName(name); err != nil {
-			return err
-		}
-		var cr acrapi.ConnectedRegistry
-		if err := rf.call(cmd, env, name, func(ctx context.Context, api *acrapi.Client) (err error) {
-			cr, err = api.DeactivateConnectedRegistry(ctx, name)
-			return err
-		}); err != nil {
-			return err
-		}
-		if rf.json() {
-			return writeJSON(cmd.OutOrStdout(), cr)
-		}
-		_, err := fmt.Fprintf(cmd.OutOrStdout(), "deactivated %s: another instance may activate it now\n", cr.Name)
-		return err
-	}
-	return cmd
+		})
 }
 
 func crGetSettings(env Env, rf *rootFlags) *cobra.Command {
