@@ -343,8 +343,8 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 		zap.Int64("bytes_from_parent", s.BytesFromParent), zap.Int64("blobs_fetched", s.BlobsFetched),
 		zap.Int64("blobs_mounted", s.BlobsMounted), zap.Int64("manifests_synced", s.ManifestsSynced),
 		zap.Int64("tags_removed", s.TagsRemoved), zap.Int("repositories", total), zap.Int("repositories_failed", failed)}
-	if err != nil {
-		fields = append(fields, zap.Error(err))
+	if s.Error != "" {
+		fields = append(fields, zap.String("error", s.Error))
 	}
 	e.log.Info("sync pass", fields...)
 	e.reportStatus(wctx, s)
