@@ -13,6 +13,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/outpost-registry/outpost/test/bench/benchkit"
 )
 
 const mib = 1 << 20
@@ -20,7 +22,7 @@ const mib = 1 << 20
 // pull fetches the image as a client does: the manifest by tag, then every blob it names. Blob
 // bytes are counted and dropped; only lengths are checked. It returns the bytes received.
 func (s *server) pull(ctx context.Context, buf []byte) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/v2/"+benchRepo+"/manifests/"+benchTag, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Base+"/v2/"+benchkit.Repo+"/manifests/"+benchkit.Tag, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -35,7 +37,7 @@ func (s *server) pull(ctx context.Context, buf []byte) (int64, error) {
 		return 0, fmt.Errorf("GET manifest: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET manifest: %w %s: %s", errStatus, resp.Status, body)
+		return 0, fmt.Errorf("GET manifest: %w %s: %s", benchkit.ErrStatus, resp.Status, body)
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(body, &m); err != nil {
@@ -53,7 +55,7 @@ func (s *server) pull(ctx context.Context, buf []byte) (int64, error) {
 }
 
 func (s *server) getBlob(ctx context.Context, d digest.Digest, size int64, buf []byte) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/v2/"+benchRepo+"/blobs/"+d.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Base+"/v2/"+benchkit.Repo+"/blobs/"+d.String(), nil)
 	if err != nil {
 		return 0, err
 	}
@@ -63,7 +65,7 @@ func (s *server) getBlob(ctx context.Context, d digest.Digest, size int64, buf [
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET blob %s: %w %s: %s", d, errStatus, resp.Status, readSome(resp.Body))
+		return 0, fmt.Errorf("GET blob %s: %w %s: %s", d, benchkit.ErrStatus, resp.Status, benchkit.ReadSome(resp.Body))
 	}
 	var n int64
 	for {
@@ -186,8 +188,8 @@ func requestRate(ctx context.Context, s *server, conns int, dur time.Duration,
 }
 
 // manifestGetRate measures GET of the manifest by tag.
-func manifestGetRate(ctx context.Context, s *server, img *image, conns int, dur time.Duration) (result, error) {
-	u := s.base + "/v2/" + benchRepo + "/manifests/" + benchTag
+func manifestGetRate(ctx context.Context, s *server, img *benchkit.Image, conns int, dur time.Duration) (result, error) {
+	u := s.Base + "/v2/" + benchkit.Repo + "/manifests/" + benchkit.Tag
 	return requestRate(ctx, s, conns, dur,
 		func(ctx context.Context) (*http.Request, error) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -198,19 +200,19 @@ func manifestGetRate(ctx context.Context, s *server, img *image, conns int, dur 
 		},
 		func(resp *http.Response, n int64) error {
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%w %s", errStatus, resp.Status)
+				return fmt.Errorf("%w %s", benchkit.ErrStatus, resp.Status)
 			}
-			if n != img.manifestDesc.Size {
-				return fmt.Errorf("got %d bytes, expected %d", n, img.manifestDesc.Size)
+			if n != img.ManifestDesc.Size {
+				return fmt.Errorf("got %d bytes, expected %d", n, img.ManifestDesc.Size)
 			}
 			return nil
 		})
 }
 
 // blobHeadRate measures HEAD of the first layer.
-func blobHeadRate(ctx context.Context, s *server, img *image, conns int, dur time.Duration) (result, error) {
-	layer := img.blobs[1]
-	u := s.base + "/v2/" + benchRepo + "/blobs/" + layer.Digest.String()
+func blobHeadRate(ctx context.Context, s *server, img *benchkit.Image, conns int, dur time.Duration) (result, error) {
+	layer := img.Blobs[1]
+	u := s.Base + "/v2/" + benchkit.Repo + "/blobs/" + layer.Digest.String()
 	want := strconv.FormatInt(layer.Size, 10)
 	return requestRate(ctx, s, conns, dur,
 		func(ctx context.Context) (*http.Request, error) {
@@ -218,7 +220,7 @@ func blobHeadRate(ctx context.Context, s *server, img *image, conns int, dur tim
 		},
 		func(resp *http.Response, _ int64) error {
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%w %s", errStatus, resp.Status)
+				return fmt.Errorf("%w %s", benchkit.ErrStatus, resp.Status)
 			}
 			if got := resp.Header.Get("Content-Length"); got != want {
 				return fmt.Errorf("content length %q, expected %s", got, want)

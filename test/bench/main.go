@@ -19,19 +19,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/outpost-registry/outpost/test/bench/benchkit"
 )
 
 type options struct {
@@ -69,18 +68,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	err := run(ctx, o, os.Stdout, os.Stderr)
-	cancel()
-	stop()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w (time limit %s; see -timeout)", err, o.timeout)
-		}
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench", o.timeout, func(ctx context.Context) error { return run(ctx, o, os.Stdout, os.Stderr) })
 }
 
 // row is one measured quantity.
@@ -97,33 +85,22 @@ type row struct {
 func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", args...) }
 
-	// Both binaries must embed the same distribution.
-	ov, ogo, err := distributionVersion(o.outpost)
+	dv, ogo, dgo, err := benchkit.SameDistribution(o.outpost, o.distribution)
 	if err != nil {
 		return err
 	}
-	dv, dgo, err := distributionVersion(o.distribution)
+	dir, cleanup, err := benchkit.WorkDir(o.workDir, "outpost-bench-")
 	if err != nil {
 		return err
 	}
-	if ov != dv {
-		return fmt.Errorf("%s embeds distribution %s but %s is distribution %s: rebuild the latter from the same version (test/bench/tools/go.mod)", o.outpost, ov, o.distribution, dv)
-	}
-
-	dir := o.workDir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "outpost-bench-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-	}
+	defer cleanup()
 	for _, sub := range []string{"outpost", "distribution"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return err
 		}
 	}
 
-	var img *image
+	var img *benchkit.Image
 	rows := []*row{
 		{key: "pull1", name: "pull, 1 puller (MiB/s)", cpuName: "pull, 1 puller (CPU ms/GiB)", cpuUnit: 1e3,
 			measure: func(ctx context.Context, s *server) (result, error) {
@@ -154,11 +131,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	rows = selected
 
 	t := time.Now()
-	img, err = newImage(o.layers, int64(o.layerMiB)*mib)
+	img, err = benchkit.NewImage("outpost", o.layers, int64(o.layerMiB)*mib)
 	if err != nil {
 		return err
 	}
-	logf("generated a %d MiB image (%d layers of %d MiB) in %s", img.size/mib, o.layers, o.layerMiB, time.Since(t).Round(time.Millisecond))
+	logf("generated a %d MiB image (%d layers of %d MiB) in %s", img.Size/mib, o.layers, o.layerMiB, time.Since(t).Round(time.Millisecond))
 
 	outpost, err := startOutpost(ctx, o.outpost, filepath.Join(dir, "outpost"))
 	if err != nil {
@@ -171,23 +148,23 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	defer dist.stop()
 	servers := [2]*server{outpost, dist}
-	logf("Outpost on %s, distribution %s on %s, data under %s", outpost.base, dv, dist.base, dir)
+	logf("Outpost on %s, distribution %s on %s, data under %s", outpost.Base, dv, dist.Base, dir)
 
 	for _, s := range servers {
 		t := time.Now()
-		if err := img.push(ctx, s); err != nil {
-			return fmt.Errorf("%w%s", err, s.logTail())
+		if err := s.push(ctx, img); err != nil {
+			return fmt.Errorf("%w%s", err, s.LogTail())
 		}
-		logf("pushed to %s in %s", s.name, time.Since(t).Round(time.Millisecond))
+		logf("pushed to %s in %s", s.Name, time.Since(t).Round(time.Millisecond))
 	}
 
 	// Warm up both: caches, connections, the page cache.
 	for _, s := range servers {
 		if _, err := pullRate(ctx, s, 1, 0); err != nil {
-			return fmt.Errorf("%s: warm-up pull: %w%s", s.name, err, s.logTail())
+			return fmt.Errorf("%s: warm-up pull: %w%s", s.Name, err, s.LogTail())
 		}
 		if _, err := manifestGetRate(ctx, s, img, o.conns, time.Second); err != nil {
-			return fmt.Errorf("%s: warm-up: %w%s", s.name, err, s.logTail())
+			return fmt.Errorf("%s: warm-up: %w%s", s.Name, err, s.LogTail())
 		}
 	}
 
@@ -201,20 +178,20 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		for _, rw := range rows {
 			for _, i := range order {
 				s := servers[i]
-				cpu0, haveCPU, err := processCPU(s.cmd.Process.Pid)
+				cpu0, haveCPU, err := processCPU(s.Cmd.Process.Pid)
 				var res result
 				if err == nil {
 					res, err = rw.measure(ctx, s)
 				}
 				cpu1 := cpu0
 				if err == nil {
-					cpu1, _, err = processCPU(s.cmd.Process.Pid)
+					cpu1, _, err = processCPU(s.Cmd.Process.Pid)
 				}
 				if err == nil {
-					err = s.alive()
+					err = s.Alive()
 				}
 				if err != nil {
-					return fmt.Errorf("round %d, %s, %s: %w%s", r+1, rw.name, s.name, err, s.logTail())
+					return fmt.Errorf("round %d, %s, %s: %w%s", r+1, rw.name, s.Name, err, s.LogTail())
 				}
 				rw.values[i] = append(rw.values[i], res.rate)
 				cpu := (cpu1 - cpu0).Seconds() * rw.cpuUnit / res.work
@@ -222,20 +199,20 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 					rw.cpu[i] = append(rw.cpu[i], cpu)
 				}
 				if o.verbose {
-					logf("round %d  %-32s %-12s %10.1f   %s %.1f", r+1, rw.name, s.name, res.rate, rw.cpuName, cpu)
+					logf("round %d  %-32s %-12s %10.1f   %s %.1f", r+1, rw.name, s.Name, res.rate, rw.cpuName, cpu)
 				}
 			}
 		}
 		logf("round %d/%d done in %s", r+1, o.rounds, time.Since(t).Round(100*time.Millisecond))
 	}
 	for _, s := range servers {
-		if err := s.alive(); err != nil {
+		if err := s.Alive(); err != nil {
 			return err
 		}
 	}
 
 	fmt.Fprintf(stdout, "\nOutpost (%s) vs distribution %s (%s), image %d MiB (%d × %d MiB layers), median of %d rounds",
-		ogo, dv, dgo, img.size/mib, o.layers, o.layerMiB, o.rounds)
+		ogo, dv, dgo, img.Size/mib, o.layers, o.layerMiB, o.rounds)
 	if la := loadAverage(); la != "" {
 		fmt.Fprintf(stdout, ", load average %s before, %s after (%d CPUs)", loadBefore, la, runtime.NumCPU())
 	}

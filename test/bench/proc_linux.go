@@ -3,17 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
-
-// setChildAttrs makes the kernel kill a server if the benchmark dies without stopping it.
-func setChildAttrs(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
 
 // clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on every Linux
 // architecture Go supports.

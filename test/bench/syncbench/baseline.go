@@ -21,14 +21,23 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/outpost-registry/outpost/test/bench/benchkit"
 )
+
+// distributionCacheConfig is a plain distribution registry configured as a pull-through cache of
+// remoteURL, with the options test/bench gives it (benchkit.DistributionConfig). Logging is at
+// info so that its cache errors (aborted fills) are in the log.
+func distributionCacheConfig(addr, dataDir, remoteURL string) ([]byte, error) {
+	return benchkit.DistributionConfig(addr, dataDir, "info", "", fmt.Sprintf("proxy:\n  remoteurl: %q\n", remoteURL))
+}
 
 // runBaseline starts a fresh distribution registry configured as a pull-through cache of the
 // parent through a fresh link, and pulls the image through it with a client that retries the
 // whole pull 1 s after any failure, until the image is complete or limit passes. Complete means
 // the client read the manifest and every blob with their digests verified and the cache's
 // storage holds them all: the image is then local, as it is on an Outpost child.
-func runBaseline(ctx context.Context, o options, img *image, parent *server, want digest.Digest, dir, version string, limit time.Duration, logf func(string, ...any)) (*result, error) {
+func runBaseline(ctx context.Context, o options, img *benchkit.Image, parent *benchkit.Process, want digest.Digest, dir, version string, limit time.Duration, logf func(string, ...any)) (*result, error) {
 	res := &result{system: "distribution " + version + " proxy", limit: limit}
 	if o.baselinePullers > 1 {
 		res.system += fmt.Sprintf(", %d layers at once", o.baselinePullers)
@@ -36,14 +45,14 @@ func runBaseline(ctx context.Context, o options, img *image, parent *server, wan
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	dataDir := filepath.Join(dir, "data")
 	logPath := filepath.Join(dir, "distribution.log")
 
-	link, sched, err := newLink(parent.addr, o)
+	link, sched, err := newLink(parent.Addr, o)
 	if err != nil {
 		return nil, err
 	}
@@ -62,14 +71,14 @@ func runBaseline(ctx context.Context, o options, img *image, parent *server, wan
 	mon := monitorLink(link)
 	cmd := exec.Command(o.distribution, "serve", cfgPath)
 	// Its OTLP trace exporter would try to reach a collector on localhost:4318 that is not there.
-	cmd.Env = childEnv("OTEL_TRACES_EXPORTER=none")
-	cache, err := startProcess(ctx, "distribution cache", cmd, addr, logPath)
+	cmd.Env = benchkit.ChildEnv("OTEL_TRACES_EXPORTER=none")
+	cache, err := benchkit.Start(ctx, "distribution cache", cmd, addr, logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer cache.stop()
+	defer cache.Stop()
 
-	ref, err := name.ParseReference(addr+"/"+benchRepo+":"+benchTag, name.Insecure)
+	ref, err := name.ParseReference(addr+"/"+benchkit.Repo+":"+benchkit.Tag, name.Insecure)
 	if err != nil {
 		return nil, err
 	}
@@ -98,13 +107,13 @@ func runBaseline(ctx context.Context, o options, img *image, parent *server, wan
 				res.completed = true
 				break
 			}
-			b, m := img.cachedBlobs(dataDir)
-			err = fmt.Errorf("the client has the image but the cache holds %d/%d blobs (manifest stored: %v)", b, len(img.blobs), m)
+			b, m := cachedBlobs(img, dataDir)
+			err = fmt.Errorf("the client has the image but the cache holds %d/%d blobs (manifest stored: %v)", b, len(img.Blobs), m)
 		}
 		if cctx.Err() != nil || ctx.Err() != nil {
 			break
 		}
-		if err := cache.alive(); err != nil {
+		if err := cache.Alive(); err != nil {
 			res.notes = append(res.notes, "the cache exited: "+err.Error())
 			break
 		}
@@ -131,12 +140,12 @@ func runBaseline(ctx context.Context, o options, img *image, parent *server, wan
 	}
 	res.link = link.Stats()
 	res.linkUp, res.linkIdle, res.linkIdleRecovering = mon.finish()
-	blobs, manifest := img.cachedBlobs(dataDir)
+	blobs, manifest := cachedBlobs(img, dataDir)
 	logf("  %s after %s: %s down, %s up over the link; cache holds %d/%d blobs", doneWord(res.completed), fmtDur(res.wall),
-		fmtBytes(res.link.BytesDown), fmtBytes(res.link.BytesUp), blobs, len(img.blobs))
+		fmtBytes(res.link.BytesDown), fmtBytes(res.link.BytesUp), blobs, len(img.Blobs))
 	res.notes = append(res.notes,
 		fmt.Sprintf("client: %d pull attempts, %s read from the cache in all (each attempt reads every layer again, already cached ones from local storage)", attempts, fmtMiB(clientBytes)),
-		fmt.Sprintf("cache at the end: %d/%d blobs stored, manifest stored: %v", blobs, len(img.blobs), manifest))
+		fmt.Sprintf("cache at the end: %d/%d blobs stored, manifest stored: %v", blobs, len(img.Blobs), manifest))
 	if len(errKinds) > 0 {
 		keys := make([]string, 0, len(errKinds))
 		for k := range errKinds {
@@ -160,7 +169,7 @@ func runBaseline(ctx context.Context, o options, img *image, parent *server, wan
 	link.Down()
 	if res.completed {
 		t := time.Now()
-		if err := verifyPull(ctx, cache.base, want); err != nil {
+		if err := verifyPull(ctx, cache.Base, want); err != nil {
 			res.verifyErr = err
 			logf("  VERIFY FAILED: %v", err)
 		} else {
@@ -239,10 +248,10 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 }
 
 // waitCached waits up to limit for the cache's storage to hold the whole image.
-func waitCached(ctx context.Context, img *image, dataDir string, limit time.Duration) bool {
+func waitCached(ctx context.Context, img *benchkit.Image, dataDir string, limit time.Duration) bool {
 	deadline := time.Now().Add(limit)
 	for {
-		if b, m := img.cachedBlobs(dataDir); b == len(img.blobs) && m {
+		if b, m := cachedBlobs(img, dataDir); b == len(img.Blobs) && m {
 			return true
 		}
 		if !time.Now().Before(deadline) || ctx.Err() != nil {

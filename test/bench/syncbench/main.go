@@ -49,19 +49,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/outpost-registry/outpost/test/bench/benchkit"
 	"github.com/outpost-registry/outpost/test/faultnet"
 )
 
@@ -111,18 +109,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	err := run(ctx, o, os.Stdout, os.Stderr)
-	cancel()
-	stop()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w (time limit %s; see -timeout)", err, o.timeout)
-		}
-		fmt.Fprintln(os.Stderr, "syncbench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("syncbench", o.timeout, func(ctx context.Context) error { return run(ctx, o, os.Stdout, os.Stderr) })
 }
 
 // result is one scenario's measurement.
@@ -154,37 +141,25 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	runStart := time.Now()
 	deadline, _ := ctx.Deadline()
 
-	ov, err := distributionVersion(o.outpost)
+	dv, _, _, err := benchkit.SameDistribution(o.outpost, o.distribution)
 	if err != nil {
 		return err
 	}
-	dv, err := distributionVersion(o.distribution)
+	dir, cleanup, err := benchkit.WorkDir(o.workDir, "outpost-syncbench-")
 	if err != nil {
 		return err
 	}
-	if ov != dv {
-		return fmt.Errorf("%s embeds distribution %s but %s is distribution %s: rebuild the latter from the same version (test/bench/tools/go.mod)", o.outpost, ov, o.distribution, dv)
-	}
-
-	dir := o.workDir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "outpost-syncbench-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-	} else if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
+	defer cleanup()
 
 	t := time.Now()
-	img, err := newImage(o.layers, int64(o.layerMiB)*mib)
+	img, err := benchkit.NewImage("outpost-sync", o.layers, int64(o.layerMiB)*mib)
 	if err != nil {
 		return err
 	}
-	logf("generated a %s image (%d layers of %d MiB) in %s", fmtMiB(img.size), o.layers, o.layerMiB, fmtDur(time.Since(t)))
+	logf("generated a %s image (%d layers of %d MiB) in %s", fmtMiB(img.Size), o.layers, o.layerMiB, fmtDur(time.Since(t)))
 
 	// The parent: a plain Outpost root, reached by the consumers only through their link.
-	paddr, err := freeAddr()
+	paddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -192,25 +167,28 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(pdir, 0o700); err != nil {
 		return err
 	}
-	parent, err := startProcess(ctx, "Outpost parent", outpostRootCmd(o.outpost, paddr, filepath.Join(pdir, "data")), paddr, filepath.Join(pdir, "outpost.log"))
+	parent, err := benchkit.Start(ctx, "Outpost parent", outpostRootCmd(o.outpost, paddr, filepath.Join(pdir, "data")), paddr, filepath.Join(pdir, "outpost.log"))
 	if err != nil {
 		return err
 	}
-	defer parent.stop()
+	defer parent.Stop()
 	t = time.Now()
-	if err := img.push(ctx, parent.base); err != nil {
-		return fmt.Errorf("pushing to the parent: %w%s", err, parent.logTail())
+	pc := localClient(2 * time.Minute)
+	err = img.Push(ctx, pc, parent.Base)
+	pc.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("pushing to the parent: %w%s", err, parent.LogTail())
 	}
-	pc := localClient(10 * time.Second)
-	want, err := headTag(ctx, pc, parent.base)
+	pc = localClient(10 * time.Second)
+	want, err := headTag(ctx, pc, parent.Base)
 	pc.CloseIdleConnections()
 	if err != nil {
 		return fmt.Errorf("the parent: %w", err)
 	}
-	if want != img.manifestDesc.Digest {
-		return fmt.Errorf("the parent serves %s for the tag, expected %s", want, img.manifestDesc.Digest)
+	if want != img.ManifestDesc.Digest {
+		return fmt.Errorf("the parent serves %s for the tag, expected %s", want, img.ManifestDesc.Digest)
 	}
-	logf("pushed to the parent on %s in %s; %s:%s is %s; data and logs under %s", parent.base, fmtDur(time.Since(t)), benchRepo, benchTag, want, dir)
+	logf("pushed to the parent on %s in %s; %s:%s is %s; data and logs under %s", parent.Base, fmtDur(time.Since(t)), benchkit.Repo, benchkit.Tag, want, dir)
 
 	all := []scenario{
 		{key: "outpost", label: "(a) flapping link", limit: o.outpostLimit, run: func(ctx context.Context, limit time.Duration) (*result, error) {
@@ -264,13 +242,13 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // outpostRootCmd is the parent: `outpost serve` with no parent of its own.
 func outpostRootCmd(binary, addr, data string) *exec.Cmd {
 	cmd := exec.Command(binary, "serve", "--addr", addr, "--data", data, "--log-level", "warn")
-	cmd.Env = childEnv()
+	cmd.Env = benchkit.ChildEnv()
 	return cmd
 }
 
-func printReport(w io.Writer, o options, img *image, dv string, results []*result, total time.Duration) {
+func printReport(w io.Writer, o options, img *benchkit.Image, dv string, results []*result, total time.Duration) {
 	fmt.Fprintf(w, "\nSync of a %s image (%d × %d MiB random layers, config, manifest) over a simulated link:\n",
-		fmtMiB(img.size), o.layers, o.layerMiB)
+		fmtMiB(img.Size), o.layers, o.layerMiB)
 	fmt.Fprintf(w, "%s each way, %s latency each way", fmtRate(o.bandwidth), o.latency)
 	if o.up > 0 && o.down > 0 {
 		fmt.Fprintf(w, ", every %s the link resets every connection and is down for %s", o.up, o.down)
@@ -288,7 +266,7 @@ func printReport(w io.Writer, o options, img *image, dv string, results []*resul
 		} else if r.verifyErr != nil {
 			done = "WRONG IMAGE"
 		}
-		rows = append(rows, []string{r.scenario, r.system, done, fmtDur(r.wall), fmtMiB(r.bytes()), fmt.Sprintf("%.3f", float64(r.bytes())/float64(img.size))})
+		rows = append(rows, []string{r.scenario, r.system, done, fmtDur(r.wall), fmtMiB(r.bytes()), fmt.Sprintf("%.3f", float64(r.bytes())/float64(img.Size))})
 	}
 	widths := make([]int, len(hdr))
 	for _, row := range rows {
@@ -344,7 +322,7 @@ func printReport(w io.Writer, o options, img *image, dv string, results []*resul
 		if r == nil {
 			continue
 		}
-		ratio := float64(r.bytes()) / float64(img.size)
+		ratio := float64(r.bytes()) / float64(img.Size)
 		verdict := "met"
 		switch {
 		case !r.completed || r.verifyErr != nil:
@@ -361,7 +339,7 @@ func printReport(w io.Writer, o options, img *image, dv string, results []*resul
 		switch {
 		case aok && !bok:
 			s = fmt.Sprintf("met: Outpost completed in %s, the baseline did not within %s (%.2f× the image over the link by then)",
-				fmtDur(a.wall), fmtDur(b.limit), float64(b.bytes())/float64(img.size))
+				fmtDur(a.wall), fmtDur(b.limit), float64(b.bytes())/float64(img.Size))
 		case aok && bok && a.wall < b.wall:
 			s = fmt.Sprintf("met: Outpost %s, baseline %s (%.2f× faster)", fmtDur(a.wall), fmtDur(b.wall), b.wall.Seconds()/a.wall.Seconds())
 		case aok && bok:

@@ -17,6 +17,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/outpost-registry/outpost/test/bench/benchkit"
 	"github.com/outpost-registry/outpost/test/faultnet"
 )
 
@@ -37,7 +38,7 @@ func newLink(target string, o options) (*faultnet.Proxy, *faultnet.Schedule, err
 	return p, s, nil
 }
 
-// outpostChildConfig is the child's configuration: it mirrors benchRepo from parentURL (the
+// outpostChildConfig is the child's configuration: it mirrors benchkit.Repo from parentURL (the
 // link) in chunkMiB ranged requests, parallelism blobs at a time, with the default schedule
 // (a pass at start-up, then every minute).
 func outpostChildConfig(addr, dataDir, parentURL string, chunkMiB, parallelism int) []byte {
@@ -52,26 +53,26 @@ sync:
   repositories: [%q]
   chunkSizeMiB: %d
   parallelism: %d
-`, addr, dataDir, parentURL, benchRepo, chunkMiB, parallelism)
+`, addr, dataDir, parentURL, benchkit.Repo, chunkMiB, parallelism)
 }
 
 // runOutpost syncs the image into a fresh Outpost child through a fresh link and measures the
 // time until the child serves the parent's digest for the tag, and the bytes the link carried
 // by then. With kill, the child is killed (SIGKILL) once the link has carried killAt of the
 // image downstream, and restarted at once on the same data directory.
-func runOutpost(ctx context.Context, o options, img *image, parent *server, want digest.Digest, dir string, kill bool, limit time.Duration, logf func(string, ...any)) (*result, error) {
+func runOutpost(ctx context.Context, o options, img *benchkit.Image, parent *benchkit.Process, want digest.Digest, dir string, kill bool, limit time.Duration, logf func(string, ...any)) (*result, error) {
 	res := &result{system: "Outpost child", limit: limit}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "outpost.yaml")
 	logPath := filepath.Join(dir, "outpost.log")
 
-	link, sched, err := newLink(parent.addr, o)
+	link, sched, err := newLink(parent.Addr, o)
 	if err != nil {
 		return nil, err
 	}
@@ -80,10 +81,10 @@ func runOutpost(ctx context.Context, o options, img *image, parent *server, want
 	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
 		return nil, err
 	}
-	start := func() (*server, error) {
+	start := func() (*benchkit.Process, error) {
 		cmd := exec.Command(o.outpost, "serve", "--config", cfgPath)
-		cmd.Env = childEnv()
-		return startProcess(ctx, "Outpost child", cmd, addr, logPath)
+		cmd.Env = benchkit.ChildEnv()
+		return benchkit.Start(ctx, "Outpost child", cmd, addr, logPath)
 	}
 
 	t0 := time.Now()
@@ -93,12 +94,12 @@ func runOutpost(ctx context.Context, o options, img *image, parent *server, want
 	if err != nil {
 		return nil, err
 	}
-	defer func() { child.stop() }()
+	defer func() { child.Stop() }()
 
 	var killCh chan struct{}
 	var killAt int64
 	if kill {
-		killAt = int64(o.killAt * float64(img.size))
+		killAt = int64(o.killAt * float64(img.Size))
 		killCh = make(chan struct{})
 		wctx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
@@ -121,10 +122,10 @@ poll:
 			return nil, ctx.Err()
 		case <-killCh:
 			killCh = nil
-			child.kill9()
+			child.Kill9()
 			st := link.Stats()
 			res.notes = append(res.notes, fmt.Sprintf("killed (SIGKILL) at %s with %s down, %s up over the link (%.0f%% of the image); restarted at once",
-				fmtDur(time.Since(t0)), fmtBytes(st.BytesDown), fmtBytes(st.BytesUp), 100*float64(st.BytesDown)/float64(img.size)))
+				fmtDur(time.Since(t0)), fmtBytes(st.BytesDown), fmtBytes(st.BytesUp), 100*float64(st.BytesDown)/float64(img.Size)))
 			logf("  child killed at %s (%s downstream); restarting", fmtDur(time.Since(t0)), fmtMiB(st.BytesDown))
 			if child, err = start(); err != nil {
 				return nil, err
@@ -132,11 +133,11 @@ poll:
 			continue
 		case <-tick.C:
 		}
-		if err := child.alive(); err != nil {
+		if err := child.Alive(); err != nil {
 			res.notes = append(res.notes, "the child exited by itself: "+err.Error())
 			break poll
 		}
-		d, err := headTag(ctx, c, child.base)
+		d, err := headTag(ctx, c, child.Base)
 		if err == nil && d == want {
 			res.completed = true
 			break poll
@@ -164,7 +165,7 @@ poll:
 
 	// The child's own count of what it received from the parent (since its last start), and
 	// of what it received but threw away.
-	if m, err := scrapeMetrics(ctx, c, child.base, "outpost_sync_parent_received_bytes_total", "outpost_sync_refetched_bytes_total"); err == nil {
+	if m, err := scrapeMetrics(ctx, c, child.Base, "outpost_sync_parent_received_bytes_total", "outpost_sync_refetched_bytes_total"); err == nil {
 		res.notes = append(res.notes, fmt.Sprintf("child's metrics (since its last start): received from the parent %s, re-fetched %s",
 			fmtMiB(int64(m["outpost_sync_parent_received_bytes_total"])), fmtMiB(int64(m["outpost_sync_refetched_bytes_total"]))))
 	}
@@ -176,7 +177,7 @@ poll:
 	link.Down()
 	if res.completed {
 		t := time.Now()
-		if err := verifyPull(ctx, child.base, want); err != nil {
+		if err := verifyPull(ctx, child.Base, want); err != nil {
 			res.verifyErr = err
 			logf("  VERIFY FAILED: %v", err)
 		} else {
@@ -206,7 +207,7 @@ func scrapeMetrics(ctx context.Context, c *http.Client, base string, names ...st
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %w %s", errStatus, resp.Status)
+		return nil, fmt.Errorf("GET /metrics: %w %s", benchkit.ErrStatus, resp.Status)
 	}
 	want := map[string]bool{}
 	for _, n := range names {

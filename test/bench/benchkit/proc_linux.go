@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"os/exec"
