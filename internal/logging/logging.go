@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/sirupsen/logrus"
@@ -36,7 +37,10 @@ func NewAdjustable(w io.Writer, level, format string) (*zap.Logger, zap.AtomicLe
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "ts"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	encCfg.EncodeDuration = zapcore.MillisDurationEncoder
+	// Milliseconds with microsecond precision: most registry requests take less than one.
+	encCfg.EncodeDuration = func(d time.Duration, enc zapcore.PrimitiveArrayEncoder) {
+		enc.AppendFloat64(float64(d.Microseconds()) / 1000)
+	}
 	var enc zapcore.Encoder
 	switch format {
 	case "json":

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"go.uber.org/zap"
@@ -75,5 +76,14 @@ func TestSetLevel(t *testing.T) {
 	log.Warn("hidden too")
 	if out := buf.String(); strings.Contains(out, "hidden") || !strings.Contains(out, "shown") {
 		t.Fatalf("levels not applied: %s", out)
+	}
+}
+
+func TestDurationsInFractionalMilliseconds(t *testing.T) {
+	var buf bytes.Buffer
+	log, _ := New(&buf, "info", "json")
+	log.Info("request", zap.Duration("duration", 1234567*time.Nanosecond))
+	if !strings.Contains(buf.String(), `"duration":1.234`) {
+		t.Fatalf("duration not in fractional milliseconds: %s", buf.String())
 	}
 }
