@@ -8,29 +8,58 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/outpost-registry/outpost/internal/version.Version=$(VERSION) \
              -X github.com/outpost-registry/outpost/internal/version.Commit=$(COMMIT)
 STATICCHECK_VERSION := v0.8.2
+HELM_VERSION := v3.22.0
+HELM := $(TOOLS)/helm
 
 # make run: one node on 127.0.0.1:8080, data in ./data. Override with ARGS="--addr … --data …".
 RUN_ARGS ?= --addr 127.0.0.1:8080 --data ./data
 
-.PHONY: all build run test unit e2e lint fmt-check vet staticcheck bench fuzz tools test-deps clean
+.PHONY: all build run test unit e2e lint fmt-check vet staticcheck bench fuzz tools test-deps clean image dist
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/outpost
 
+# make dist: static release binaries for the platforms edge devices run, with their sha256 sums:
+# dist/outpost-linux-amd64, dist/outpost-linux-arm64, dist/outpost-linux-armv7, dist/sha256sums.
+DIST_PLATFORMS := linux/amd64 linux/arm64 linux/arm/v7
+dist:
+	@rm -rf dist && mkdir -p dist
+	@set -e; for p in $(DIST_PLATFORMS); do \
+		os=$${p%%/*}; rest=$${p#*/}; arch=$${rest%%/*}; variant=""; \
+		case "$$rest" in */*) variant=$${rest#*/};; esac; \
+		out=dist/outpost-$$os-$$arch$$variant; \
+		echo "$(GO) build $$p -> $$out"; \
+		GOOS=$$os GOARCH=$$arch GOARM=$${variant#v} CGO_ENABLED=0 \
+			$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/outpost; \
+	done
+	cd dist && sha256sum outpost-* > sha256sums && cat sha256sums
+
+# make image: the container image (Dockerfile) as $(IMAGE), where a Docker engine runs. Set
+# DOCKER_HOST for another engine; IMAGE_LICENSES for the org.opencontainers.image.licenses label.
+IMAGE          ?= outpost:$(VERSION)
+IMAGE_SOURCE   ?= https://github.com/outpost-registry/outpost
+IMAGE_LICENSES ?= NOASSERTION
+DOCKER         ?= docker
+image:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make image: no '$(DOCKER)' command here: install a Docker engine (apt-get install docker.io) or set DOCKER=" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make image: no Docker engine answers$${DOCKER_HOST:+ at $$DOCKER_HOST} ($(DOCKER) info failed): start dockerd or set DOCKER_HOST" >&2; exit 1; }
+	$(DOCKER) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
+		--build-arg SOURCE=$(IMAGE_SOURCE) --build-arg LICENSES=$(IMAGE_LICENSES) -t $(IMAGE) .
+
 run: build
 	./$(BIN) serve $(RUN_ARGS) $(ARGS)
 
 # The whole test suite, as CI runs it: lint, unit tests (with the race detector), end-to-end tests
 # of the real binary.
-test: lint unit e2e
+test: lint unit e2e helm-test
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m ./internal/... ./pkg/... ./cmd/...
 
-e2e: build test-deps
-	OUTPOST_E2E_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 12m ./test/...
+e2e: build test-deps $(HELM)
+	OUTPOST_E2E_BINARY=$(CURDIR)/$(BIN) HELM=$(HELM) $(GO) test -count=1 -timeout 12m ./test/...
 
 # What the end-to-end tests run besides Go: nginx, from the distribution's packages, only when it is
 # missing. Never fails: without it the nginx test skips and says why.
@@ -53,6 +82,18 @@ $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 tools: $(TOOLS)/staticcheck
+
+# Helm, for the chart in deploy/helm/outpost: installed once into .tools/bin.
+.PHONY: helm helm-test
+helm: $(HELM)
+
+$(HELM):
+	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+# helm lint of the chart; `make e2e` runs test/deploy, which renders it with helm template and
+# checks the wiring.
+helm-test: $(HELM)
+	$(HELM) lint --strict deploy/helm/outpost
 
 # Benchmark, not part of `make test`: Outpost against a plain distribution registry built from the
 # same distribution version (test/bench/tools/go.mod, a module of its own so that cmd/registry's
@@ -79,6 +120,10 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/duration
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzMirrorRewrite$$' -fuzztime $(FUZZTIME) ./internal/registry
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitPaths$$' -fuzztime $(FUZZTIME) ./internal/registry
+	$(GO) test -run '^$$' -fuzz '^FuzzCovers$$' -fuzztime $(FUZZTIME) ./internal/repopattern
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConnectionString$$' -fuzztime $(FUZZTIME) ./pkg/acrapi
 
 clean:
 	rm -rf bin dist .tools

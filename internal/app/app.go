@@ -70,7 +70,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 		}
 	}()
 	logging.RouteLogrus(log)
-	ropts := registry.Options{DataDir: cfg.DataDir, Log: log.Named("registry")}
+	ropts := registry.Options{DataDir: cfg.DataDir, Log: log.Named("registry"), MirrorNamespaces: cfg.Mirror.Namespaces}
 	if cfg.HasParent() {
 		ropts.IndexPlatforms = cfg.Sync.Platforms
 	}

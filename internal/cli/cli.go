@@ -69,7 +69,7 @@ func newRoot(env Env) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newServe(env), newConfigCmd(env), newVersion(env), newSyncCmd(env), newGCCmd(env), newConnectedRegistryCmd(env))
+	root.AddCommand(newServe(env), newConfigCmd(env), newVersion(env), newSyncCmd(env), newGCCmd(env), newConnectedRegistryCmd(env), newHealthcheck(env), newMirrorConfigCmd(env))
 	markArgsAsUsage(root)
 	return root
 }

@@ -5,6 +5,8 @@ package config
 import (
 	"fmt"
 	"net"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +35,18 @@ type Config struct {
 	// Parent is the registry this node mirrors; empty url means no parent and no sync.
 	Parent Parent `yaml:"parent"`
 	Sync   Sync   `yaml:"sync"`
+	Mirror Mirror `yaml:"mirror"`
+}
+
+// Mirror configures how the node answers containerd and K3s when they use it as a registry
+// mirror: they request /v2/<repository>/...?ns=<upstream host>.
+type Mirror struct {
+	// Namespaces maps an upstream registry host (the ns parameter, "docker.io", "ghcr.io",
+	// "registry.example:5000") to the local repository prefix its repositories are stored under:
+	// "" keeps the name (docker.io: "" serves library/alpine as library/alpine), "ghcr" serves
+	// ghcr.io's org/app as ghcr/org/app. An ns not listed here is served as if mapped to "".
+	// From the environment: OUTPOST_MIRROR_NAMESPACES=docker.io=,ghcr.io=ghcr.
+	Namespaces map[string]string `yaml:"namespaces,omitempty"`
 }
 
 // Admin sets the root's admin password at its first start; later starts keep the stored hash.
@@ -149,7 +163,51 @@ func (c *Config) Validate(src Sources) error {
 		}
 		return fail("tls.keyFile", "is empty but tls.certFile is set: HTTPS needs both a certificate and a key")
 	}
+	if err := validateNamespaces(c.Mirror.Namespaces); err != nil {
+		return fail("mirror.namespaces", "%v", err)
+	}
 	return c.validateSync(fail)
+}
+
+// repoPrefixRE is a repository name as distribution accepts it (lower-case path components
+// separated by "/", each component's words joined by ".", "_", "__" or dashes).
+var repoPrefixRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+
+// ValidMirrorPrefix reports whether p may be a mirror.namespaces value: empty, or a repository
+// name without leading or trailing "/".
+func ValidMirrorPrefix(p string) bool { return p == "" || len(p) <= 200 && repoPrefixRE.MatchString(p) }
+
+func validateNamespaces(ns map[string]string) error {
+	hosts := make([]string, 0, len(ns))
+	for h := range ns {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		if !validRegistryHost(h) {
+			return fmt.Errorf("%q is not a registry host: expected a host name with an optional port, such as docker.io or registry.example:5000", h)
+		}
+		if p := ns[h]; !ValidMirrorPrefix(p) {
+			return fmt.Errorf("%q (for %s) is not a repository prefix: expected lower-case path components such as ghcr or mirrors/ghcr, or \"\" to keep names as they are", p, h)
+		}
+	}
+	return nil
+}
+
+// validRegistryHost accepts host or host:port, as image references name registries.
+func validRegistryHost(h string) bool {
+	host := h
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		port, err := strconv.Atoi(h[i+1:])
+		if err != nil || port <= 0 || port > 65535 || h[i+1] == '+' || h[i+1] == '-' {
+			return false
+		}
+		host = h[:i]
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		return net.ParseIP(host[1:len(host)-1]) != nil
+	}
+	return host != "" && validHostname(host)
 }
 
 func validateAddr(addr string) error {
@@ -195,3 +253,7 @@ func oneOf(v string, allowed []string) bool {
 
 // TLSEnabled reports whether HTTPS is configured.
 func (c *Config) TLSEnabled() bool { return c.TLS.CertFile != "" && c.TLS.KeyFile != "" }
+
+// ValidRegistryHost reports whether h names a registry as image references do: a host name or
+// IP address with an optional port (docker.io, registry.example:5000, [::1]:5000).
+func ValidRegistryHost(h string) bool { return validRegistryHost(h) }

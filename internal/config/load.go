@@ -194,6 +194,15 @@ func setText(v reflect.Value, text string) error {
 			return fmt.Errorf("%q is not a whole number", text)
 		}
 		v.SetInt(n)
+	case reflect.Map:
+		if v.Type().Key().Kind() != reflect.String || v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("cannot be set from text; use the config file")
+		}
+		m, err := parseStringMap(text)
+		if err != nil {
+			return err
+		}
+		v.Set(reflect.ValueOf(m))
 	case reflect.Slice:
 		if v.Type().Elem().Kind() != reflect.String {
 			return fmt.Errorf("cannot be set from text; use the config file")
@@ -209,6 +218,31 @@ func setText(v reflect.Value, text string) error {
 		return fmt.Errorf("cannot be set from text; use the config file")
 	}
 	return nil
+}
+
+// parseStringMap reads "key=value,key2=value2" (a value may be empty: "docker.io="). An empty
+// text is an empty (nil) map.
+func parseStringMap(text string) (map[string]string, error) {
+	var m map[string]string
+	for _, item := range strings.Split(text, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(item, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not a key=value entry: expected comma-separated entries such as docker.io=,ghcr.io=ghcr", item)
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		if _, dup := m[k]; dup {
+			return nil, fmt.Errorf("%q is set twice", k)
+		}
+		m[k] = v
+	}
+	return m, nil
 }
 
 // decodeYAML reads the file into cfg key by key, so that an unknown key or a bad value is
@@ -269,6 +303,28 @@ func decodeLeaf(val *yaml.Node, fv reflect.Value) error {
 		// Scalars are parsed from their text, as environment variables are, so a quoted "8"
 		// and a plain 8 mean the same, and a list key accepts "a, b".
 		return setText(fv, val.Value)
+	}
+	if val.Kind == yaml.MappingNode && fv.Kind() == reflect.Map {
+		var m map[string]string
+		for i := 0; i+1 < len(val.Content); i += 2 {
+			k, v := val.Content[i], val.Content[i+1]
+			if k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
+				return fmt.Errorf("must be a mapping of strings to strings")
+			}
+			if m == nil {
+				m = map[string]string{}
+			}
+			if _, dup := m[k.Value]; dup {
+				return fmt.Errorf("%q is set twice", k.Value)
+			}
+			value := v.Value
+			if v.Tag == "!!null" {
+				value = "" // docker.io: (nothing) means the same as docker.io: ""
+			}
+			m[k.Value] = value
+		}
+		fv.Set(reflect.ValueOf(m))
+		return nil
 	}
 	if val.Kind == yaml.SequenceNode && fv.Kind() == reflect.Slice {
 		var items []string

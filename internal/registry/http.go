@@ -95,6 +95,13 @@ func splitLast(path, sep string) (repo, last string, ok bool) {
 
 func (r *Registry) wrap() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// A mirror request (?ns=<upstream host>) is served under its mapped repository prefix.
+		if rewritten, m := rewriteMirrorRequest(req, r.mirrorNamespaces); rewritten != req {
+			req = rewritten
+			if m != nil {
+				w = &mirrorWriter{ResponseWriter: w, m: m}
+			}
+		}
 		if mutating(req.Method) {
 			if msg := r.readOnly.Load(); msg != nil {
 				serveError(w, errcode.ErrorCodeDenied.WithMessage(*msg))

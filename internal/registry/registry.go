@@ -33,6 +33,9 @@ type Options struct {
 	// manifests of these platforms are stored, instead of all of them: a node that mirrors
 	// only some platforms stores indexes whose other children it never fetches.
 	IndexPlatforms []string
+	// MirrorNamespaces maps the upstream registry host that containerd and K3s name in ?ns= to a
+	// local repository prefix ("" keeps names); an ns not listed keeps the path as it is.
+	MirrorNamespaces map[string]string
 }
 
 // Registry is the node's content store and its /v2 handler.
@@ -50,6 +53,8 @@ type Registry struct {
 	handler   http.Handler
 	log       *zap.Logger
 	dataDir   string
+	// mirrorNamespaces is Options.MirrorNamespaces with lower-case hosts; read-only.
+	mirrorNamespaces map[string]string
 
 	// maint is the maintenance lock: every write to the store holds it for reading, garbage
 	// collection holds it for writing. Reads never take it.
@@ -127,6 +132,8 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		namespace: ns,
 		log:       opts.Log,
 		dataDir:   dataDir,
+
+		mirrorNamespaces: normalizeNamespaces(opts.MirrorNamespaces),
 	}
 	r.referrers = &referrerIndex{dir: filepath.Join(stateDir, "referrers"), ns: ns, maint: &r.maint}
 	r.app.Store(app)
