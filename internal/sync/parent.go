@@ -44,18 +44,22 @@ type ParentOptions struct {
 type RetryPolicy struct {
 	Attempts int           // tries in all, at least 1
 	Base     time.Duration // first backoff
-	Max      time.Duration // cap of one backoff, and of an honoured Retry-After
+	Max      time.Duration // cap of one backoff (a Retry-After is honoured up to maxRetryAfter)
 }
 
-// DefaultRetry retries a request up to 10 times over up to about 45 s: short first waits, so
-// that a link back after a few seconds' outage is used at once, and a cap that keeps a long
-// outage from being hammered (the pass then fails and the next firing tries again).
-var DefaultRetry = RetryPolicy{Attempts: 10, Base: 250 * time.Millisecond, Max: 10 * time.Second}
+// DefaultRetry retries a failed request up to 12 times, at most 2 s apart: a satellite link back
+// after a few seconds' outage is used within a second or two (probing a down link costs no
+// bytes: the connection is refused), and a longer outage fails the pass after about 20 s, to
+// be tried again at the next firing. A parent's Retry-After is honoured as it says.
+var DefaultRetry = RetryPolicy{Attempts: 12, Base: 250 * time.Millisecond, Max: 2 * time.Second}
+
+// maxRetryAfter bounds how long a parent's Retry-After can hold a request.
+const maxRetryAfter = 5 * time.Minute
 
 // Backoff is the wait before retry number n (1-based), honouring the parent's Retry-After.
 func (p RetryPolicy) Backoff(n int, retryAfter time.Duration) time.Duration {
 	if retryAfter > 0 {
-		return min(retryAfter, p.Max)
+		return min(retryAfter, maxRetryAfter)
 	}
 	d := p.Base << min(n-1, 20)
 	if d <= 0 || d > p.Max {
