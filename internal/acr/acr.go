@@ -51,6 +51,7 @@ func Handler(opts Options) http.Handler {
 	v1.Handle(one, a.admin(a.delete)).Methods(http.MethodDelete)
 	v1.Handle(one+"/deactivate", a.admin(a.deactivate)).Methods(http.MethodPost)
 	v1.Handle(one+"/settings", a.admin(a.settings)).Methods(http.MethodPost)
+	a.tokenRoutes(v1)
 	v1.Handle("/activate", a.child(a.activate)).Methods(http.MethodPost)
 	v1.Handle("/config", a.child(a.config)).Methods(http.MethodGet)
 	v1.Handle("/status", a.child(a.status)).Methods(http.MethodPost)
@@ -118,6 +119,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusBadRequest, "INVALID"
 	case errors.Is(err, controlplane.ErrHasChildren):
 		status, code = http.StatusConflict, "HAS_CHILDREN"
+	case errors.Is(err, controlplane.ErrInUse):
+		status, code = http.StatusConflict, "IN_USE"
 	case errors.Is(err, controlplane.ErrAlreadyActivated):
 		status, code = http.StatusConflict, "ALREADY_ACTIVATED"
 	case errors.Is(err, controlplane.ErrUnauthorized):
@@ -132,7 +135,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 // message drops the sentinel's own words ("invalid: ") from the front of err.
 func message(err error) string {
 	msg := err.Error()
-	for _, s := range []error{controlplane.ErrInvalid, controlplane.ErrNotFound, controlplane.ErrExists,
+	for _, s := range []error{controlplane.ErrTokenDisabled, controlplane.ErrInUse, controlplane.ErrInvalid, controlplane.ErrNotFound, controlplane.ErrExists,
 		controlplane.ErrHasChildren, controlplane.ErrAlreadyActivated, controlplane.ErrUnauthorized, errBadRequest} {
 		msg = strings.TrimPrefix(msg, s.Error()+": ")
 	}

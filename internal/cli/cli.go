@@ -37,7 +37,7 @@ func (u usageError) Unwrap() error { return u.err }
 // Run executes the command line args (without the program name) and returns the exit code.
 func Run(ctx context.Context, args []string, env Env) int {
 	root := newRoot(env)
-	root.SetArgs(args)
+	root.SetArgs(joinScopeMapActions(args))
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	err := root.ExecuteContext(ctx)
@@ -69,7 +69,7 @@ func newRoot(env Env) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newServe(env), newConfigCmd(env), newVersion(env), newSyncCmd(env), newGCCmd(env), newConnectedRegistryCmd(env), newHealthcheck(env), newMirrorConfigCmd(env))
+	root.AddCommand(newServe(env), newConfigCmd(env), newVersion(env), newSyncCmd(env), newGCCmd(env), newConnectedRegistryCmd(env), newScopeMapCmd(env), newTokenCmd(env), newHealthcheck(env), newMirrorConfigCmd(env))
 	markArgsAsUsage(root)
 	return root
 }

@@ -116,6 +116,7 @@ func decodeJSON[T any](t *testing.T, s string) T {
 func TestConnectedRegistryTree(t *testing.T) {
 	t.Parallel()
 	root := startCRRoot(t, false)
+	root.clientTokens(t, "pullers1", "pushers1")
 
 	// create: repeated flags, commas and a quoted space-separated list all add repositories.
 	site := decodeJSON[acrapi.ConnectedRegistry](t, root.ok(t, "create", "--name", "factory1", "--repository", "app/*",
@@ -175,6 +176,7 @@ func TestConnectedRegistryTree(t *testing.T) {
 func TestConnectedRegistryUpdate(t *testing.T) {
 	t.Parallel()
 	root := startCRRoot(t, false)
+	root.clientTokens(t, "pullers1", "pushers1", "readers1")
 	root.ok(t, "create", "--name", "factory1", "--repository", "app/*,base,tools", "--sync-window", "PT3H", "--client-tokens", "pullers1,pushers1")
 	root.ok(t, "create", "--name", "line1", "--parent", "factory1", "--repository", "app/web")
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -48,6 +49,9 @@ type Store struct {
 	db   *bolt.DB
 	now  func() time.Time
 	cost int // bcrypt cost; tests lower it
+
+	dummyOnce sync.Once
+	dummy     []byte // a hash at cost, compared against when a token has no password
 }
 
 // Option configures Open.
@@ -63,8 +67,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("opening the control plane database %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketRegistries)
-		return err
+		for _, b := range [][]byte{bucketRegistries, bucketScopeMaps, bucketTokens} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	}); err != nil {
 		db.Close()
 		return nil, err
@@ -117,6 +125,9 @@ func (s *Store) Create(spec acrapi.ConnectedRegistrySpec) (acrapi.ConnectedRegis
 			return fmt.Errorf("%w: connected registry %s", ErrExists, existing.Spec.Name)
 		}
 		if err := validateInTree(spec, all); err != nil {
+			return err
+		}
+		if err := checkClientTokens(tx, spec.ClientTokens); err != nil {
 			return err
 		}
 		now := s.now().UTC()
@@ -242,6 +253,10 @@ func (s *Store) Update(name string, u acrapi.ConnectedRegistryUpdate) (acrapi.Co
 			return err
 		}
 		if err := validateInTree(spec, all); err != nil {
+			return err
+		}
+		// Only the tokens added now: one named before tokens existed stays until removed.
+		if err := checkClientTokens(tx, dedupe(u.AddClientTokens)); err != nil {
 			return err
 		}
 		r.Spec = spec

@@ -115,6 +115,8 @@ func TestUpdateRules(t *testing.T) {
 	mustCreate(t, s, spec("gateway1", "", acrapi.ModeReadWrite, "team/**"))
 	mustCreate(t, s, spec("line0001", "gateway1", "", "team/app"))
 
+	mustScopeMap(t, s, "readers", ra("team/**", "content/read"))
+	mustToken(t, s, "client-token-1", "readers")
 	w := "PT2H"
 	r, err := s.Update("GATEWAY1", acrapi.ConnectedRegistryUpdate{SyncWindow: &w, AddRepositories: []string{"library/alpine"}, AddClientTokens: []string{"client-token-1"}})
 	if err != nil {

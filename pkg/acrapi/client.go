@@ -162,3 +162,74 @@ func (c *Client) Events(ctx context.Context, after uint64) (EventPage, error) {
 	var out EventPage
 	return out, c.Do(ctx, http.MethodGet, "/acr/v1/events?after="+strconv.FormatUint(after, 10), nil, &out)
 }
+
+const (
+	scopeMapsPath = "/acr/v1/scope-maps"
+	tokensPath    = "/acr/v1/tokens"
+)
+
+// CreateScopeMap defines a scope map.
+func (c *Client) CreateScopeMap(ctx context.Context, spec ScopeMapSpec) (ScopeMap, error) {
+	var out ScopeMap
+	return out, c.Do(ctx, http.MethodPost, scopeMapsPath, spec, &out)
+}
+
+// ListScopeMaps lists every scope map, by name.
+func (c *Client) ListScopeMaps(ctx context.Context) ([]ScopeMap, error) {
+	var out []ScopeMap
+	return out, c.Do(ctx, http.MethodGet, scopeMapsPath, nil, &out)
+}
+
+// GetScopeMap shows one scope map.
+func (c *Client) GetScopeMap(ctx context.Context, name string) (ScopeMap, error) {
+	var out ScopeMap
+	return out, c.Do(ctx, http.MethodGet, scopeMapsPath+"/"+url.PathEscape(name), nil, &out)
+}
+
+// UpdateScopeMap changes a scope map.
+func (c *Client) UpdateScopeMap(ctx context.Context, name string, u ScopeMapUpdate) (ScopeMap, error) {
+	var out ScopeMap
+	return out, c.Do(ctx, http.MethodPatch, scopeMapsPath+"/"+url.PathEscape(name), u, &out)
+}
+
+// DeleteScopeMap deletes a scope map that no token uses.
+func (c *Client) DeleteScopeMap(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, scopeMapsPath+"/"+url.PathEscape(name), nil, nil)
+}
+
+// CreateToken defines a token; unless req.NoPasswords, the answer carries its password1, the
+// only time it is shown.
+func (c *Client) CreateToken(ctx context.Context, req TokenCreate) (Token, error) {
+	var out Token
+	return out, c.Do(ctx, http.MethodPost, tokensPath, req, &out)
+}
+
+// ListTokens lists every token, by name.
+func (c *Client) ListTokens(ctx context.Context) ([]Token, error) {
+	var out []Token
+	return out, c.Do(ctx, http.MethodGet, tokensPath, nil, &out)
+}
+
+// GetToken shows one token (its passwords' metadata, never their values).
+func (c *Client) GetToken(ctx context.Context, name string) (Token, error) {
+	var out Token
+	return out, c.Do(ctx, http.MethodGet, tokensPath+"/"+url.PathEscape(name), nil, &out)
+}
+
+// UpdateToken changes a token's scope map or status.
+func (c *Client) UpdateToken(ctx context.Context, name string, u TokenUpdate) (Token, error) {
+	var out Token
+	return out, c.Do(ctx, http.MethodPatch, tokensPath+"/"+url.PathEscape(name), u, &out)
+}
+
+// DeleteToken deletes a token that no connected registry names as a client token.
+func (c *Client) DeleteToken(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, tokensPath+"/"+url.PathEscape(name), nil, nil)
+}
+
+// GenerateTokenPassword generates password 1 or 2 of a token and returns it, the only time it
+// is shown.
+func (c *Client) GenerateTokenPassword(ctx context.Context, name string, req TokenCredentialsRequest) (TokenCredentials, error) {
+	var out TokenCredentials
+	return out, c.Do(ctx, http.MethodPost, tokensPath+"/"+url.PathEscape(name)+"/credentials", req, &out)
+}
