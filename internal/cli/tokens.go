@@ -260,37 +260,55 @@ func smUpdate(env Env, rf *rootFlags) *cobra.Command {
 }
 
 func smShow(env Env, rf *rootFlags) *cobra.Command {
+	return showCmd(env, rf, "scope map", "Show a scope map", scopeMapHint, (*acrapi.Client).GetScopeMap, rf.printScopeMap)
+}
+
+func smList(env Env, rf *rootFlags) *cobra.Command {
+	return listCmd(env, rf, "scope map", "List the scope maps with the actions they grant", (*acrapi.Client).ListScopeMaps,
+		func(tw io.Writer, all []acrapi.ScopeMap) {
+			fmt.Fprintln(tw, "NAME\tACTIONS\tDESCRIPTION")
+			for _, sm := range all {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", sm.Name, actionsText(sm.Actions), oneLine(orDash(sm.Description)))
+			}
+		})
+}
+
+// showCmd is the show subcommand of kind: --name, get, print.
+func showCmd[T any](env Env, rf *rootFlags, kind, short, hint string,
+	get func(api *acrapi.Client, ctx context.Context, name string) (T, error), print func(io.Writer, T) error) *cobra.Command {
 	var name string
-	cmd := &cobra.Command{Use: "show", Short: "Show a scope map", Args: argsHint(scopeMapHint)}
-	cmd.Flags().StringVarP(&name, "name", "n", "", "the scope map's name (required)")
+	cmd := &cobra.Command{Use: "show", Short: short, Args: argsHint(hint)}
+	cmd.Flags().StringVarP(&name, "name", "n", "", "the "+kind+"'s name (required)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := rf.checkOutput(); err != nil {
 			return err
 		}
-		if err := requireFlag("--name", name, "the scope map's name"); err != nil {
+		if err := requireFlag("--name", name, "the "+kind+"'s name"); err != nil {
 			return err
 		}
-		var sm acrapi.ScopeMap
-		if err := rf.callOn(cmd, env, "scope map", name, func(ctx context.Context, api *acrapi.Client) (err error) {
-			sm, err = api.GetScopeMap(ctx, name)
+		var v T
+		if err := rf.callOn(cmd, env, kind, name, func(ctx context.Context, api *acrapi.Client) (err error) {
+			v, err = get(api, ctx, name)
 			return err
 		}); err != nil {
 			return err
 		}
-		return rf.printScopeMap(cmd.OutOrStdout(), sm)
+		return print(cmd.OutOrStdout(), v)
 	}
 	return cmd
 }
 
-func smList(env Env, rf *rootFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "list", Short: "List the scope maps with the actions they grant", Args: cobra.NoArgs}
+// listCmd is the list subcommand of kind: a JSON array, or a table that row writes.
+func listCmd[T any](env Env, rf *rootFlags, kind, short string,
+	list func(api *acrapi.Client, ctx context.Context) ([]T, error), rows func(io.Writer, []T)) *cobra.Command {
+	cmd := &cobra.Command{Use: "list", Short: short, Args: cobra.NoArgs}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := rf.checkOutput(); err != nil {
 			return err
 		}
-		var all []acrapi.ScopeMap
-		if err := rf.callOn(cmd, env, "scope map", "", func(ctx context.Context, api *acrapi.Client) (err error) {
-			all, err = api.ListScopeMaps(ctx)
+		var all []T
+		if err := rf.callOn(cmd, env, kind, "", func(ctx context.Context, api *acrapi.Client) (err error) {
+			all, err = list(api, ctx)
 			return err
 		}); err != nil {
 			return err
@@ -298,19 +316,16 @@ func smList(env Env, rf *rootFlags) *cobra.Command {
 		w := cmd.OutOrStdout()
 		if rf.json() {
 			if all == nil {
-				all = []acrapi.ScopeMap{}
+				all = []T{}
 			}
 			return writeJSON(w, all)
 		}
 		if len(all) == 0 {
-			_, err := fmt.Fprintln(w, "no scope maps")
+			_, err := fmt.Fprintf(w, "no %ss\n", kind)
 			return err
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tACTIONS\tDESCRIPTION")
-		for _, sm := range all {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", sm.Name, actionsText(sm.Actions), oneLine(orDash(sm.Description)))
-		}
+		rows(tw, all)
 		return tw.Flush()
 	}
 	return cmd
@@ -496,65 +511,22 @@ func tokenUpdate(env Env, rf *rootFlags) *cobra.Command {
 }
 
 func tokenShow(env Env, rf *rootFlags) *cobra.Command {
-	var name string
-	cmd := &cobra.Command{Use: "show", Short: "Show a token: its scope map, status and passwords' dates (never their values)",
-		Args: argsHint("name the token with --name")}
-	cmd.Flags().StringVarP(&name, "name", "n", "", "the token's name (required)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := rf.checkOutput(); err != nil {
-			return err
-		}
-		if err := requireFlag("--name", name, "the token's name"); err != nil {
-			return err
-		}
-		var tok acrapi.Token
-		if err := rf.callOn(cmd, env, "token", name, func(ctx context.Context, api *acrapi.Client) (err error) {
-			tok, err = api.GetToken(ctx, name)
-			return err
-		}); err != nil {
-			return err
-		}
-		return rf.printToken(cmd.OutOrStdout(), tok)
-	}
-	return cmd
+	return showCmd(env, rf, "token", "Show a token: its scope map, status and passwords' dates (never their values)",
+		"name the token with --name", (*acrapi.Client).GetToken, rf.printToken)
 }
 
 func tokenList(env Env, rf *rootFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "list", Short: "List the tokens with their scope maps and status", Args: cobra.NoArgs}
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := rf.checkOutput(); err != nil {
-			return err
-		}
-		var all []acrapi.Token
-		if err := rf.callOn(cmd, env, "token", "", func(ctx context.Context, api *acrapi.Client) (err error) {
-			all, err = api.ListTokens(ctx)
-			return err
-		}); err != nil {
-			return err
-		}
-		w := cmd.OutOrStdout()
-		if rf.json() {
-			if all == nil {
-				all = []acrapi.Token{}
+	return listCmd(env, rf, "token", "List the tokens with their scope maps and status", (*acrapi.Client).ListTokens,
+		func(tw io.Writer, all []acrapi.Token) {
+			fmt.Fprintln(tw, "NAME\tSCOPE MAP\tSTATUS\tPASSWORDS")
+			for _, t := range all {
+				var names []string
+				for _, p := range t.Passwords {
+					names = append(names, p.Name)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.ScopeMap, t.Status, orDash(strings.Join(names, ",")))
 			}
-			return writeJSON(w, all)
-		}
-		if len(all) == 0 {
-			_, err := fmt.Fprintln(w, "no tokens")
-			return err
-		}
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tSCOPE MAP\tSTATUS\tPASSWORDS")
-		for _, t := range all {
-			var names []string
-			for _, p := range t.Passwords {
-				names = append(names, p.Name)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.ScopeMap, t.Status, orDash(strings.Join(names, ",")))
-		}
-		return tw.Flush()
-	}
-	return cmd
+		})
 }
 
 func tokenDelete(env Env, rf *rootFlags) *cobra.Command {
