@@ -176,7 +176,7 @@ func loadCAFile(file string) (*x509.CertPool, error) {
 
 // explain turns a failed call into one line; name is the connected registry the call was about,
 // or "".
-func (c *rootClient) explain(err error, name string) error {
+func (c *rootClient) explain(err error, kind, name string) error {
 	var ae *acrapi.APIError
 	if errors.As(err, &ae) {
 		switch {
@@ -188,8 +188,8 @@ func (c *rootClient) explain(err error, name string) error {
 			return fmt.Errorf("%s answered %d %s: is --registry the root's URL?", c.url, ae.Status, http.StatusText(ae.Status))
 		case ae.Code == acrapi.CodeNotFound && strings.HasPrefix(ae.Message, "no /acr endpoint"):
 			return fmt.Errorf("%s has no connected-registry admin API (%s): is --registry the root, not a connected registry?", c.url, ae.Code)
-		case ae.Code == acrapi.CodeNotFound && name != "":
-			return fmt.Errorf("connected registry %q not found (%s)", name, ae.Code)
+		case ae.Status == http.StatusNotFound && ae.Code == acrapi.CodeNotFound && name != "":
+			return fmt.Errorf("%s %q not found (%s)", kind, name, ae.Code)
 		case ae.Status >= 500:
 			return fmt.Errorf("the root at %s failed: %s", c.url, ae.Error())
 		default:

@@ -37,17 +37,9 @@ func newConnectedRegistryCmd(env Env) *cobra.Command {
 	return cmd
 }
 
-// call resolves the client of the root and runs f; its error is explained in one line. name is
-// the connected registry the call is about, or "".
+// call is callOn for a call about connected registry name, or "".
 func (rf *rootFlags) call(cmd *cobra.Command, env Env, name string, f func(ctx context.Context, api *acrapi.Client) error) error {
-	c, err := rf.client(env)
-	if err != nil {
-		return err
-	}
-	if err := f(cmd.Context(), c.api); err != nil {
-		return c.explain(err, name)
-	}
-	return nil
+	return rf.callOn(cmd, env, "connected registry", name, f)
 }
 
 func crCreate(env Env, rf *rootFlags) *cobra.Command {

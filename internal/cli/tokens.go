@@ -2,10 +2,8 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -106,19 +104,15 @@ const repositoryUsage = "a repository (exact name, ns/*, ns/** or *) and the act
 	"or --%[1]s app/*=content/read,content/write); repeat the flag for more repositories. Actions: " +
 	"content/read, content/write, content/delete, metadata/read, metadata/write"
 
-// callOn is rf.call for a call about the kind (scope map, token) named name: not found says so.
+// callOn resolves the client of the root and runs f, a call about the kind (connected registry,
+// scope map, token) named name, or ""; its error is explained in one line.
 func (rf *rootFlags) callOn(cmd *cobra.Command, env Env, kind, name string, f func(ctx context.Context, api *acrapi.Client) error) error {
 	c, err := rf.client(env)
 	if err != nil {
 		return err
 	}
 	if err := f(cmd.Context(), c.api); err != nil {
-		var ae *acrapi.APIError
-		if errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Code == acrapi.CodeNotFound && name != "" &&
-			ae.Message != "" && !strings.HasPrefix(ae.Message, "no /acr endpoint") {
-			return fmt.Errorf("%s %q not found (%s)", kind, name, ae.Code)
-		}
-		return c.explain(err, "")
+		return c.explain(err, kind, name)
 	}
 	return nil
 }
