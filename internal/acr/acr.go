@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/outpost-registry/outpost/internal/auth"
 	"github.com/outpost-registry/outpost/internal/controlplane"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
@@ -22,7 +24,9 @@ type Options struct {
 	// ControlPlane holds the definitions this node serves; nil on a node without one, where
 	// every /acr path answers 404.
 	ControlPlane *controlplane.Store
-	Log          *zap.Logger
+	// Auth authenticates callers; nil builds one over ControlPlane as on a root.
+	Auth *auth.Authenticator
+	Log  *zap.Logger
 }
 
 // Handler serves /acr/.
@@ -30,7 +34,7 @@ func Handler(opts Options) http.Handler {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	a := &api{cp: opts.ControlPlane, log: opts.Log}
+	a := &api{cp: opts.ControlPlane, auth: opts.Auth, log: opts.Log}
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		acrapi.WriteError(w, http.StatusNotFound, acrapi.CodeNotFound, "no /acr endpoint at "+r.URL.Path)
@@ -40,6 +44,12 @@ func Handler(opts Options) http.Handler {
 	})
 	if a.cp == nil {
 		return r
+	}
+	if a.auth == nil {
+		var err error
+		if a.auth, err = auth.New(auth.Options{Verifier: NewRootVerifier(a.cp), Audit: opts.Log.Named("audit")}); err != nil {
+			panic(err) // no options that can fail
+		}
 	}
 	v1 := r.PathPrefix("/acr/v1").Subrouter()
 	crs := "/connected-registries"
@@ -60,52 +70,83 @@ func Handler(opts Options) http.Handler {
 }
 
 type api struct {
-	cp  *controlplane.Store
-	log *zap.Logger
+	cp   *controlplane.Store
+	auth *auth.Authenticator
+	log  *zap.Logger
 }
 
 // maxBody bounds a request body of the /acr API.
 const maxBody = 1 << 20
 
-// admin wraps a handler that only the root's admin may call.
+// admin wraps a handler that only the admin may call. Every change it makes, and every
+// refusal, is an audit line.
 func (a *api) admin(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		user, pass, ok := r.BasicAuth()
+		p, ok := a.authenticate(w, r)
 		if !ok {
-			a.fail(w, r, fmt.Errorf("%w: the admin API needs the admin's credentials (HTTP Basic)", controlplane.ErrUnauthorized))
 			return
 		}
-		if err := a.cp.AuthenticateAdmin(user, pass); err != nil {
-			a.log.Warn("admin authentication failed", zap.String("user", user), zap.String("remote", r.RemoteAddr))
-			a.fail(w, r, err)
+		if p.Kind != auth.KindAdmin {
+			a.auth.Refused(r, p, "admin", "")
+			a.fail(w, r, fmt.Errorf("%w: the admin API needs the admin's credentials, not those of %s", errDenied, p))
 			return
 		}
-		if err := h(w, r); err != nil {
+		err := h(w, r)
+		if r.Method != http.MethodGet {
+			fields := []zap.Field{zap.String("principal", p.String()), zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("client", r.RemoteAddr)}
+			if err != nil {
+				a.auth.Audit().Info("admin change refused", append(fields, zap.String("reason", err.Error()))...)
+			} else {
+				a.auth.Audit().Info("admin change", fields...)
+			}
+		}
+		if err != nil {
 			a.fail(w, r, err)
 		}
 	})
 }
 
-// child wraps a handler that a connected registry calls with its sync token; the handler gets
-// the registry's name.
+// child wraps a handler that a connected registry directly below this node calls with its
+// sync token; the handler gets the registry's name.
 func (a *api) child(h func(w http.ResponseWriter, r *http.Request, name string) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		user, pass, ok := r.BasicAuth()
+		p, ok := a.authenticate(w, r)
 		if !ok {
-			a.fail(w, r, fmt.Errorf("%w: a connected registry authenticates with its sync token (HTTP Basic)", controlplane.ErrUnauthorized))
 			return
 		}
-		name, err := a.cp.Authenticate(user, pass)
-		if err != nil {
-			a.log.Warn("sync token authentication failed", zap.String("token", user), zap.String("remote", r.RemoteAddr))
-			a.fail(w, r, err)
+		if p.Kind != auth.KindSyncToken {
+			a.auth.Refused(r, p, "config/read", "")
+			a.fail(w, r, fmt.Errorf("%w: only a connected registry's sync token may call %s, not %s", errDenied, r.URL.Path, p))
 			return
 		}
-		if err := h(w, r, name); err != nil {
+		if err := h(w, r, p.Registry); err != nil {
 			a.fail(w, r, err)
 		}
 	})
 }
+
+// authenticate finds who calls; it answers the request itself, and returns false, when the
+// credentials are missing or wrong.
+func (a *api) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Principal, bool) {
+	p, err := a.auth.Authenticate(r)
+	var limited *auth.LimitedError
+	switch {
+	case errors.As(err, &limited):
+		w.Header().Set("Retry-After", strconv.Itoa(int(limited.RetryAfter.Seconds())+1))
+		acrapi.WriteError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", limited.Error())
+		return nil, false
+	case err != nil:
+		a.fail(w, r, fmt.Errorf("%w: %s", controlplane.ErrUnauthorized, strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")))
+		return nil, false
+	case p.Anonymous():
+		a.fail(w, r, fmt.Errorf("%w: the /acr API needs credentials (HTTP Basic): the admin's, or a connected registry's sync token", controlplane.ErrUnauthorized))
+		return nil, false
+	}
+	return p, true
+}
+
+// errDenied refuses a caller who is authenticated but may not call an endpoint.
+var errDenied = errors.New("denied")
 
 // fail maps a control-plane error to its status and code.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -123,6 +164,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusConflict, "IN_USE"
 	case errors.Is(err, controlplane.ErrAlreadyActivated):
 		status, code = http.StatusConflict, "ALREADY_ACTIVATED"
+	case errors.Is(err, errDenied):
+		status, code = http.StatusForbidden, "DENIED"
 	case errors.Is(err, controlplane.ErrUnauthorized):
 		status, code = http.StatusUnauthorized, "UNAUTHORIZED"
 		w.Header().Set("WWW-Authenticate", `Basic realm="outpost"`)
@@ -136,7 +179,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 func message(err error) string {
 	msg := err.Error()
 	for _, s := range []error{controlplane.ErrTokenDisabled, controlplane.ErrInUse, controlplane.ErrInvalid, controlplane.ErrNotFound, controlplane.ErrExists,
-		controlplane.ErrHasChildren, controlplane.ErrAlreadyActivated, controlplane.ErrUnauthorized, errBadRequest} {
+		controlplane.ErrHasChildren, controlplane.ErrAlreadyActivated, controlplane.ErrUnauthorized, errBadRequest, errDenied} {
 		msg = strings.TrimPrefix(msg, s.Error()+": ")
 	}
 	return msg

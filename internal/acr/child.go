@@ -49,7 +49,11 @@ func (a *api) config(w http.ResponseWriter, _ *http.Request, name string) error 
 	if err != nil {
 		return err
 	}
-	return reply(w, http.StatusOK, acrapi.ChildConfig{Registry: self, Descendants: below, SyncTokens: tokens})
+	clients, err := a.cp.ClientTokens(append([]string{self.Name}, names...))
+	if err != nil {
+		return err
+	}
+	return reply(w, http.StatusOK, acrapi.ChildConfig{Registry: self, Descendants: below, SyncTokens: tokens, ClientTokens: clients})
 }
 
 // status records the calling registry's status and those it relays from below it; statuses of

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/outpost-registry/outpost/internal/acr"
+	"github.com/outpost-registry/outpost/internal/auth"
 	"github.com/outpost-registry/outpost/internal/config"
 	"github.com/outpost-registry/outpost/internal/controlplane"
 	"github.com/outpost-registry/outpost/internal/logging"
@@ -44,7 +45,8 @@ type Node struct {
 	handler  http.Handler
 	ready    atomic.Bool
 	engine   *syncengine.Engine  // nil without a parent
-	control  *controlplane.Store // the root's definitions of connected registries; nil elsewhere
+	control  *controlplane.Store // the definitions of connected registries (a replica on a connected one)
+	auth     *auth.Authenticator // who may do what, on /v2 and /acr
 	// adminPassword is the admin password generated at this first start, to show once.
 	adminPassword string
 	storage       *observe.StorageCollector
@@ -70,7 +72,32 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 		}
 	}()
 	logging.RouteLogrus(log)
-	ropts := registry.Options{DataDir: cfg.DataDir, Log: log.Named("registry"), MirrorNamespaces: cfg.Mirror.Namespaces}
+	n := &Node{cfg: cfg, src: src, log: log, metrics: prometheus.NewRegistry(), lock: lock}
+	defer func() {
+		if err != nil {
+			n.closeStores()
+		}
+	}()
+	// Every node holds a control plane: the root its definitions, tokens and admin; a
+	// connected registry a replica of what its parent sends about it and the registries below.
+	stateDir := filepath.Join(cfg.DataDir, "outpost")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, &config.Error{Key: "dataDir", Source: src["dataDir"], Msg: err.Error()}
+	}
+	n.control, err = controlplane.Open(filepath.Join(stateDir, "controlplane.db"))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HasAdmin() {
+		n.adminPassword, err = n.control.EnsureAdmin(cfg.Admin.Password)
+		if err != nil {
+			return nil, &config.Error{Key: "admin.password", Source: src["admin.password"], Msg: err.Error()}
+		}
+	}
+	if n.auth, err = n.newAuthenticator(log.Named("audit")); err != nil {
+		return nil, err
+	}
+	ropts := registry.Options{DataDir: cfg.DataDir, Log: log.Named("registry"), MirrorNamespaces: cfg.Mirror.Namespaces, Auth: n.auth}
 	if cfg.HasParent() {
 		ropts.IndexPlatforms = cfg.Sync.Platforms
 	}
@@ -78,26 +105,8 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, src: src, log: log, registry: reg, metrics: prometheus.NewRegistry(), lock: lock,
-		storage: observe.NewStorageCollector(reg.DataDir(), 30*time.Second)}
-	defer func() {
-		if err != nil {
-			n.closeStores()
-		}
-	}()
-	if cfg.IsRoot() || cfg.Connected() {
-		// The root holds the definitions; a connected registry a replica of those below it.
-		n.control, err = controlplane.Open(filepath.Join(reg.DataDir(), "outpost", "controlplane.db"))
-		if err != nil {
-			return nil, err
-		}
-	}
-	if cfg.IsRoot() {
-		n.adminPassword, err = n.control.EnsureAdmin(cfg.Admin.Password)
-		if err != nil {
-			return nil, &config.Error{Key: "admin.password", Source: src["admin.password"], Msg: err.Error()}
-		}
-	}
+	n.registry = reg
+	n.storage = observe.NewStorageCollector(reg.DataDir(), 30*time.Second)
 	if cfg.HasParent() {
 		n.engine, err = n.newEngine(cfg, reg, log.Named("sync"))
 		if err != nil {
@@ -108,9 +117,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 		}
 	}
 
-	if n.control != nil {
-		reg.OnPush(n.clientChanged)
-	}
+	reg.OnPush(n.clientChanged)
 
 	httpMetrics := observe.NewHTTPMetrics()
 	for _, c := range []prometheus.Collector{
@@ -129,7 +136,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 
 	r := mux.NewRouter()
 	r.PathPrefix("/v2").Handler(reg.Handler())
-	r.PathPrefix("/acr/").Handler(acr.Handler(acr.Options{ControlPlane: n.control, Log: log.Named("acr")}))
+	r.PathPrefix("/acr/").Handler(acr.Handler(acr.Options{ControlPlane: n.control, Auth: n.auth, Log: log.Named("acr")}))
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
 	r.HandleFunc("/healthz", n.healthz)
 	r.HandleFunc("/readyz", n.readyz)
@@ -214,11 +221,11 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 		ErrorLog:          zap.NewStdLog(n.log.Named("http")),
 	}
 	if n.cfg.TLSEnabled() {
-		cert, err := tls.LoadX509KeyPair(n.cfg.TLS.CertFile, n.cfg.TLS.KeyFile)
+		certs, err := n.certificates(src)
 		if err != nil {
-			return &config.Error{Key: "tls.certFile", Source: src["tls.certFile"], Msg: fmt.Sprintf("cannot load the certificate and key: %v", err)}
+			return err
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	errc := make(chan error, 2)
@@ -240,9 +247,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	} else {
 		close(engineDone)
 	}
-	if n.control != nil {
-		go n.pruneEvents(bg)
-	}
+	go n.pruneEvents(bg)
 	go serveAdmin(bg, n.registry.DataDir(), syncer, n.registry, n.log.Named("admin"))
 	stopGC := n.startGCSchedule(bg, syncer)
 	defer stopGC()
@@ -375,7 +380,10 @@ func (n *Node) GeneratedAdminPassword() string { return n.adminPassword }
 
 // closeStores stops the registry's background work and closes the control plane.
 func (n *Node) closeStores() error {
-	err := n.registry.Close()
+	var err error
+	if n.registry != nil {
+		err = n.registry.Close()
+	}
 	if n.control != nil {
 		if cerr := n.control.Close(); cerr != nil && err == nil {
 			err = cerr

@@ -28,7 +28,7 @@ func instanceID(dataDir string) (string, error) {
 // applyParentConfig applies what the parent defines for this node beyond what to sync.
 func (n *Node) applyParentConfig(cfg acrapi.ChildConfig) {
 	n.applyLogLevel(cfg.Registry.LogLevel)
-	if err := n.control.ApplyReplica(cfg.Descendants, cfg.SyncTokens); err != nil {
+	if err := n.control.ApplyReplica(cfg); err != nil {
 		n.log.Error("applying the definitions below this node", zap.Error(err))
 	}
 	if cfg.Registry.Mode == acrapi.ModeReadWrite {

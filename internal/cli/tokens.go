@@ -25,13 +25,14 @@ var repositoryFlags = []string{"--repository", "--add-repository", "--remove-rep
 // joinScopeMapActions rewrites az's form of a scope map's repository flags, where the actions
 // follow the repository as separate words (--repository app/* content/read content/write), into
 // one value (--repository "app/* content/read,content/write"), which a flag can hold. Only
-// arguments that name an action exactly are joined, and only in a scope-map command line.
+// arguments that name an action exactly are joined, and only in a scope-map or token create
+// command line.
 func joinScopeMapActions(args []string) []string {
 	end := slices.Index(args, "--")
 	if end < 0 {
 		end = len(args)
 	}
-	if !slices.Contains(args[:end], "scope-map") {
+	if !slices.Contains(args[:end], "scope-map") && !(slices.Contains(args[:end], "token") && slices.Contains(args[:end], "create")) {
 		return args
 	}
 	out := make([]string, 0, len(args))
@@ -422,12 +423,16 @@ func tokenCreate(env Env, rf *rootFlags) *cobra.Command {
 		Use:   "create",
 		Short: "Define a token and generate its password1, shown this once",
 		Example: "  outpost token create --name ci-pusher --scope-map pushers -o json\n" +
-			"  outpost token create --name kiosk1 --scope-map pullers --status disabled --no-passwords",
+			"  outpost token create --name kiosk1 --scope-map pullers --status disabled --no-passwords\n" +
+			"  outpost token create --name puller1 --repository 'app/*' content/read metadata/read",
 		Args: argsHint("name the token with --name"),
 	}
+	var repos []string
 	f := cmd.Flags()
 	f.StringVarP(&req.Name, "name", "n", "", "the token's name, its user name: 5 to 50 letters, digits and '-' (required)")
-	f.StringVar(&req.ScopeMap, "scope-map", "", "the scope map that says what the token may do (required)")
+	f.StringVar(&req.ScopeMap, "scope-map", "", "the scope map that says what the token may do (this or --repository)")
+	f.StringArrayVar(&repos, "repository", nil, fmt.Sprintf(repositoryUsage, "repository")+
+		": creates the scope map NAME-scope-map with these actions, as az does (this or --scope-map)")
 	f.StringVar(&req.Status, "status", acrapi.TokenStatusEnabled, "enabled or disabled")
 	f.BoolVar(&req.NoPasswords, "no-passwords", false, "do not generate password1 (token credential generate makes passwords later)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -437,8 +442,21 @@ func tokenCreate(env Env, rf *rootFlags) *cobra.Command {
 		if err := checkTokenName("--name", "token", req.Name); err != nil {
 			return err
 		}
-		if err := requireFlag("--scope-map", req.ScopeMap, "the scope map that says what the token may do"); err != nil {
-			return err
+		var sm *acrapi.ScopeMapSpec
+		switch {
+		case len(repos) > 0 && req.ScopeMap != "":
+			return usageError{fmt.Errorf("flags --scope-map and --repository: pass one: a token has one scope map, named or made from --repository")}
+		case len(repos) > 0:
+			actions, err := parseRepositoryActions("--repository", repos, true)
+			if err != nil {
+				return err
+			}
+			req.ScopeMap = req.Name + "-scope-map"
+			sm = &acrapi.ScopeMapSpec{Name: req.ScopeMap, Description: "made by token create --name " + req.Name, Actions: actions}
+		default:
+			if err := requireFlag("--scope-map", req.ScopeMap, "the scope map that says what the token may do (or --repository REPO ACTION…)"); err != nil {
+				return err
+			}
 		}
 		var err error
 		if req.Status, err = checkStatus(req.Status); err != nil {
@@ -446,7 +464,14 @@ func tokenCreate(env Env, rf *rootFlags) *cobra.Command {
 		}
 		var tok acrapi.Token
 		if err := rf.callOn(cmd, env, "token", "", func(ctx context.Context, api *acrapi.Client) (err error) {
-			tok, err = api.CreateToken(ctx, req)
+			if sm != nil {
+				if _, err := api.CreateScopeMap(ctx, *sm); err != nil {
+					return err
+				}
+			}
+			if tok, err = api.CreateToken(ctx, req); err != nil && sm != nil {
+				_ = api.DeleteScopeMap(ctx, sm.Name) // made for this token only
+			}
 			return err
 		}); err != nil {
 			return err

@@ -72,7 +72,8 @@ func TestJoinScopeMapActions(t *testing.T) {
 			[]string{"scope-map", "update", "--add-repository", "base metadata/read", "--remove-repository", "a content/read"}},
 		{[]string{"scope-map", "create", "--repository", "a=content/read", "extra"},
 			[]string{"scope-map", "create", "--repository", "a=content/read", "extra"}},
-		{[]string{"token", "create", "--repository", "a", "content/read"}, []string{"token", "create", "--repository", "a", "content/read"}},
+		{[]string{"token", "create", "--repository", "a", "content/read"}, []string{"token", "create", "--repository", "a content/read"}},
+		{[]string{"token", "update", "--repository", "a", "content/read"}, []string{"token", "update", "--repository", "a", "content/read"}},
 		{[]string{"scope-map", "create", "--repository"}, []string{"scope-map", "create", "--repository"}},
 	} {
 		if got := joinScopeMapActions(tt.in); !slices.Equal(got, tt.want) {

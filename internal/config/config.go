@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strconv"
@@ -36,6 +37,18 @@ type Config struct {
 	Parent Parent `yaml:"parent"`
 	Sync   Sync   `yaml:"sync"`
 	Mirror Mirror `yaml:"mirror"`
+	Auth   Auth   `yaml:"auth"`
+}
+
+// Auth configures who may use the node. Every /v2 and /acr request needs credentials (the
+// admin, a token, a sync token) unless listed here.
+type Auth struct {
+	// AnonymousPull are repository patterns ("public/*", "library/alpine", "*") anyone may
+	// pull without credentials. Empty: none.
+	AnonymousPull []string `yaml:"anonymousPull"`
+	// TrustedProxies are reverse proxies (IP addresses or CIDR prefixes) whose X-Forwarded-For
+	// names the client, for the limit on failed logins per client address.
+	TrustedProxies []string `yaml:"trustedProxies"`
 }
 
 // Mirror configures how the node answers containerd and K3s when they use it as a registry
@@ -107,10 +120,17 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// TLS enables HTTPS when both files are set.
+// TLS enables HTTPS: with the certificate and key files (re-read when they change), or with a
+// self-signed certificate generated at the first start.
 type TLS struct {
 	CertFile string `yaml:"certFile"`
 	KeyFile  string `yaml:"keyFile"`
+	// SelfSigned generates a certificate and key in the data directory at the first start
+	// (its SHA-256 fingerprint is logged at every start) and serves HTTPS with it.
+	SelfSigned bool `yaml:"selfSigned"`
+	// Hosts are the names and addresses the self-signed certificate is for; default: this
+	// machine's host name, localhost, 127.0.0.1 and ::1.
+	Hosts []string `yaml:"hosts"`
 }
 
 // Default returns the configuration used where nothing else is set.
@@ -127,6 +147,8 @@ func Default() Config {
 			Parallelism:  2,
 			StallTimeout: duration.Duration(time.Minute),
 		},
+		// A reverse proxy on the same machine (nginx beside the node) forwards client addresses.
+		Auth: Auth{TrustedProxies: []string{"127.0.0.0/8", "::1"}},
 	}
 }
 
@@ -162,6 +184,26 @@ func (c *Config) Validate(src Sources) error {
 			return fail("tls.certFile", "is empty but tls.keyFile is set: HTTPS needs both a certificate and a key")
 		}
 		return fail("tls.keyFile", "is empty but tls.certFile is set: HTTPS needs both a certificate and a key")
+	}
+	if c.TLS.SelfSigned && c.TLS.CertFile != "" {
+		return fail("tls.selfSigned", "is true but tls.certFile is set too: use either your certificate or a generated one")
+	}
+	for i, h := range c.TLS.Hosts {
+		if net.ParseIP(h) == nil && !validHostname(h) {
+			return fail("tls.hosts", "entry %d %q is not a host name or IP address", i+1, h)
+		}
+	}
+	for i, p := range c.Auth.AnonymousPull {
+		if err := ValidateRepositoryPattern(p); err != nil {
+			return fail("auth.anonymousPull", "entry %d %v", i+1, err)
+		}
+	}
+	for i, p := range c.Auth.TrustedProxies {
+		if _, err := netip.ParsePrefix(strings.TrimSpace(p)); err != nil {
+			if _, err := netip.ParseAddr(strings.TrimSpace(p)); err != nil {
+				return fail("auth.trustedProxies", "entry %d %q is not an IP address or CIDR prefix such as 10.0.0.0/8", i+1, p)
+			}
+		}
 	}
 	if err := validateNamespaces(c.Mirror.Namespaces); err != nil {
 		return fail("mirror.namespaces", "%v", err)
@@ -252,7 +294,9 @@ func oneOf(v string, allowed []string) bool {
 }
 
 // TLSEnabled reports whether HTTPS is configured.
-func (c *Config) TLSEnabled() bool { return c.TLS.CertFile != "" && c.TLS.KeyFile != "" }
+func (c *Config) TLSEnabled() bool {
+	return c.TLS.SelfSigned || c.TLS.CertFile != "" && c.TLS.KeyFile != ""
+}
 
 // ValidRegistryHost reports whether h names a registry as image references do: a host name or
 // IP address with an optional port (docker.io, registry.example:5000, [::1]:5000).

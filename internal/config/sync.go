@@ -26,6 +26,10 @@ func (c *Config) Connected() bool { return c.ConnectionString != "" }
 // IsRoot reports whether the node has no parent: it holds the control plane.
 func (c *Config) IsRoot() bool { return !c.HasParent() }
 
+// HasAdmin reports whether the node has an admin user: any node without an Outpost parent (the
+// root of a hierarchy, or a node mirroring a generic registry).
+func (c *Config) HasAdmin() bool { return !c.Connected() }
+
 // ParsedConnectionString is the connection string, read; call after Validate.
 func (c *Config) ParsedConnectionString() acrapi.ConnectionString {
 	cs, _ := acrapi.ParseConnectionString(c.ConnectionString)

@@ -22,7 +22,7 @@ var (
 // one, which it returns (the only time it is ever shown). Later starts keep the stored hash and
 // return "".
 func (s *Store) EnsureAdmin(password string) (generated string, err error) {
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.updateAccess(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketSettings)
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -52,6 +53,24 @@ type Store struct {
 
 	dummyOnce sync.Once
 	dummy     []byte // a hash at cost, compared against when a token has no password
+
+	// generation counts changes that may change who is authenticated or what they may do;
+	// callers that cache verified credentials compare it (Generation).
+	generation atomic.Uint64
+	// replicaSum is the checksum of the replica last applied, to skip identical ones.
+	replicaSum atomic.Pointer[[32]byte]
+}
+
+// Generation changes whenever credentials, tokens, scope maps or definitions change: a cached
+// authentication made at another generation must be redone.
+func (s *Store) Generation() uint64 { return s.generation.Load() }
+
+// updateAccess runs a write transaction that may change credentials or permissions, and moves
+// the generation on once it is committed.
+func (s *Store) updateAccess(fn func(tx *bolt.Tx) error) error {
+	err := s.db.Update(fn)
+	s.generation.Add(1) // also after a failure: a partial outcome must not stay cached
+	return err
 }
 
 // Option configures Open.
@@ -67,7 +86,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("opening the control plane database %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRegistries, bucketScopeMaps, bucketTokens} {
+		for _, b := range [][]byte{bucketRegistries, bucketScopeMaps, bucketTokens, bucketReplicaTokens, bucketSettings} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -116,7 +135,7 @@ func (s *Store) Create(spec acrapi.ConnectedRegistrySpec) (acrapi.ConnectedRegis
 		return acrapi.ConnectedRegistry{}, err
 	}
 	var out acrapi.ConnectedRegistry
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.updateAccess(func(tx *bolt.Tx) error {
 		all, err := loadAll(tx)
 		if err != nil {
 			return err
@@ -220,7 +239,7 @@ func (s *Store) Descendants(name string) ([]acrapi.ConnectedRegistry, error) {
 // Update applies u to a definition and checks the result against the tree.
 func (s *Store) Update(name string, u acrapi.ConnectedRegistryUpdate) (acrapi.ConnectedRegistry, error) {
 	var out acrapi.ConnectedRegistry
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.updateAccess(func(tx *bolt.Tx) error {
 		all, err := loadAll(tx)
 		if err != nil {
 			return err
@@ -276,7 +295,7 @@ func addRemove(list, add, remove []string) []string {
 // children is refused. It returns the names deleted.
 func (s *Store) Delete(name string, cascade bool) ([]string, error) {
 	var deleted []string
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.updateAccess(func(tx *bolt.Tx) error {
 		all, err := loadAll(tx)
 		if err != nil {
 			return err
@@ -333,7 +352,7 @@ func (s *Store) GeneratePassword(name string, slot int) (tokenName, password str
 	if err != nil {
 		return "", "", err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.updateAccess(func(tx *bolt.Tx) error {
 		r, err := get(tx, name)
 		if err != nil {
 			return err
@@ -382,7 +401,8 @@ func (s *Store) Activate(name, instance string) error {
 		if err != nil {
 			return err
 		}
-		if r.Active && r.InstanceID != instance {
+		// An empty instance is an activation known only from statuses relayed from below.
+		if r.Active && r.InstanceID != "" && r.InstanceID != instance {
 			return fmt.Errorf("%w: %s is active on another instance since %s: deactivate it first", ErrAlreadyActivated, r.Spec.Name, r.ActivatedAt.Format(time.RFC3339))
 		}
 		now := s.now().UTC()
@@ -409,7 +429,7 @@ func (s *Store) Deactivate(name string) error {
 
 // ReportStatus records what name's node reports of itself, heard directly now.
 func (s *Store) ReportStatus(name string, st acrapi.NodeStatus) error {
-	return s.reportStatus(name, st, s.now().UTC())
+	return s.reportStatus(name, st, s.now().UTC(), false)
 }
 
 // RelayStatus records a status that a parent relays for a node below it: the node was last
@@ -419,10 +439,10 @@ func (s *Store) RelayStatus(name string, st acrapi.NodeStatus) error {
 	if now := s.now().UTC(); seen.After(now) {
 		seen = now
 	}
-	return s.reportStatus(name, st, seen)
+	return s.reportStatus(name, st, seen, true)
 }
 
-func (s *Store) reportStatus(name string, st acrapi.NodeStatus, seen time.Time) error {
+func (s *Store) reportStatus(name string, st acrapi.NodeStatus, seen time.Time, relayed bool) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		r, err := get(tx, name)
 		if err != nil {
@@ -431,8 +451,10 @@ func (s *Store) reportStatus(name string, st acrapi.NodeStatus, seen time.Time) 
 		if r.LastSeen != nil && seen.Before(*r.LastSeen) {
 			return nil // older than what is known
 		}
-		if !r.Active {
-			// A status relayed from below means the registry activated at its own parent.
+		if !r.Active && relayed {
+			// A status relayed from below means the registry activated at its own parent. (A
+			// registry reporting directly activates first; a report that races ahead of its
+			// activation must not claim the activation for no instance.)
 			r.Active, r.ActivatedAt = true, &seen
 		}
 		r.Status, r.LastSeen = &st, &seen
@@ -446,6 +468,7 @@ func (s *Store) view(r *record) acrapi.ConnectedRegistry {
 	v := acrapi.ConnectedRegistry{
 		ConnectedRegistrySpec: r.Spec,
 		SyncTokenName:         r.Token.Name,
+		SyncTokenScope:        acrapi.SyncTokenScope(r.Spec),
 		ActivationStatus:      acrapi.ActivationInactive,
 		ConnectionState:       acrapi.StateOffline,
 		LastActivityTime:      r.LastSeen,

@@ -165,7 +165,7 @@ func (s *Store) CreateScopeMap(spec acrapi.ScopeMapSpec) (acrapi.ScopeMap, error
 		return acrapi.ScopeMap{}, err
 	}
 	var out acrapi.ScopeMap
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.updateAccess(func(tx *bolt.Tx) error {
 		if existing, err := getJSON[acrapi.ScopeMap](tx, bucketScopeMaps, "scope map", spec.Name); err == nil {
 			return fmt.Errorf("%w: scope map %s", ErrExists, existing.Name)
 		}
@@ -202,7 +202,7 @@ func (s *Store) ListScopeMaps() ([]acrapi.ScopeMap, error) {
 // UpdateScopeMap applies u to a scope map.
 func (s *Store) UpdateScopeMap(name string, u acrapi.ScopeMapUpdate) (acrapi.ScopeMap, error) {
 	var out acrapi.ScopeMap
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.updateAccess(func(tx *bolt.Tx) error {
 		sm, err := getJSON[acrapi.ScopeMap](tx, bucketScopeMaps, "scope map", name)
 		if err != nil {
 			return err
@@ -235,7 +235,7 @@ func (s *Store) UpdateScopeMap(name string, u acrapi.ScopeMapUpdate) (acrapi.Sco
 
 // DeleteScopeMap removes a scope map that no token uses.
 func (s *Store) DeleteScopeMap(name string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.updateAccess(func(tx *bolt.Tx) error {
 		sm, err := getJSON[acrapi.ScopeMap](tx, bucketScopeMaps, "scope map", name)
 		if err != nil {
 			return err
@@ -307,7 +307,7 @@ func (s *Store) CreateToken(spec acrapi.TokenSpec) (acrapi.Token, error) {
 	}
 	spec.Status = status
 	var out acrapi.Token
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.updateAccess(func(tx *bolt.Tx) error {
 		if existing, err := getJSON[tokenRecord](tx, bucketTokens, "token", spec.Name); err == nil {
 			return fmt.Errorf("%w: token %s", ErrExists, existing.Spec.Name)
 		}
@@ -351,7 +351,7 @@ func (s *Store) ListTokens() ([]acrapi.Token, error) {
 // UpdateToken changes a token's scope map or status.
 func (s *Store) UpdateToken(name string, u acrapi.TokenUpdate) (acrapi.Token, error) {
 	var out acrapi.Token
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.updateAccess(func(tx *bolt.Tx) error {
 		r, err := getJSON[tokenRecord](tx, bucketTokens, "token", name)
 		if err != nil {
 			return err
@@ -375,7 +375,7 @@ func (s *Store) UpdateToken(name string, u acrapi.TokenUpdate) (acrapi.Token, er
 
 // DeleteToken removes a token that no connected registry names among its client tokens.
 func (s *Store) DeleteToken(name string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.updateAccess(func(tx *bolt.Tx) error {
 		r, err := getJSON[tokenRecord](tx, bucketTokens, "token", name)
 		if err != nil {
 			return err
@@ -431,7 +431,7 @@ func (s *Store) GenerateTokenPassword(name string, slot int, expiry *time.Time) 
 	if err != nil {
 		return "", err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.updateAccess(func(tx *bolt.Tx) error {
 		r, err := getJSON[tokenRecord](tx, bucketTokens, "token", name)
 		if err != nil {
 			return err
@@ -497,6 +497,11 @@ func (s *Store) AuthenticateToken(name, password string) ([]acrapi.RepositoryAct
 // checkPassword compares password with p's hash (or a dummy hash when p is nil, for the same
 // cost); it reports whether it matches and is valid, or matches but has expired.
 func checkPassword(p *storedPassword, dummy []byte, password string, now time.Time) (ok, expired bool) {
+	return checkHash(p.wire(), dummy, password, now)
+}
+
+// checkHash is checkPassword for a password hash in its wire form.
+func checkHash(p *acrapi.PasswordHash, dummy []byte, password string, now time.Time) (ok, expired bool) {
 	hash := dummy
 	if p != nil && len(p.Hash) > 0 {
 		hash = p.Hash

@@ -3,6 +3,7 @@
 package observe
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -81,6 +82,8 @@ func Middleware(next http.Handler, route RouteFunc, m *HTTPMetrics, log *zap.Log
 			r.Body = body
 		}
 		rec := &recorder{ResponseWriter: w}
+		info := &requestInfo{}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
 		defer func() {
 			// A panic in a handler still gets its line and its 500 count before net/http
 			// recovers it.
@@ -109,11 +112,27 @@ func Middleware(next http.Handler, route RouteFunc, m *HTTPMetrics, log *zap.Log
 					zap.Int64("bytes_out", rec.bytes),
 					zap.Duration("duration", elapsed),
 					zap.String("remote", r.RemoteAddr),
+					zap.String("user", info.user),
 				)
 			}
 		}()
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// requestInfo is what handlers tell the request's log line.
+type requestInfo struct {
+	user string
+}
+
+type requestInfoKey struct{}
+
+// SetUser names who made the request in its log line (a token, admin, anonymous); it does
+// nothing outside Middleware.
+func SetUser(ctx context.Context, user string) {
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		info.user = user
+	}
 }
 
 type countingBody struct {

@@ -102,6 +102,11 @@ func (r *Registry) wrap() http.Handler {
 				w = &mirrorWriter{ResponseWriter: w, m: m}
 			}
 		}
+		route, repo := Route(req)
+		// Who asks, and may they? Before the ReadOnly refusal, so that wrong credentials get 401.
+		if r.auth != nil && !r.admit(w, req, route, repo) {
+			return
+		}
 		if mutating(req.Method) {
 			if msg := r.readOnly.Load(); msg != nil {
 				serveError(w, errcode.ErrorCodeDenied.WithMessage(*msg))
@@ -118,7 +123,7 @@ func (r *Registry) wrap() http.Handler {
 		}
 		// distribution matches names by pattern only; a name over 255 characters reaches its
 		// dispatcher, which answers 500 with the error body written twice. Refuse it here.
-		if _, repo := Route(req); repo != "" {
+		if repo != "" {
 			if _, err := reference.WithName(repo); err != nil {
 				serveError(w, errcode.ErrorCodeNameInvalid.WithDetail(err.Error()))
 				return

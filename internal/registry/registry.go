@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/outpost-registry/outpost/internal/atomicfile"
+	"github.com/outpost-registry/outpost/internal/auth"
 )
 
 // Options configure a Registry.
@@ -36,6 +37,9 @@ type Options struct {
 	// MirrorNamespaces maps the upstream registry host that containerd and K3s name in ?ns= to a
 	// local repository prefix ("" keeps names); an ns not listed keeps the path as it is.
 	MirrorNamespaces map[string]string
+	// Auth authenticates and authorises every /v2 request; nil lets every request through
+	// (tests and tools that embed the store, never a node).
+	Auth *auth.Authenticator
 }
 
 // Registry is the node's content store and its /v2 handler.
@@ -55,6 +59,7 @@ type Registry struct {
 	dataDir   string
 	// mirrorNamespaces is Options.MirrorNamespaces with lower-case hosts; read-only.
 	mirrorNamespaces map[string]string
+	auth             *auth.Authenticator
 
 	// maint is the maintenance lock: every write to the store holds it for reading, garbage
 	// collection holds it for writing. Reads never take it.
@@ -97,7 +102,7 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		}
 		// distribution applies these defaults when it parses its YAML; built in code, they are
 		// ours to set (a zero catalog limit would refuse every ?n=).
-		cfg.Catalog.MaxEntries = 1000
+		cfg.Catalog.MaxEntries = maxCatalogEntries
 		cfg.Tags.MaxTags = 1000
 		cfg.HTTP.Secret = secret
 		// Relative Location headers keep clients on the proxy's address behind nginx.
@@ -134,6 +139,7 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		dataDir:   dataDir,
 
 		mirrorNamespaces: normalizeNamespaces(opts.MirrorNamespaces),
+		auth:             opts.Auth,
 	}
 	r.referrers = &referrerIndex{dir: filepath.Join(stateDir, "referrers"), ns: ns, maint: &r.maint}
 	r.app.Store(app)

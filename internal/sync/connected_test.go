@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/outpost-registry/outpost/internal/acr"
+	"github.com/outpost-registry/outpost/internal/auth"
 	"github.com/outpost-registry/outpost/internal/controlplane"
 	"github.com/outpost-registry/outpost/internal/registry"
 	"github.com/outpost-registry/outpost/internal/sync"
@@ -173,7 +174,12 @@ func TestNestedConnectedRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { replica.Close() })
-	acrL1 := acr.Handler(acr.Options{ControlPlane: replica, Log: zaptest.NewLogger(t)})
+	l1Auth, err := auth.New(auth.Options{Verifier: acr.NewConnectedVerifier(replica, acrapi.ConnectionString{
+		ConnectedRegistryName: "gatewayL1", SyncTokenName: l1Opts.Parent.Username, SyncTokenPassword: l1Opts.Parent.Password})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acrL1 := acr.Handler(acr.Options{ControlPlane: replica, Auth: l1Auth, Log: zaptest.NewLogger(t)})
 	l1 := newNode(t, func(v2 http.Handler) http.Handler {
 		r := mux.NewRouter()
 		r.PathPrefix("/acr/").Handler(acrL1)
@@ -183,7 +189,7 @@ func TestNestedConnectedRegistries(t *testing.T) {
 	l1Opts.Connected = &sync.ConnectedOptions{
 		InstanceID: "l1",
 		Apply: func(c acrapi.ChildConfig) {
-			if err := replica.ApplyReplica(c.Descendants, c.SyncTokens); err != nil {
+			if err := replica.ApplyReplica(c); err != nil {
 				t.Errorf("replica: %v", err)
 			}
 		},

@@ -44,14 +44,17 @@ type ConnectedRegistrySpec struct {
 // ConnectedRegistry is a definition with its state.
 type ConnectedRegistry struct {
 	ConnectedRegistrySpec
-	SyncTokenName    string      `json:"syncTokenName"`
-	ActivationStatus string      `json:"activationStatus"`
-	ConnectionState  string      `json:"connectionState"`
-	LastSyncTime     *time.Time  `json:"lastSyncTime,omitempty"`
-	LastActivityTime *time.Time  `json:"lastActivityTime,omitempty"`
-	Status           *NodeStatus `json:"status,omitempty"`
-	CreatedAt        time.Time   `json:"createdAt"`
-	UpdatedAt        time.Time   `json:"updatedAt"`
+	SyncTokenName string `json:"syncTokenName"`
+	// SyncTokenScope is what the sync token may do on the parent's repositories; it may also
+	// do GatewayActions on this registry's own entry.
+	SyncTokenScope   []RepositoryActions `json:"syncTokenScope,omitempty"`
+	ActivationStatus string              `json:"activationStatus"`
+	ConnectionState  string              `json:"connectionState"`
+	LastSyncTime     *time.Time          `json:"lastSyncTime,omitempty"`
+	LastActivityTime *time.Time          `json:"lastActivityTime,omitempty"`
+	Status           *NodeStatus         `json:"status,omitempty"`
+	CreatedAt        time.Time           `json:"createdAt"`
+	UpdatedAt        time.Time           `json:"updatedAt"`
 }
 
 // ConnectedRegistryUpdate changes a definition; nil fields are left as they are.
@@ -118,6 +121,9 @@ type ChildConfig struct {
 	// SyncTokens are the bcrypt hashes of the descendants' sync tokens, so that this node can
 	// authenticate its own children, also while its parent is unreachable.
 	SyncTokens []SyncTokenHashes `json:"syncTokens,omitempty"`
+	// ClientTokens are the client tokens attached to this registry or to registries below it,
+	// which each enforces itself, also while its parent is unreachable.
+	ClientTokens []ClientTokenHashes `json:"clientTokens,omitempty"`
 }
 
 // SyncTokenHashes is a sync token as a parent stores it: its name and password hashes.

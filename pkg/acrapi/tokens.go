@@ -98,3 +98,41 @@ type TokenCredentials struct {
 	Username  string          `json:"username"`
 	Passwords []TokenPassword `json:"passwords"`
 }
+
+// GatewayActions are what a sync token may do on its own connected registry's entry at the
+// parent, besides its repository actions: read its configuration and write its status
+// (config), read and write its messages (events and the ReadWrite push-up).
+var GatewayActions = []string{"config/read", "config/write", "message/read", "message/write"}
+
+// SyncTokenScope is what a connected registry's sync token may do on its parent's repositories:
+// read the repositories it syncs, and in ReadWrite mode push to them.
+func SyncTokenScope(spec ConnectedRegistrySpec) []RepositoryActions {
+	actions := []string{ActionContentRead, ActionMetadataRead}
+	if spec.Mode == ModeReadWrite {
+		actions = []string{ActionContentRead, ActionContentWrite, ActionMetadataRead, ActionMetadataWrite}
+	}
+	out := make([]RepositoryActions, 0, len(spec.Repositories))
+	for _, r := range spec.Repositories {
+		out = append(out, RepositoryActions{Repository: r, Actions: actions})
+	}
+	return out
+}
+
+// ClientTokenHashes is a client token as a parent sends it down: enough for the connected
+// registries it is attached to to authenticate and authorise it while the parent is away.
+type ClientTokenHashes struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	// Actions are its scope map's, resolved at the root.
+	Actions []RepositoryActions `json:"actions"`
+	// Registries are the connected registries (this node or below it) it is attached to.
+	Registries []string      `json:"registries"`
+	Password1  *PasswordHash `json:"password1,omitempty"`
+	Password2  *PasswordHash `json:"password2,omitempty"`
+}
+
+// PasswordHash is one password of a token as stored: its bcrypt hash and expiry.
+type PasswordHash struct {
+	Hash   []byte     `json:"hash"`
+	Expiry *time.Time `json:"expiry,omitempty"`
+}

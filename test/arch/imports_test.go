@@ -20,6 +20,7 @@ var layer = map[string]int{
 	"internal/sync":         3,
 	"internal/controlplane": 2,
 	"internal/auth":         2,
+	"internal/certs":        1,
 	"internal/delta":        2,
 	"internal/config":       2,
 	"internal/observe":      1,

@@ -54,7 +54,7 @@ func TestContainerdMirror(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := remote.Write(ref, img, remote.WithTransport(n.transport), remote.WithContext(ctx)); err != nil {
+		if err := remote.Write(ref, img, remote.WithTransport(n.client.Transport), remote.WithContext(ctx)); err != nil {
 			t.Fatal(err)
 		}
 		d, err := img.Digest()
@@ -139,7 +139,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		return string(out), err
 	}
 	for ref, want := range map[string]v1.Hash{"docker.io/library/alpine:3.20": alpine, "ghcr.io/org/app:1.0": app} {
-		if out, err := ctr("images", "pull", "--hosts-dir", hostsDir, "--snapshotter", "native", ref); err != nil {
+		if out, err := ctr("images", "pull", "--hosts-dir", hostsDir, "--snapshotter", "native", "--user", "admin:"+testAdminPassword, ref); err != nil {
 			t.Fatalf("ctr images pull %s through the mirror: %v\n%s\nnode log:\n%s", ref, err, out, n.logs())
 		}
 		out, err := ctr("images", "ls")

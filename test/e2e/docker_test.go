@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
 // dockerEngine is a dockerd of the test's own: own data root, exec root, pid file and socket, no
@@ -215,7 +217,7 @@ func TestDockerPullThroughNginx(t *testing.T) {
 	// The child syncs the repository from the parent.
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "outpost.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("parent:\n  url: http://%s\nsync:\n  repositories: [%s]\n", parent.addr, repo)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("parent:\n  url: http://%s\n%ssync:\n  repositories: [%s]\n", parent.addr, parentCredentials, repo)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	child := startNode(t, nodeOptions{dataDir: filepath.Join(dir, "data"), args: []string{"--config", cfg}})
@@ -232,14 +234,37 @@ func TestDockerPullThroughNginx(t *testing.T) {
 	}
 
 	// nginx with TLS in front of the child, as the API proxy; the engine trusts its CA.
-	px := startNginx(t, ngx, child.addr)
+	px := startNginx(t, ngx, child)
 	trustCA(t, px.addr, px.tls.certFile)
 	_, port, _ := net.SplitHostPort(px.addr)
 	host := "127.0.0.1:" + port
 
-	// The node has no client authentication yet: login against it succeeds with any credentials.
-	if out, err := engine.docker(t, 60*time.Second, "login", host, "-u", "x", "-p", "y"); err != nil {
-		t.Fatalf("docker login through nginx: %v", err)
+	// A pull-only token for the repository, made with the CLI against the child (a node without
+	// an Outpost parent has its own admin and tokens).
+	tok := runOutpost(t, []string{"OUTPOST_PASSWORD=" + testAdminPassword}, "token", "create", "--name", "edge-puller",
+		"--repository", repo, "content/read", "metadata/read", "-o", "json", "--registry", child.base())
+	if tok.code != 0 {
+		t.Fatalf("token create: exit %d: %s", tok.code, tok.stderr)
+	}
+	var created acrapi.Token
+	if err := json.Unmarshal([]byte(tok.stdout), &created); err != nil || len(created.Passwords) == 0 || created.Passwords[0].Value == "" {
+		t.Fatalf("token create -o json printed no password: %v\n%s", err, tok.stdout)
+	}
+
+	// Without credentials, and with wrong ones, the engine is refused.
+	// (Docker then falls back to plain HTTP for a loopback registry, which nginx refuses: the
+	// message it shows is about that, so the node's log tells what happened.)
+	if out, err := engine.docker(t, 3*time.Minute, "pull", host+"/"+repo+":"+tag); err == nil {
+		t.Errorf("docker pull without logging in succeeded: %s", out)
+	}
+	if logs := child.logs(); !strings.Contains(logs, `"status":401`) || !strings.Contains(logs, `"user":"anonymous"`) {
+		t.Errorf("the child logged no anonymous request answered 401 for the pull of %s", repo)
+	}
+	if out, err := engine.docker(t, 60*time.Second, "login", host, "-u", "edge-puller", "-p", "wrong-password"); err == nil {
+		t.Errorf("docker login with a wrong password succeeded: %s", out)
+	}
+	if out, err := engine.docker(t, 60*time.Second, "login", host, "-u", "edge-puller", "-p", created.Passwords[0].Value); err != nil {
+		t.Fatalf("docker login through nginx with the token: %v", err)
 	} else if !strings.Contains(out, "Login Succeeded") {
 		t.Errorf("docker login through nginx: %s", out)
 	}

@@ -38,7 +38,9 @@ func startNodeAt(t testing.TB, name, addr string, opts nodeOptions) (*member, er
 		IdleConnTimeout:       30 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second,
 	}
-	n := &node{t: t, addr: addr, dataDir: opts.dataDir, opts: opts, scheme: "http", transport: tr, client: &http.Client{Transport: tr}}
+	n := &node{t: t, addr: addr, dataDir: opts.dataDir, opts: opts, scheme: "http", transport: tr}
+	n.client = &http.Client{Transport: n.withCredentials(tr)}
+	n.defaultCredentials()
 	t.Cleanup(func() {
 		n.stop()
 		tr.CloseIdleConnections()

@@ -92,7 +92,8 @@ http {
 // GET /v2/ through it answers. It is stopped when the test ends; its error log is printed if the
 // test failed. When nginx cannot run on this machine at all the test is skipped with the reason;
 // when only the configuration with outpost.conf fails, the test fails.
-func startNginx(t testing.TB, bin, backend string) *nginxProxy {
+func startNginx(t testing.TB, bin string, backendNode *node) *nginxProxy {
+	backend := backendNode.addr
 	t.Helper()
 	include, err := filepath.Abs(outpostNginxConf)
 	if err != nil {
@@ -123,7 +124,7 @@ func startNginx(t testing.TB, bin, backend string) *nginxProxy {
 		TLSHandshakeTimeout:   10 * time.Second,
 	}
 	rec := &locationRecorder{next: tr}
-	px := &nginxProxy{dir: dir, tls: files, transport: tr, locations: rec, client: &http.Client{Transport: rec}}
+	px := &nginxProxy{dir: dir, tls: files, transport: tr, locations: rec, client: &http.Client{Transport: backendNode.withCredentials(rec)}}
 	t.Cleanup(func() {
 		px.stop()
 		tr.CloseIdleConnections()
@@ -179,7 +180,7 @@ func (px *nginxProxy) start(t testing.TB, bin string) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+px.addr+"/v2/", nil)
-		resp, err := px.transport.RoundTrip(req)
+		resp, err := px.client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			cancel()

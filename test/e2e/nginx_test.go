@@ -30,7 +30,7 @@ func TestNginxProxy(t *testing.T) {
 	t.Parallel()
 	bin := nginxBinary(t)
 	parent := startNode(t, nodeOptions{})
-	px := startNginx(t, bin, parent.addr)
+	px := startNginx(t, bin, parent)
 	via := px.asNode(t) // the node helpers, sending to https://127.0.0.1:PORT (nginx)
 	const repo = "edge/app"
 
@@ -59,7 +59,7 @@ func TestNginxProxy(t *testing.T) {
 		}
 	})
 	_, port, _ := net.SplitHostPort(px.addr)
-	opts := []remote.Option{remote.WithTransport(ggcrRec), remote.WithContext(testContext(t, 2*time.Minute))}
+	opts := []remote.Option{remote.WithTransport(parent.withCredentials(ggcrRec)), remote.WithContext(testContext(t, 2*time.Minute))}
 	ref, err := name.ParseReference(tlsHost + ":" + port + "/" + repo + ":v1")
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +214,7 @@ func TestNginxProxy(t *testing.T) {
 	// A child node syncs from the parent through nginx over HTTPS, trusting the test's CA.
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "outpost.yaml")
-	body := fmt.Sprintf("parent:\n  url: https://%s\n  caFile: %s\nsync:\n  repositories: [%s]\n", px.addr, px.tls.certFile, repo)
+	body := fmt.Sprintf("parent:\n  url: https://%s\n  caFile: %s\n%ssync:\n  repositories: [%s]\n", px.addr, px.tls.certFile, parentCredentials, repo)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

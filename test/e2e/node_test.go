@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
 // outpostBinary is the binary under test, set by TestMain.
@@ -149,6 +151,87 @@ type node struct {
 
 	mu    sync.Mutex
 	procs []*process // every process started for this node; the last is the current one
+	// user and password are what n.client sends (HTTP Basic) unless a request has its own
+	// Authorization: the admin on a node without a parent, the node's own sync token on a
+	// connected registry. login changes them.
+	user, password string
+}
+
+// testAdminPassword is every test node's admin password, unless a test sets its own.
+const testAdminPassword = "e2e-admin-password-0123456789"
+
+// parentCredentials is the YAML of a child's parent.username and parent.password for a parent
+// with the test admin password.
+const parentCredentials = "  username: admin\n  password: " + testAdminPassword + "\n"
+
+// login makes n.client send these credentials from now on; an empty user sends none.
+func (n *node) login(user, password string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.user, n.password = user, password
+}
+
+func (n *node) credentials() (string, string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.user, n.password
+}
+
+// withCredentials wraps base so that requests carry n's current credentials.
+func (n *node) withCredentials(base http.RoundTripper) http.RoundTripper {
+	return credentialTransport{base: base, creds: n.credentials}
+}
+
+// credentialTransport adds HTTP Basic credentials to requests that have no Authorization.
+type credentialTransport struct {
+	base  http.RoundTripper
+	creds func() (string, string)
+}
+
+func (c credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if user, pass := c.creds(); user != "" && req.Header.Get("Authorization") == "" {
+		req = req.Clone(req.Context())
+		req.SetBasicAuth(user, pass)
+	}
+	return c.base.RoundTrip(req)
+}
+
+// defaultCredentials gives a node about to start its admin password, or its own sync token when
+// it is a connected registry, and logs its client in with them.
+func (n *node) defaultCredentials() {
+	cs := ""
+	for _, kv := range n.opts.env {
+		if v, ok := strings.CutPrefix(kv, "ACR_REGISTRY_CONNECTION_STRING="); ok {
+			cs = v
+		}
+		if v, ok := strings.CutPrefix(kv, "OUTPOST_CONNECTIONSTRING="); ok {
+			cs = v
+		}
+	}
+	for i, a := range n.opts.args {
+		if a == "--connection-string" && i+1 < len(n.opts.args) {
+			cs = n.opts.args[i+1]
+		} else if v, ok := strings.CutPrefix(a, "--connection-string="); ok {
+			cs = v
+		}
+	}
+	if cs != "" {
+		c, err := acrapi.ParseConnectionString(cs)
+		if err == nil {
+			n.login(c.SyncTokenName, c.SyncTokenPassword)
+		}
+		return
+	}
+	password := testAdminPassword
+	for _, kv := range n.opts.env {
+		if v, ok := strings.CutPrefix(kv, "OUTPOST_ADMIN_PASSWORD="); ok {
+			password = v
+		}
+	}
+	if password == testAdminPassword {
+		n.opts.env = append(n.opts.env, "OUTPOST_ADMIN_PASSWORD="+testAdminPassword)
+	}
+	n.login("admin", password)
 }
 
 // startNode starts outpost serve on a free loopback port and waits until /readyz answers 200.
@@ -159,6 +242,7 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 		opts.dataDir = t.TempDir()
 	}
 	n := &node{t: t, dataDir: opts.dataDir, opts: opts, scheme: "http"}
+	n.defaultCredentials()
 	tr := &http.Transport{
 		Proxy:                 nil, // loopback only, whatever the environment says
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -172,7 +256,7 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 		tr.TLSClientConfig = &tls.Config{RootCAs: opts.tls.pool, MinVersion: tls.VersionTLS12}
 	}
 	n.transport = tr
-	n.client = &http.Client{Transport: tr}
+	n.client = &http.Client{Transport: n.withCredentials(tr)}
 	t.Cleanup(func() {
 		n.stop()
 		tr.CloseIdleConnections()

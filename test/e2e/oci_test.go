@@ -253,7 +253,7 @@ func (n *node) digestRef(t testing.TB, repo string, h v1.Hash) name.Digest {
 
 // remote are go-containerregistry options for this node: its transport and a bounded context.
 func (n *node) remote(t testing.TB) []remote.Option {
-	return []remote.Option{remote.WithTransport(n.transport), remote.WithContext(testContext(t, 2*time.Minute))}
+	return []remote.Option{remote.WithTransport(n.client.Transport), remote.WithContext(testContext(t, 2*time.Minute))}
 }
 
 // pushImage writes img to ref ("repo:tag") with go-containerregistry and returns its digest.

@@ -40,7 +40,7 @@ func TestSyncResumesAfterKill9(t *testing.T) {
 
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "outpost.yaml")
-	body := "parent:\n  url: " + link.URL() + "\nsync:\n  repositories: [edge/big]\n  chunkSizeMiB: 1\n"
+	body := "parent:\n  url: " + link.URL() + "\n" + parentCredentials + "sync:\n  repositories: [edge/big]\n  chunkSizeMiB: 1\n"
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func TestSyncNowRespectsTheWindow(t *testing.T) {
 	if now := time.Now().UTC(); now.Month() == time.January && now.Day() == 1 && now.Hour() == 0 {
 		t.Skip("the test's closed window is open right now (00:00-00:01 UTC on 1 January)")
 	}
-	body := "parent:\n  url: " + parent.base() + "\nsync:\n  repositories: [edge/app]\n  schedule: \"0 0 1 1 *\"\n  window: PT1M\n"
+	body := "parent:\n  url: " + parent.base() + "\n" + parentCredentials + "sync:\n  repositories: [edge/app]\n  schedule: \"0 0 1 1 *\"\n  window: PT1M\n"
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func TestHTTPS(t *testing.T) {
 		return dialer.DialContext(ctx, network, n.addr)
 	}
 	_, port, _ := net.SplitHostPort(n.addr)
-	opts := []remote.Option{remote.WithTransport(tr), remote.WithContext(testContext(t, 2*time.Minute))}
+	opts := []remote.Option{remote.WithTransport(n.withCredentials(tr)), remote.WithContext(testContext(t, 2*time.Minute))}
 	ref, err := name.ParseReference(tlsHost + ":" + port + "/secure/app:v1")
 	if err != nil {
 		t.Fatal(err)
