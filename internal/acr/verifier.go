@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/outpost-registry/outpost/internal/auth"
 	"github.com/outpost-registry/outpost/internal/controlplane"
@@ -62,17 +63,17 @@ func (v *Verifier) Verify(user, password string) (*auth.Principal, error) {
 		}
 		return &auth.Principal{Kind: auth.KindSyncToken, Name: cr.SyncTokenName, Registry: cr.Name, Grants: acrapi.SyncTokenScope(cr.ConnectedRegistrySpec)}, nil
 	case v.node == "":
-		grants, err := v.cp.AuthenticateToken(user, password)
+		grants, until, err := v.cp.AuthenticateTokenUntil(user, password)
 		if err != nil {
 			return nil, err
 		}
-		return &auth.Principal{Kind: auth.KindToken, Name: user, Grants: grants}, nil
+		return tokenPrincipal(user, grants, until), nil
 	default:
-		grants, err := v.cp.AuthenticateClientToken(user, password, v.node)
+		grants, until, err := v.cp.AuthenticateClientToken(user, password, v.node)
 		if err != nil {
 			return nil, err
 		}
-		return &auth.Principal{Kind: auth.KindToken, Name: user, Grants: grants}, nil
+		return tokenPrincipal(user, grants, until), nil
 	}
 }
 
@@ -88,6 +89,14 @@ func (v *Verifier) self() (*auth.Principal, error) {
 		}
 	}
 	return p, nil
+}
+
+func tokenPrincipal(name string, grants []acrapi.RepositoryActions, until *time.Time) *auth.Principal {
+	p := &auth.Principal{Kind: auth.KindToken, Name: name, Grants: grants}
+	if until != nil {
+		p.Expires = *until
+	}
+	return p
 }
 
 func parentName(p string) string {

@@ -50,6 +50,9 @@ type Principal struct {
 	All bool
 	// Grants are the actions allowed on the repositories each pattern matches.
 	Grants []acrapi.RepositoryActions
+	// Expires, when set, is when the credentials stop being valid: a cached authentication
+	// ends then.
+	Expires time.Time
 }
 
 // Can reports whether p may do action on repository repo.
@@ -266,7 +269,11 @@ func (a *Authenticator) authenticate(r *http.Request) (*Principal, error) {
 	if len(a.cache) >= maxCached {
 		clear(a.cache)
 	}
-	a.cache[key] = cached{p: p, generation: gen, until: now.Add(a.cacheTTL)}
+	until := now.Add(a.cacheTTL)
+	if !p.Expires.IsZero() && p.Expires.Before(until) {
+		until = p.Expires
+	}
+	a.cache[key] = cached{p: p, generation: gen, until: until}
 	a.mu.Unlock()
 	return p, nil
 }

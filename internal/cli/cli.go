@@ -93,17 +93,19 @@ func markArgsAsUsage(c *cobra.Command) {
 // nodeFlag is a command-line flag that sets a configuration key.
 type nodeFlag struct {
 	name, key, usage string
+	boolean          bool // given alone, it means true
 }
 
 var nodeFlags = []nodeFlag{
-	{"addr", "addr", "listen address, host:port or :port"},
-	{"data", "dataDir", "data directory"},
-	{"log-level", "log.level", "log level: debug, info, warn or error"},
-	{"log-format", "log.format", "log format: json, console or auto"},
-	{"tls-cert", "tls.certFile", "TLS certificate file (PEM); with --tls-key, serve HTTPS"},
-	{"tls-key", "tls.keyFile", "TLS private key file (PEM)"},
-	{"shutdown-timeout", "shutdownTimeout", "how long in-flight requests may finish after SIGTERM (ISO 8601, e.g. PT30S)"},
-	{"connection-string", "connectionString", "activate as a connected registry under an Outpost parent (also ACR_REGISTRY_CONNECTION_STRING)"},
+	{name: "addr", key: "addr", usage: "listen address, host:port or :port"},
+	{name: "data", key: "dataDir", usage: "data directory"},
+	{name: "log-level", key: "log.level", usage: "log level: debug, info, warn or error"},
+	{name: "log-format", key: "log.format", usage: "log format: json, console or auto"},
+	{name: "tls-cert", key: "tls.certFile", usage: "TLS certificate file (PEM); with --tls-key, serve HTTPS"},
+	{name: "tls-key", key: "tls.keyFile", usage: "TLS private key file (PEM)"},
+	{name: "tls-self-signed", key: "tls.selfSigned", usage: "serve HTTPS with a self-signed certificate generated in the data directory at the first start", boolean: true},
+	{name: "shutdown-timeout", key: "shutdownTimeout", usage: "how long in-flight requests may finish after SIGTERM (ISO 8601, e.g. PT30S)"},
+	{name: "connection-string", key: "connectionString", usage: "activate as a connected registry under an Outpost parent (also ACR_REGISTRY_CONNECTION_STRING)"},
 }
 
 // nodeConfig holds the --config flag and the flags that set keys, for commands that load the
@@ -118,6 +120,9 @@ func addNodeFlags(cmd *cobra.Command) *nodeConfig {
 	cmd.Flags().StringVar(&nc.file, "config", "", "configuration file (YAML); OUTPOST_CONFIG names one too")
 	for _, f := range nodeFlags {
 		cmd.Flags().String(f.name, "", f.usage+" (config key "+f.key+")")
+		if f.boolean {
+			cmd.Flags().Lookup(f.name).NoOptDefVal = "true"
+		}
 	}
 	return nc
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -203,7 +204,7 @@ func validateReplicaToken(t acrapi.ClientTokenHashes) error {
 // AuthenticateClientToken checks the credentials of a client token the parent sent down, on
 // the connected registry named registry: the token must be attached to it. Both passwords are
 // compared whatever the outcome, and an unknown token costs a comparison too.
-func (s *Store) AuthenticateClientToken(name, password, registry string) ([]acrapi.RepositoryActions, error) {
+func (s *Store) AuthenticateClientToken(name, password, registry string) ([]acrapi.RepositoryActions, *time.Time, error) {
 	var t *acrapi.ClientTokenHashes
 	_ = s.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -222,13 +223,13 @@ func (s *Store) AuthenticateClientToken(name, password, registry string) ([]acra
 	attached := t != nil && slices.ContainsFunc(t.Registries, func(r string) bool { return strings.EqualFold(r, registry) })
 	switch {
 	case !attached || !(ok1 || ok2 || expired1 || expired2):
-		return nil, fmt.Errorf("%w: token %q or its password is wrong", ErrUnauthorized, name)
+		return nil, nil, fmt.Errorf("%w: token %q or its password is wrong", ErrUnauthorized, name)
 	case !(ok1 || ok2):
-		return nil, fmt.Errorf("%w: the password of token %q has expired: generate a new one", ErrUnauthorized, t.Name)
+		return nil, nil, fmt.Errorf("%w: the password of token %q has expired: generate a new one", ErrUnauthorized, t.Name)
 	case t.Status == acrapi.TokenStatusDisabled:
-		return nil, fmt.Errorf("%w: token %q is disabled", ErrTokenDisabled, t.Name)
+		return nil, nil, fmt.Errorf("%w: token %q is disabled", ErrTokenDisabled, t.Name)
 	}
-	return t.Actions, nil
+	return t.Actions, validUntil(ok1, t.Password1, t.Password2), nil
 }
 
 // keySelf holds this connected registry's own definition, as its parent last sent it.

@@ -456,6 +456,13 @@ func (s *Store) GenerateTokenPassword(name string, slot int, expiry *time.Time) 
 // comparison too. An expired password is refused; a disabled token's right password is refused
 // with ErrTokenDisabled.
 func (s *Store) AuthenticateToken(name, password string) ([]acrapi.RepositoryActions, error) {
+	actions, _, err := s.AuthenticateTokenUntil(name, password)
+	return actions, err
+}
+
+// AuthenticateTokenUntil is AuthenticateToken that also says until when the password that
+// matched is valid (nil: no expiry), so that a cached authentication ends with it.
+func (s *Store) AuthenticateTokenUntil(name, password string) ([]acrapi.RepositoryActions, *time.Time, error) {
 	var r *tokenRecord
 	var sm *acrapi.ScopeMap
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -470,7 +477,7 @@ func (s *Store) AuthenticateToken(name, password string) ([]acrapi.RepositoryAct
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var p1, p2 *storedPassword
 	if r != nil {
@@ -483,21 +490,29 @@ func (s *Store) AuthenticateToken(name, password string) ([]acrapi.RepositoryAct
 	exists := r != nil
 	switch {
 	case !exists || !(ok1 || ok2 || expired1 || expired2):
-		return nil, fmt.Errorf("%w: token %q or its password is wrong", ErrUnauthorized, name)
+		return nil, nil, fmt.Errorf("%w: token %q or its password is wrong", ErrUnauthorized, name)
 	case !(ok1 || ok2):
-		return nil, fmt.Errorf("%w: the password of token %q has expired: generate a new one", ErrUnauthorized, r.Spec.Name)
+		return nil, nil, fmt.Errorf("%w: the password of token %q has expired: generate a new one", ErrUnauthorized, r.Spec.Name)
 	case r.Spec.Status == acrapi.TokenStatusDisabled:
-		return nil, fmt.Errorf("%w: token %q is disabled: enable it first (token update --status enabled)", ErrTokenDisabled, r.Spec.Name)
+		return nil, nil, fmt.Errorf("%w: token %q is disabled: enable it first (token update --status enabled)", ErrTokenDisabled, r.Spec.Name)
 	case sm == nil:
-		return nil, fmt.Errorf("%w: the scope map of token %q is missing", ErrUnauthorized, r.Spec.Name)
+		return nil, nil, fmt.Errorf("%w: the scope map of token %q is missing", ErrUnauthorized, r.Spec.Name)
 	}
-	return sm.Actions, nil
+	return sm.Actions, validUntil(ok1, p1.wire(), p2.wire()), nil
 }
 
 // checkPassword compares password with p's hash (or a dummy hash when p is nil, for the same
 // cost); it reports whether it matches and is valid, or matches but has expired.
 func checkPassword(p *storedPassword, dummy []byte, password string, now time.Time) (ok, expired bool) {
 	return checkHash(p.wire(), dummy, password, now)
+}
+
+// validUntil is the expiry of the password that matched: the first if ok1, else the second.
+func validUntil(ok1 bool, p1, p2 *acrapi.PasswordHash) *time.Time {
+	if ok1 {
+		return p1.Expiry
+	}
+	return p2.Expiry
 }
 
 // checkHash is checkPassword for a password hash in its wire form.

@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"syscall"
@@ -126,6 +129,53 @@ func TestHierarchy(t *testing.T) {
 		return ok, raw
 	}, all...)
 
+	// 7b. Client tokens: defined at the root, attached to lineL2, sent down through gatewayL1
+	// and enforced at lineL2; rotation and disabling reach it at its next sync.
+	step("7b. a client token for lineL2: attach, rotate, disable, enable")
+	outpost := func(args ...string) string {
+		t.Helper()
+		r := runOutpost(t, []string{"OUTPOST_PASSWORD=" + adminPassword}, append(args, "--registry", root.base())...)
+		if r.code != 0 {
+			t.Fatalf("outpost %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	var reader acrapi.Token
+	if err := json.Unmarshal([]byte(outpost("token", "create", "--name", "line-reader", "--repository", "team/app", "content/read", "metadata/read", "-o", "json")), &reader); err != nil || len(reader.Passwords) != 1 {
+		t.Fatalf("token create: %v %+v", err, reader)
+	}
+	p1 := reader.Passwords[0].Value
+	cli.must("update", "--name", "lineL2", "--add-client-tokens", "line-reader")
+	var cred acrapi.TokenCredentials
+	if err := json.Unmarshal([]byte(outpost("token", "credential", "generate", "--name", "line-reader", "--password2", "-o", "json")), &cred); err != nil || len(cred.Passwords) != 1 {
+		t.Fatalf("token credential generate: %v %+v", err, cred)
+	}
+	p2 := cred.Passwords[0].Value
+	pull := func(m *member, password, repo string) int {
+		req := m.do(t, http.MethodHead, "/v2/"+repo+"/manifests/v1", nil, "Authorization", basicAuth("line-reader", password), "Accept", mtOCIManifest)
+		return req.status
+	}
+	eventually(t, propagate, "lineL2 accepts both passwords of line-reader for team/app", func() (bool, string) {
+		a, b := pull(l2, p1, "team/app"), pull(l2, p2, "team/app")
+		return a == http.StatusOK && b == http.StatusOK, fmt.Sprintf("password1: %d, password2: %d", a, b)
+	}, all...)
+	if got := pull(l2, p1, "team/web"); got != http.StatusForbidden {
+		t.Errorf("line-reader on team/web (outside its scope map) at lineL2: %d, want 403", got)
+	}
+	if got := pull(l1, p1, "team/app"); got != http.StatusUnauthorized {
+		t.Errorf("line-reader at gatewayL1, which it is not attached to: %d, want 401", got)
+	}
+	outpost("token", "update", "--name", "line-reader", "--status", "disabled")
+	eventually(t, propagate, "lineL2 refuses the disabled line-reader", func() (bool, string) {
+		got := pull(l2, p1, "team/app")
+		return got == http.StatusUnauthorized, fmt.Sprint(got)
+	}, all...)
+	outpost("token", "update", "--name", "line-reader", "--status", "enabled")
+	eventually(t, propagate, "lineL2 accepts the re-enabled line-reader", func() (bool, string) {
+		got := pull(l2, p1, "team/app")
+		return got == http.StatusOK, fmt.Sprint(got)
+	}, all...)
+
 	// 9. A second instance of L1 is refused while the first is active.
 	step("9. a second gatewayL1 instance is refused")
 	second := runOutpost(t, []string{"ACR_REGISTRY_CONNECTION_STRING=" + cs1},
@@ -151,6 +201,9 @@ func TestHierarchy(t *testing.T) {
 	everything := map[string]v1.Image{"team/app:v1": appV1, "team/web:v1": webV1, "team/app:fromL1": fromL1}
 	l2.expectServes(t, everything)
 	l1.expectServes(t, everything)
+	if got := pull(l2, p1, "team/app"); got != http.StatusOK {
+		t.Errorf("line-reader at lineL2 with the root down: %d, want 200", got)
+	}
 
 	step("8. restart the root; gatewayL1 reconnects")
 	restarted := time.Now()
@@ -175,6 +228,9 @@ func TestHierarchy(t *testing.T) {
 	}
 	t.Logf("gatewayL1 Offline %.1fs after SIGTERM", time.Since(stopped).Seconds())
 	l2.expectServes(t, everything)
+	if a, b := pull(l2, p2, "team/app"), pull(l2, "wrong-password", "team/app"); a != http.StatusOK || b != http.StatusUnauthorized {
+		t.Errorf("line-reader at lineL2 with its parent gatewayL1 down: right password %d (want 200), wrong one %d (want 401)", a, b)
+	}
 
 	// 10. A malformed connection string stops serve with one line naming the field.
 	step("10. a malformed connection string")
@@ -199,4 +255,9 @@ func TestHierarchy(t *testing.T) {
 		}
 	}
 	step("done")
+}
+
+// basicAuth is an Authorization header value for HTTP Basic.
+func basicAuth(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }

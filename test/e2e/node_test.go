@@ -137,6 +137,9 @@ type nodeOptions struct {
 	args    []string // extra flags for outpost serve
 	env     []string // extra KEY=value environment entries
 	tls     *tlsFiles
+	// selfSigned serves HTTPS with the certificate the node generates at its first start; the
+	// client trusts exactly that certificate once the node is up.
+	selfSigned bool
 }
 
 // node is an outpost serve process (and its restarts) on one loopback address and data directory.
@@ -255,6 +258,12 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 		n.scheme = "https"
 		tr.TLSClientConfig = &tls.Config{RootCAs: opts.tls.pool, MinVersion: tls.VersionTLS12}
 	}
+	if opts.selfSigned {
+		// Until the node has generated its certificate there is nothing to trust: /readyz is
+		// polled without verification, then the transport trusts only the generated one.
+		n.scheme = "https"
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	}
 	n.transport = tr
 	n.client = &http.Client{Transport: n.withCredentials(tr)}
 	t.Cleanup(func() {
@@ -269,6 +278,15 @@ func startNode(t testing.TB, opts nodeOptions) *node {
 		n.addr = freeAddr(t)
 		err := n.startProcess()
 		if err == nil {
+			if opts.selfSigned {
+				pool := x509.NewCertPool()
+				pem, err := os.ReadFile(n.generatedCert())
+				if err != nil || !pool.AppendCertsFromPEM(pem) {
+					t.Fatalf("the generated certificate %s: %v", n.generatedCert(), err)
+				}
+				tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+				tr.CloseIdleConnections()
+			}
 			return n
 		}
 		if attempt == 3 || !strings.Contains(err.Error(), "already in use") {
@@ -283,6 +301,9 @@ func (n *node) current() *process {
 	return n.procs[len(n.procs)-1]
 }
 
+// generatedCert is where a node started with selfSigned keeps its certificate.
+func (n *node) generatedCert() string { return filepath.Join(n.dataDir, "outpost", "tls", "tls.crt") }
+
 // base is the node's URL without a path, such as http://127.0.0.1:41234.
 func (n *node) base() string { return n.scheme + "://" + n.addr }
 
@@ -291,6 +312,9 @@ func (n *node) startProcess() error {
 	args := []string{"serve", "--addr", n.addr, "--data", n.dataDir, "--log-format", "json"}
 	if n.opts.tls != nil {
 		args = append(args, "--tls-cert", n.opts.tls.certFile, "--tls-key", n.opts.tls.keyFile)
+	}
+	if n.opts.selfSigned {
+		args = append(args, "--tls-self-signed")
 	}
 	args = append(args, n.opts.args...)
 	p := &process{cmd: exec.Command(outpostBinary, args...), log: &syncBuffer{}, done: make(chan struct{})}
