@@ -20,7 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/crypto/bcrypt"
 
+	"github.com/outpost-registry/outpost/internal/controlplane"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -392,4 +394,10 @@ func mustMediaType(t *testing.T, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return string(mt)
+}
+
+// Hashing at bcrypt's default cost takes seconds under the race detector; the tests here are
+// about access decisions, which the cost does not change.
+func init() {
+	controlPlaneOptions = []controlplane.Option{controlplane.WithPasswordCost(bcrypt.MinCost)}
 }

@@ -36,6 +36,9 @@ import (
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
+// controlPlaneOptions are extra options of the control plane; tests lower the bcrypt cost.
+var controlPlaneOptions []controlplane.Option
+
 // Node is one running Outpost node.
 type Node struct {
 	cfg      config.Config
@@ -84,7 +87,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, &config.Error{Key: "dataDir", Source: src["dataDir"], Msg: err.Error()}
 	}
-	n.control, err = controlplane.Open(filepath.Join(stateDir, "controlplane.db"))
+	n.control, err = controlplane.Open(filepath.Join(stateDir, "controlplane.db"), controlPlaneOptions...)
 	if err != nil {
 		return nil, err
 	}
