@@ -124,6 +124,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitPaths$$' -fuzztime $(FUZZTIME) ./internal/registry
 	$(GO) test -run '^$$' -fuzz '^FuzzCovers$$' -fuzztime $(FUZZTIME) ./internal/repopattern
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConnectionString$$' -fuzztime $(FUZZTIME) ./pkg/acrapi
+	$(GO) test -run '^$$' -fuzz '^FuzzAuthenticate$$' -fuzztime $(FUZZTIME) ./internal/auth
 
 clean:
 	rm -rf bin dist .tools

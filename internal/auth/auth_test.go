@@ -145,3 +145,26 @@ func TestClientAddr(t *testing.T) {
 		t.Error("an invalid proxy was accepted")
 	}
 }
+
+// FuzzAuthenticate: whatever the Authorization and X-Forwarded-For headers and the peer
+// address, Authenticate answers without panicking, and only "u:right" authenticates.
+func FuzzAuthenticate(f *testing.F) {
+	f.Add("Basic dTpyaWdodA==", "198.51.100.1", "127.0.0.1:1")
+	f.Add("Basic !!!", "", "192.0.2.1:5")
+	f.Add("Bearer x", "a, b, ::1", "[::1]:1")
+	f.Add("basic dTp3cm9uZw==", "10.0.0.1,,", "garbage")
+	a, _ := New(Options{Verifier: &countingVerifier{}, TrustedProxies: []string{"127.0.0.0/8", "::1"}, FailureBurst: 1 << 20})
+	f.Fuzz(func(t *testing.T, authz, xff, remote string) {
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		r.RemoteAddr = remote
+		r.Header.Set("Authorization", authz)
+		r.Header.Set("X-Forwarded-For", xff)
+		p, err := a.Authenticate(r)
+		if err == nil && !p.Anonymous() {
+			if u, pw, ok := r.BasicAuth(); !ok || u != "u" || pw != "right" {
+				t.Fatalf("authenticated %q as %v", authz, p)
+			}
+		}
+		_ = a.proxies.clientAddr(r)
+	})
+}
