@@ -168,3 +168,18 @@ func FuzzAuthenticate(f *testing.F) {
 		_ = a.proxies.clientAddr(r)
 	})
 }
+
+// BenchmarkAuthenticateCached is the cost every request with already-verified credentials pays.
+func BenchmarkAuthenticateCached(b *testing.B) {
+	a, _ := New(Options{Verifier: &countingVerifier{}})
+	r := request("u", "right", "10.0.0.1:1")
+	if _, err := a.Authenticate(r); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.Authenticate(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -38,7 +38,7 @@ func startOutpost(ctx context.Context, binary, dir string) (*server, error) {
 	}
 	data := filepath.Join(dir, "data")
 	cmd := exec.Command(binary, "serve", "--addr", addr, "--data", data, "--log-level", "warn")
-	cmd.Env = benchkit.ChildEnv()
+	cmd.Env = benchkit.OutpostEnv()
 	return start(ctx, "Outpost", cmd, addr, filepath.Join(dir, "outpost.log"))
 }
 
@@ -75,7 +75,7 @@ func start(ctx context.Context, name string, cmd *exec.Cmd, addr, logPath string
 // newClient is a keep-alive client for loopback load: no proxy, no compression, enough idle
 // connections for every worker.
 func newClient() *http.Client {
-	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+	return &http.Client{Timeout: 2 * time.Minute, Transport: benchkit.WithAdmin(&http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		MaxIdleConns:        128,
@@ -84,7 +84,7 @@ func newClient() *http.Client {
 		DisableCompression:  true,
 		ReadBufferSize:      64 << 10,
 		WriteBufferSize:     64 << 10,
-	}}
+	})}
 }
 
 // stop closes the client's connections and ends the process.

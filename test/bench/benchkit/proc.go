@@ -159,7 +159,7 @@ func Start(ctx context.Context, name string, cmd *exec.Cmd, addr, logPath string
 func (p *Process) waitReady(ctx context.Context, limit time.Duration) error {
 	// A client of its own, with a short timeout: a server that accepts but hangs must not hold
 	// one attempt for longer than the limit.
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: WithAdmin(&http.Transport{Proxy: nil})}
 	defer c.CloseIdleConnections()
 	deadline := time.Now().Add(limit)
 	var last error

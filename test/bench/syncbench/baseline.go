@@ -29,7 +29,7 @@ import (
 // remoteURL, with the options test/bench gives it (benchkit.DistributionConfig). Logging is at
 // info so that its cache errors (aborted fills) are in the log.
 func distributionCacheConfig(addr, dataDir, remoteURL string) ([]byte, error) {
-	return benchkit.DistributionConfig(addr, dataDir, "info", "", fmt.Sprintf("proxy:\n  remoteurl: %q\n", remoteURL))
+	return benchkit.DistributionConfig(addr, dataDir, "info", "", fmt.Sprintf("proxy:\n  remoteurl: %q\n  username: admin\n  password: %q\n", remoteURL, benchkit.AdminPassword))
 }
 
 // runBaseline starts a fresh distribution registry configured as a pull-through cache of the

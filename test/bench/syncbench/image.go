@@ -24,11 +24,11 @@ const mib = 1 << 20
 
 // localClient is for loopback requests that do not cross the simulated link.
 func localClient(timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+	return &http.Client{Timeout: timeout, Transport: benchkit.WithAdmin(&http.Transport{
 		Proxy:              nil,
 		DialContext:        (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		DisableCompression: true,
-	}}
+	})}
 }
 
 // headTag returns the digest base serves for the benchmark image's tag (empty, with an error, if

@@ -242,7 +242,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // outpostRootCmd is the parent: `outpost serve` with no parent of its own.
 func outpostRootCmd(binary, addr, data string) *exec.Cmd {
 	cmd := exec.Command(binary, "serve", "--addr", addr, "--data", data, "--log-level", "warn")
-	cmd.Env = benchkit.ChildEnv()
+	cmd.Env = benchkit.OutpostEnv()
 	return cmd
 }
 

@@ -49,11 +49,13 @@ log:
   format: json
 parent:
   url: %q
+  username: admin
+  password: %q
 sync:
   repositories: [%q]
   chunkSizeMiB: %d
   parallelism: %d
-`, addr, dataDir, parentURL, benchkit.Repo, chunkMiB, parallelism)
+`, addr, dataDir, parentURL, benchkit.AdminPassword, benchkit.Repo, chunkMiB, parallelism)
 }
 
 // runOutpost syncs the image into a fresh Outpost child through a fresh link and measures the
@@ -83,7 +85,7 @@ func runOutpost(ctx context.Context, o options, img *benchkit.Image, parent *ben
 	}
 	start := func() (*benchkit.Process, error) {
 		cmd := exec.Command(o.outpost, "serve", "--config", cfgPath)
-		cmd.Env = benchkit.ChildEnv()
+		cmd.Env = benchkit.OutpostEnv()
 		return benchkit.Start(ctx, "Outpost child", cmd, addr, logPath)
 	}
 
