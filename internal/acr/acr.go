@@ -16,6 +16,7 @@ import (
 
 	"github.com/outpost-registry/outpost/internal/auth"
 	"github.com/outpost-registry/outpost/internal/controlplane"
+	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -26,7 +27,10 @@ type Options struct {
 	ControlPlane *controlplane.Store
 	// Auth authenticates callers; nil builds one over ControlPlane as on a root.
 	Auth *auth.Authenticator
-	Log  *zap.Logger
+	// Deltas serves layers as deltas to children; nil: /acr/v1/deltas answers 404 and
+	// children fetch blobs whole.
+	Deltas *delta.Service
+	Log    *zap.Logger
 }
 
 // Handler serves /acr/.
@@ -34,7 +38,7 @@ func Handler(opts Options) http.Handler {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	a := &api{cp: opts.ControlPlane, auth: opts.Auth, log: opts.Log}
+	a := &api{cp: opts.ControlPlane, auth: opts.Auth, deltas: opts.Deltas, log: opts.Log}
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		acrapi.WriteError(w, http.StatusNotFound, acrapi.CodeNotFound, "no /acr endpoint at "+r.URL.Path)
@@ -62,6 +66,9 @@ func Handler(opts Options) http.Handler {
 	v1.Handle(one+"/deactivate", a.admin(a.deactivate)).Methods(http.MethodPost)
 	v1.Handle(one+"/settings", a.admin(a.settings)).Methods(http.MethodPost)
 	a.tokenRoutes(v1)
+	if a.deltas != nil {
+		a.deltaRoutes(v1)
+	}
 	v1.Handle("/activate", a.child(a.activate)).Methods(http.MethodPost)
 	v1.Handle("/config", a.child(a.config)).Methods(http.MethodGet)
 	v1.Handle("/status", a.child(a.status)).Methods(http.MethodPost)
@@ -70,9 +77,10 @@ func Handler(opts Options) http.Handler {
 }
 
 type api struct {
-	cp   *controlplane.Store
-	auth *auth.Authenticator
-	log  *zap.Logger
+	cp     *controlplane.Store
+	auth   *auth.Authenticator
+	deltas *delta.Service
+	log    *zap.Logger
 }
 
 // maxBody bounds a request body of the /acr API.

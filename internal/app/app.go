@@ -28,6 +28,7 @@ import (
 	"github.com/outpost-registry/outpost/internal/auth"
 	"github.com/outpost-registry/outpost/internal/config"
 	"github.com/outpost-registry/outpost/internal/controlplane"
+	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/internal/logging"
 	"github.com/outpost-registry/outpost/internal/observe"
 	"github.com/outpost-registry/outpost/internal/registry"
@@ -110,6 +111,11 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	}
 	n.registry = reg
 	n.storage = observe.NewStorageCollector(reg.DataDir(), 30*time.Second)
+	// Every node can serve its children layers as deltas (they ask; it computes and caches).
+	deltas, err := delta.NewService(filepath.Join(reg.DataDir(), "outpost", "delta"), reg, log.Named("delta"), 0)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.HasParent() {
 		n.engine, err = n.newEngine(cfg, reg, log.Named("sync"))
 		if err != nil {
@@ -139,7 +145,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 
 	r := mux.NewRouter()
 	r.PathPrefix("/v2").Handler(reg.Handler())
-	r.PathPrefix("/acr/").Handler(acr.Handler(acr.Options{ControlPlane: n.control, Auth: n.auth, Log: log.Named("acr")}))
+	r.PathPrefix("/acr/").Handler(acr.Handler(acr.Options{ControlPlane: n.control, Auth: n.auth, Deltas: deltas, Log: log.Named("acr")}))
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{Registry: n.metrics}))
 	r.HandleFunc("/healthz", n.healthz)
 	r.HandleFunc("/readyz", n.readyz)
@@ -372,6 +378,7 @@ func (n *Node) newEngine(cfg config.Config, reg *registry.Registry, log *zap.Log
 		BandwidthKiBps: cfg.Sync.BandwidthKiBps,
 		Parallelism:    cfg.Sync.Parallelism,
 		StallTimeout:   cfg.Sync.StallTimeout.Std(),
+		Delta:          cfg.Sync.Delta,
 		StateDir:       filepath.Join(reg.DataDir(), "outpost", "sync"),
 		Log:            log,
 	}, reg, config.CronParser)

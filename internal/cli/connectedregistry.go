@@ -61,6 +61,7 @@ func crCreate(env Env, rf *rootFlags) *cobra.Command {
 	f.StringVar(&spec.SyncWindow, "sync-window", "", "how long each sync may last, ISO 8601 (PT3H); default: no window, continuous sync")
 	f.StringVar(&spec.SyncMessageTTL, "sync-message-ttl", "", "how long sync messages are kept, ISO 8601 (P2D); default P2D")
 	f.StringVar(&spec.LogLevel, "log-level", "", "the node's log level: "+strings.Join(acrapi.LogLevels, ", ")+"; default Information")
+	f.StringVar(&spec.DeltaSync, "delta-sync", "", "Enabled or Disabled: whether layers may come as deltas against layers it holds; default Enabled")
 	f.StringArrayVar(&tokens, "client-tokens", nil, "client tokens allowed on it; repeat the flag or separate with commas")
 	f.StringArrayVar(&notifications, "notifications", nil, "notifications it sends, such as repo:tag:push; repeat the flag or separate with commas")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -106,6 +107,11 @@ func crCreate(env Env, rf *rootFlags) *cobra.Command {
 				return err
 			}
 		}
+		if spec.DeltaSync != "" {
+			if spec.DeltaSync, err = checkDeltaSync(spec.DeltaSync); err != nil {
+				return err
+			}
+		}
 		spec.ClientTokens, spec.Notifications = listValues(tokens), listValues(notifications)
 		var cr acrapi.ConnectedRegistry
 		if err := rf.call(cmd, env, "", func(ctx context.Context, api *acrapi.Client) (err error) {
@@ -120,7 +126,7 @@ func crCreate(env Env, rf *rootFlags) *cobra.Command {
 }
 
 func crUpdate(env Env, rf *rootFlags) *cobra.Command {
-	var name, schedule, window, ttl, logLevel string
+	var name, schedule, window, ttl, logLevel, delta string
 	var addTokens, removeTokens, addNotifications, removeNotifications []string
 	cmd := &cobra.Command{
 		Use:     "update",
@@ -134,6 +140,7 @@ func crUpdate(env Env, rf *rootFlags) *cobra.Command {
 	f.StringVar(&window, "sync-window", "", "how long each sync may last, ISO 8601 (PT3H); \"\": no window, continuous sync")
 	f.StringVar(&ttl, "sync-message-ttl", "", "how long sync messages are kept, ISO 8601 (P2D)")
 	f.StringVar(&logLevel, "log-level", "", "the node's log level: "+strings.Join(acrapi.LogLevels, ", "))
+	f.StringVar(&delta, "delta-sync", "", "Enabled or Disabled: whether layers may come as deltas against layers it holds")
 	f.StringArrayVar(&addTokens, "add-client-tokens", nil, "client tokens to allow; repeat the flag or separate with commas")
 	f.StringArrayVar(&removeTokens, "remove-client-tokens", nil, "client tokens to remove; repeat the flag or separate with commas")
 	f.StringArrayVar(&addNotifications, "add-notifications", nil, "notifications to add; repeat the flag or separate with commas")
@@ -174,11 +181,18 @@ func crUpdate(env Env, rf *rootFlags) *cobra.Command {
 			}
 			u.LogLevel = &level
 		}
+		if changed("delta-sync") {
+			d, err := checkDeltaSync(delta)
+			if err != nil {
+				return err
+			}
+			u.DeltaSync = &d
+		}
 		u.AddClientTokens, u.RemoveClientTokens = listValues(addTokens), listValues(removeTokens)
 		u.AddNotifications, u.RemoveNotifications = listValues(addNotifications), listValues(removeNotifications)
-		if u.SyncSchedule == nil && u.SyncWindow == nil && u.SyncMessageTTL == nil && u.LogLevel == nil &&
+		if u.SyncSchedule == nil && u.SyncWindow == nil && u.SyncMessageTTL == nil && u.LogLevel == nil && u.DeltaSync == nil &&
 			len(u.AddClientTokens)+len(u.RemoveClientTokens)+len(u.AddNotifications)+len(u.RemoveNotifications) == 0 {
-			return usageError{fmt.Errorf("nothing to update: pass at least one of --sync-schedule, --sync-window, --sync-message-ttl, --log-level, " +
+			return usageError{fmt.Errorf("nothing to update: pass at least one of --sync-schedule, --sync-window, --sync-message-ttl, --log-level, --delta-sync, " +
 				"--add-client-tokens, --remove-client-tokens, --add-notifications, --remove-notifications (repositories: connected-registry repo)")}
 		}
 		return rf.update(cmd, env, name, u)
@@ -527,6 +541,16 @@ func checkMode(mode string) (string, error) {
 		return "", nil
 	}
 	return "", usageError{fmt.Errorf("flag --mode: %q: expected ReadOnly or ReadWrite", mode)}
+}
+
+// checkDeltaSync returns the setting's canonical spelling.
+func checkDeltaSync(v string) (string, error) {
+	for _, d := range []string{acrapi.DeltaEnabled, acrapi.DeltaDisabled} {
+		if strings.EqualFold(v, d) {
+			return d, nil
+		}
+	}
+	return "", usageError{fmt.Errorf("flag --delta-sync: %q: expected Enabled or Disabled", v)}
 }
 
 // checkLogLevel returns the level's canonical spelling.

@@ -104,6 +104,9 @@ type Sync struct {
 	StallTimeout duration.Duration `yaml:"stallTimeout"`
 	// GCSchedule, when set, runs garbage collection on this 5-field cron schedule (UTC).
 	GCSchedule string `yaml:"gcSchedule"`
+	// Delta lets layers come as deltas against layers the node holds, when the parent is an
+	// Outpost node that offers them (a connected registry's parent can also turn it off).
+	Delta bool `yaml:"delta"`
 }
 
 // Tags filters the tags to mirror by regular expressions matched against the whole tag.
@@ -146,6 +149,7 @@ func Default() Config {
 			ChunkSizeMiB: 1,
 			Parallelism:  2,
 			StallTimeout: duration.Duration(time.Minute),
+			Delta:        true,
 		},
 		// A reverse proxy on the same machine (nginx beside the node) forwards client addresses.
 		Auth: Auth{TrustedProxies: []string{"127.0.0.0/8", "::1"}},

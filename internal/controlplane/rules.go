@@ -56,6 +56,9 @@ func normalize(s *acrapi.ConnectedRegistrySpec) {
 	if s.LogLevel == "" {
 		s.LogLevel = DefaultLogLevel
 	}
+	if s.DeltaSync == "" {
+		s.DeltaSync = acrapi.DeltaEnabled
+	}
 	for _, l := range []*[]string{&s.Repositories, &s.ClientTokens, &s.Notifications} {
 		*l = dedupe(*l)
 	}
@@ -109,6 +112,10 @@ func validateSpec(s acrapi.ConnectedRegistrySpec) error {
 	}
 	if !slices.Contains(acrapi.LogLevels, s.LogLevel) {
 		return invalid("logLevel", "%q: expected one of %s", s.LogLevel, strings.Join(acrapi.LogLevels, ", "))
+	}
+	// Empty is Enabled: definitions stored or sent before the setting existed.
+	if s.DeltaSync != "" && s.DeltaSync != acrapi.DeltaEnabled && s.DeltaSync != acrapi.DeltaDisabled {
+		return invalid("deltaSync", "%q: expected Enabled or Disabled", s.DeltaSync)
 	}
 	for _, t := range s.ClientTokens {
 		if err := validateTokenName(t); err != nil {

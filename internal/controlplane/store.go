@@ -264,6 +264,9 @@ func (s *Store) Update(name string, u acrapi.ConnectedRegistryUpdate) (acrapi.Co
 		if u.LogLevel != nil {
 			spec.LogLevel = *u.LogLevel
 		}
+		if u.DeltaSync != nil {
+			spec.DeltaSync = *u.DeltaSync
+		}
 		spec.Repositories = addRemove(spec.Repositories, u.AddRepositories, u.RemoveRepositories)
 		spec.ClientTokens = addRemove(spec.ClientTokens, u.AddClientTokens, u.RemoveClientTokens)
 		spec.Notifications = addRemove(spec.Notifications, u.AddNotifications, u.RemoveNotifications)

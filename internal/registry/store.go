@@ -224,6 +224,9 @@ func (r *Registry) Untag(ctx context.Context, repo, tag string) error {
 	return rep.Tags(ctx).Untag(ctx, tag)
 }
 
+// Repositories lists every repository the node holds.
+func (r *Registry) Repositories(ctx context.Context) ([]string, error) { return r.allRepositories(ctx) }
+
 // CountImages counts the tags of every repository: the images the node holds, as its status
 // report gives them.
 func (r *Registry) CountImages(ctx context.Context) (int, error) {

@@ -32,7 +32,7 @@ func (e *Engine) ensureBlob(ctx context.Context, repo string, d Descriptor) erro
 			}
 			return nil, nil
 		}
-		return nil, e.fetchBlob(ctx, repo, d)
+		return nil, e.fetchLayer(ctx, repo, d)
 	})
 	if err != nil {
 		return err

@@ -116,6 +116,9 @@ func (e *Engine) applyConfig(cfg acrapi.ChildConfig) error {
 	if old.scheduleText != r.SyncSchedule || old.window != window {
 		e.log.Info("sync schedule from the parent", zap.String("schedule", r.SyncSchedule), zap.Duration("window", window))
 	}
+	if off := r.DeltaSync == acrapi.DeltaDisabled; e.deltaOff.Swap(off) != off {
+		e.log.Info("delta sync from the parent", zap.Bool("enabled", !off))
+	}
 	if e.connected.Apply != nil {
 		e.connected.Apply(cfg)
 	}

@@ -54,6 +54,9 @@ type Options struct {
 	// Changed, when set, hears every tag the engine stores or removes (action is
 	// acrapi.EventPush or acrapi.EventUntag): a node logs them for its own children.
 	Changed func(repo, tag string, dgst digest.Digest, action string)
+	// Delta asks an Outpost parent for layers as deltas against layers this node holds; the
+	// parent of a connected registry may turn it off for it.
+	Delta bool
 	// Connected, when set, makes the parent an Outpost node this one is a connected registry of:
 	// it then says what to sync and when (Repositories, Schedule and Window are only defaults).
 	Connected *ConnectedOptions
@@ -62,27 +65,30 @@ type Options struct {
 
 // Engine is the child side of sync.
 type Engine struct {
-	opts        Options
-	store       Store
-	parent      *Parent
-	gate        *Gate
-	meter       *Meter
-	log         *zap.Logger
-	planMu      stdsync.RWMutex
-	cur         plan       // what to sync and when; a connected registry's parent may change it
-	cron        *cron.Cron // while Run runs
-	cronEntry   cron.EntryID
-	connected   *ConnectedOptions
-	acr         *acrapi.Client // the parent's /acr API, through the link; nil unless connected
-	refused     atomic.Pointer[error]
-	include     []*regexp.Regexp
-	exclude     []*regexp.Regexp
-	platforms   platformFilter
-	checkpoints checkpoints
-	outbox      outbox
-	flight      singleflight.Group
-	metrics     *metrics
-	progress    *progress
+	opts      Options
+	store     Store
+	parent    *Parent
+	gate      *Gate
+	meter     *Meter
+	log       *zap.Logger
+	planMu    stdsync.RWMutex
+	cur       plan       // what to sync and when; a connected registry's parent may change it
+	cron      *cron.Cron // while Run runs
+	cronEntry cron.EntryID
+	connected *ConnectedOptions
+	acr       *acrapi.Client // the parent's /acr API, through the link; nil unless connected
+	refused   atomic.Pointer[error]
+	// deltaOff is the parent's DeltaSync Disabled for this connected registry;
+	// deltaUnsupported a parent that does not serve deltas at all.
+	deltaOff, deltaUnsupported atomic.Bool
+	include                    []*regexp.Regexp
+	exclude                    []*regexp.Regexp
+	platforms                  platformFilter
+	checkpoints                checkpoints
+	outbox                     outbox
+	flight                     singleflight.Group
+	metrics                    *metrics
+	progress                   *progress
 
 	trigger chan bool // a pass is wanted; true when forced outside the window
 	running atomic.Bool
@@ -92,6 +98,9 @@ type Engine struct {
 // passCounters are the totals of one pass.
 type passCounters struct {
 	blobsFetched, blobsMounted, manifests, tagsRemoved atomic.Int64
+	// deltaLayers came as deltas, deltaBytes of them crossed the link this pass, deltaSaved
+	// is what their deltas saved against fetching them whole.
+	deltaLayers, deltaBytes, deltaSaved atomic.Int64
 }
 
 // ErrOutsideWindow is returned by Trigger when no window is open and the pass is not forced.
@@ -328,6 +337,8 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 	s.BytesFromParent = e.meter.In() - inBefore
 	s.BlobsFetched, s.BlobsMounted = e.pass.blobsFetched.Load(), e.pass.blobsMounted.Load()
 	s.ManifestsSynced, s.TagsRemoved = e.pass.manifests.Load(), e.pass.tagsRemoved.Load()
+	s.DeltaLayers, s.SavedBytes = e.pass.deltaLayers.Load(), e.pass.deltaSaved.Load()
+	s.LayerTransferBytes = s.BytesFromParent + s.SavedBytes
 	if all := errors.Join(pushErr, err); all != nil {
 		s.Error = oneLine(all.Error())
 	}
@@ -342,7 +353,8 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 	fields := []zap.Field{zap.String("result", result), zap.Duration("duration", end.Sub(start)),
 		zap.Int64("bytes_from_parent", s.BytesFromParent), zap.Int64("blobs_fetched", s.BlobsFetched),
 		zap.Int64("blobs_mounted", s.BlobsMounted), zap.Int64("manifests_synced", s.ManifestsSynced),
-		zap.Int64("tags_removed", s.TagsRemoved), zap.Int("repositories", total), zap.Int("repositories_failed", failed)}
+		zap.Int64("tags_removed", s.TagsRemoved), zap.Int("repositories", total), zap.Int("repositories_failed", failed),
+		zap.Int64("delta_layers", s.DeltaLayers), zap.Int64("bytes_with_layer_transfer", s.LayerTransferBytes), zap.Int64("bytes_saved", s.SavedBytes)}
 	if s.Error != "" {
 		fields = append(fields, zap.String("error", s.Error))
 	}

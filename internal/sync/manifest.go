@@ -16,6 +16,9 @@ type Descriptor struct {
 	ArtifactType string        `json:"artifactType,omitempty"`
 	URLs         []string      `json:"urls,omitempty"`
 	Platform     *Platform     `json:"platform,omitempty"`
+	// position is a layer's index in its image manifest, plus one (0: not a layer); a delta's
+	// best base is the layer at the same position of the previous image.
+	position int
 }
 
 // Platform is an image's os/architecture[/variant].
@@ -93,10 +96,11 @@ func parseManifest(m Manifest) (parsed, error) {
 		}
 		p.blobs = append(p.blobs, *body.Config)
 	}
-	for _, l := range body.Layers {
+	for i, l := range body.Layers {
 		if err := check(l); err != nil {
 			return parsed{}, err
 		}
+		l.position = i + 1
 		if len(l.URLs) > 0 && (strings.Contains(l.MediaType, "foreign") || strings.Contains(l.MediaType, "nondistributable")) {
 			continue // fetched by clients from its own URLs, not stored in registries
 		}

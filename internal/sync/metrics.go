@@ -20,6 +20,12 @@ type metrics struct {
 	lastSuccess  prometheus.Gauge
 	linkUp       prometheus.Gauge
 	queue        prometheus.Gauge
+	// Delta sync: layers rebuilt from deltas, deltas that failed (the layer was then fetched
+	// whole), and the bytes saved against fetching those layers whole.
+	deltaLayers    prometheus.Counter
+	deltaFallbacks prometheus.Counter
+	deltaSaved     prometheus.Counter
+	layerBytes     prometheus.Counter
 }
 
 func newMetrics(meter *Meter) *metrics {
@@ -48,6 +54,11 @@ func newMetrics(meter *Meter) *metrics {
 			Help: "1 when the last exchange with the parent succeeded, 0 when it failed."}),
 		queue: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "outpost", Subsystem: "sync", Name: "queue_length",
 			Help: "Blobs waiting to be fetched in the current pass."}),
+		deltaLayers:    prometheus.NewCounter(opts("delta_layers_total", "Layers rebuilt from a delta against layers this node held, digest-identical.")),
+		deltaFallbacks: prometheus.NewCounter(opts("delta_fallbacks_total", "Deltas that could not be used (bad delta, base or recipe); the layer was fetched whole.")),
+		deltaSaved: prometheus.NewCounter(opts("delta_saved_bytes_total",
+			"Bytes not fetched thanks to deltas: the layers' sizes less their deltas' sizes. Bytes with layer transfer = parent_received_bytes_total + this.")),
+		layerBytes: prometheus.NewCounter(opts("layer_bytes_total", "Sizes of the blobs this node stored from the parent, however they came (whole or as deltas).")),
 	}
 }
 
@@ -55,7 +66,8 @@ func newMetrics(meter *Meter) *metrics {
 func (e *Engine) Register(reg prometheus.Registerer) error {
 	m := e.metrics
 	for _, c := range []prometheus.Collector{m.bytesIn, m.bytesOut, m.refetched, m.blobsFetched, m.blobsMounted,
-		m.corrupt, m.manifests, m.tagsRemoved, m.outboxQueued, m.outboxPushed, m.passDuration, m.lastSuccess, m.linkUp, m.queue} {
+		m.corrupt, m.manifests, m.tagsRemoved, m.outboxQueued, m.outboxPushed, m.passDuration, m.lastSuccess, m.linkUp, m.queue,
+		m.deltaLayers, m.deltaFallbacks, m.deltaSaved, m.layerBytes} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -38,6 +38,8 @@ type Store interface {
 	// collection; Unpin releases it once that manifest is stored.
 	Pin(ctx context.Context, ds ...digest.Digest) error
 	Unpin(ctx context.Context, ds ...digest.Digest) error
+	// Repositories lists every repository the node holds.
+	Repositories(ctx context.Context) ([]string, error)
 	// OpenBlob opens blob dgst of repo for reading.
 	OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (io.ReadSeekCloser, int64, error)
 }

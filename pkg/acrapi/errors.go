@@ -22,6 +22,8 @@ type ErrorResponse struct {
 const (
 	CodeNotFound    = "NOT_FOUND"
 	CodeUnsupported = "UNSUPPORTED"
+	// CodeDeltaUnavailable: no delta for this layer; fetch the blob itself.
+	CodeDeltaUnavailable = "DELTA_UNAVAILABLE"
 )
 
 // WriteError writes status and a body holding one error.

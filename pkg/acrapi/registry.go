@@ -39,6 +39,9 @@ type ConnectedRegistrySpec struct {
 	LogLevel       string   `json:"logLevel"`
 	Notifications  []string `json:"notifications,omitempty"`
 	ClientTokens   []string `json:"clientTokens,omitempty"`
+	// DeltaSync is Enabled (the default) or Disabled: whether layers may reach this registry as
+	// deltas against layers it holds, rather than whole.
+	DeltaSync string `json:"deltaSync,omitempty"`
 }
 
 // ConnectedRegistry is a definition with its state.
@@ -63,6 +66,7 @@ type ConnectedRegistryUpdate struct {
 	SyncWindow          *string  `json:"syncWindow,omitempty"`
 	SyncMessageTTL      *string  `json:"syncMessageTtl,omitempty"`
 	LogLevel            *string  `json:"logLevel,omitempty"`
+	DeltaSync           *string  `json:"deltaSync,omitempty"`
 	AddRepositories     []string `json:"addRepositories,omitempty"`
 	RemoveRepositories  []string `json:"removeRepositories,omitempty"`
 	AddClientTokens     []string `json:"addClientTokens,omitempty"`

@@ -37,7 +37,12 @@ type PassSummary struct {
 	BlobsMounted    int64  `json:"blobsMounted"`
 	ManifestsSynced int64  `json:"manifestsSynced"`
 	TagsRemoved     int64  `json:"tagsRemoved"`
-	Error           string `json:"error,omitempty"`
+	// DeltaLayers came as deltas. LayerTransferBytes is what the pass would have received
+	// fetching every layer whole (BytesFromParent + SavedBytes).
+	DeltaLayers        int64  `json:"deltaLayers"`
+	LayerTransferBytes int64  `json:"layerTransferBytes"`
+	SavedBytes         int64  `json:"savedBytes"`
+	Error              string `json:"error,omitempty"`
 }
 
 // RepoSyncStatus is one repository's sync state.

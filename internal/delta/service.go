@@ -1,0 +1,496 @@
+// Package delta sends a layer as the bytes a child lacks: the parent's side finds the layer's
+// compression recipe, indexes tars and encodes deltas against layers the child holds, all
+// cached by digest; the child's side rebuilds the exact blob from a delta and verifies it.
+package delta
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.uber.org/zap"
+
+	"github.com/outpost-registry/outpost/internal/atomicfile"
+	"github.com/outpost-registry/outpost/internal/delta/recipe"
+	"github.com/outpost-registry/outpost/internal/delta/tardelta"
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// Errors of Plan.
+var (
+	// ErrPending: the delta is being computed; ask again later.
+	ErrPending = errors.New("the delta is being computed")
+	// ErrUnavailable: no delta for this layer (no recipe reproduces it, it is not a tar, or a
+	// delta would not be smaller); the child fetches the blob itself.
+	ErrUnavailable = errors.New("no delta for this layer")
+)
+
+// BlobSource reads the parent's blobs.
+type BlobSource interface {
+	// OpenBlob opens blob dgst of repository repo.
+	OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (io.ReadSeekCloser, int64, error)
+}
+
+// Service computes and caches deltas on a parent. Everything it derives from a blob (recipe,
+// diff-id, index, uncompressed tar) is cached by the blob's digest, and every delta by its
+// target and bases, for all the children that ask for the same one.
+type Service struct {
+	dir string
+	src BlobSource
+	log *zap.Logger
+	// tarBudget bounds the uncompressed tars kept on disk; the least recently used go first.
+	tarBudget int64
+
+	mu   sync.Mutex
+	jobs map[string]*job // by plan key
+	// sem bounds concurrent encodings: each holds tens of MiB of zstd tables and a core.
+	sem chan struct{}
+}
+
+type job struct {
+	done chan struct{}
+	plan acrapi.DeltaPlan
+	err  error
+}
+
+// maxBases bounds the bases of one delta; candidates evaluated for a delta.
+const (
+	maxBases      = 4
+	maxCandidates = 12
+	// wait is how long Plan waits for a delta being computed before answering ErrPending.
+	wait = 20 * time.Second
+)
+
+// NewService keeps its cache in dir.
+func NewService(dir string, src BlobSource, log *zap.Logger, tarBudget int64) (*Service, error) {
+	for _, d := range []string{"recipes", "indexes", "tars", "deltas", "plans", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	// Temporary files of an interrupted computation are never resumed.
+	if tmp, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
+		for _, e := range tmp {
+			_ = os.Remove(filepath.Join(dir, "tmp", e.Name()))
+		}
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if tarBudget <= 0 {
+		tarBudget = 4 << 30
+	}
+	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, jobs: map[string]*job{}, sem: make(chan struct{}, 1)}, nil
+}
+
+// Plan returns how the child that sent req rebuilds the layer it asks for: computed now or
+// earlier for another child. While the delta is computed it waits a while, then answers
+// ErrPending; ErrUnavailable means the child must fetch the blob itself.
+func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.DeltaPlan, error) {
+	target, err := digest.Parse(req.Digest)
+	if err != nil {
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: digest: %v", ErrUnavailable, err)
+	}
+	if !slices.Contains(req.Formats, acrapi.DeltaFormat) && !slices.Contains(req.Formats, FormatWhole) {
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s, %s)", ErrUnavailable, acrapi.DeltaFormat, FormatWhole)
+	}
+	key := planKey(req)
+	if p, ok := s.cachedPlan(key); ok {
+		return p, nil
+	}
+	s.mu.Lock()
+	j, running := s.jobs[key]
+	if !running {
+		j = &job{done: make(chan struct{})}
+		s.jobs[key] = j
+		go func() {
+			j.plan, j.err = s.compute(context.WithoutCancel(ctx), target, req, key)
+			s.mu.Lock()
+			delete(s.jobs, key)
+			s.mu.Unlock()
+			close(j.done)
+		}()
+	}
+	s.mu.Unlock()
+	select {
+	case <-j.done:
+		return j.plan, j.err
+	case <-time.After(wait):
+		return acrapi.DeltaPlan{}, ErrPending
+	case <-ctx.Done():
+		return acrapi.DeltaPlan{}, ctx.Err()
+	}
+}
+
+// Open opens the delta named id (a plan's ID) for serving.
+func (s *Service) Open(id string) (*os.File, error) {
+	d, err := digest.Parse(id)
+	if err != nil || d.Algorithm() != digest.SHA256 {
+		return nil, fmt.Errorf("%w: %q is not a delta id", os.ErrNotExist, id)
+	}
+	return os.Open(filepath.Join(s.dir, "deltas", d.Encoded()))
+}
+
+// planKey names the delta for req: its target and what the child offers, in order. (Two
+// children offering the same layers share it.)
+func planKey(req acrapi.DeltaRequest) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%d\n%s\n", acrapi.DeltaFormat, req.Digest, req.Position, req.Repository)
+	for _, l := range req.Have {
+		fmt.Fprintf(h, "%s %s %d\n", l.Digest, l.Repository, l.Position)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// cachedPlan is a plan computed earlier, whose delta file is still there. A cached refusal is
+// an ErrUnavailable plan with an empty ID.
+func (s *Service) cachedPlan(key string) (acrapi.DeltaPlan, bool) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".json"))
+	if err != nil {
+		return acrapi.DeltaPlan{}, false
+	}
+	var p acrapi.DeltaPlan
+	if json.Unmarshal(b, &p) != nil || p.ID == "" {
+		return acrapi.DeltaPlan{}, false
+	}
+	if d, err := digest.Parse(p.ID); err != nil || !exists(filepath.Join(s.dir, "deltas", d.Encoded())) {
+		return acrapi.DeltaPlan{}, false
+	}
+	return p, true
+}
+
+// facts are what is cached of a blob: how to reproduce it, and its uncompressed digest.
+type facts struct {
+	Recipe      *recipe.Recipe `json:"recipe,omitempty"`
+	Unsupported string         `json:"unsupported,omitempty"`
+	DiffID      string         `json:"diffId,omitempty"`
+	TarSize     int64          `json:"tarSize,omitempty"`
+}
+
+func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.DeltaRequest, key string) (acrapi.DeltaPlan, error) {
+	s.sem <- struct{}{}
+	defer func() { <-s.sem }()
+	start := time.Now()
+	// The tar first: decompressing it records the diff-id among the blob's facts.
+	targetIndex, targetTar, err := s.tar(ctx, req.Repository, target)
+	if err != nil {
+		return acrapi.DeltaPlan{}, err
+	}
+	defer targetTar.Close()
+	f, err := s.facts(ctx, req.Repository, target, true)
+	if err != nil {
+		return acrapi.DeltaPlan{}, err
+	}
+	if f.Recipe == nil {
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, f.Unsupported)
+	}
+	if f.DiffID == "" {
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the diff-id of %s is not known", ErrUnavailable, target)
+	}
+	bases := s.chooseBases(ctx, req, targetIndex)
+	tbases := make([]tardelta.Base, 0, len(bases))
+	var names []string
+	for _, b := range bases {
+		tbases = append(tbases, tardelta.Base{Index: b.index, Data: b.file})
+		names = append(names, b.digest.String())
+		defer b.file.Close()
+	}
+	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "delta-*")
+	if err != nil {
+		return acrapi.DeltaPlan{}, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := sha256.New()
+	format := acrapi.DeltaFormat
+	var stats tardelta.Stats
+	if len(tbases) == 0 && slices.Contains(req.Formats, FormatWhole) {
+		// Nothing to copy from: the whole tar, compressed far better than the gzip blob.
+		format = FormatWhole
+		stats.TargetBytes = targetIndex.Size
+		stats.LiteralIn = targetIndex.Size
+		stats.EncodedBytes, err = encodeWhole(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), io.MultiWriter(tmp, h))
+	} else if slices.Contains(req.Formats, acrapi.DeltaFormat) {
+		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{})
+	} else {
+		err = fmt.Errorf("%w: the child applies none of %s, %s", ErrUnavailable, acrapi.DeltaFormat, FormatWhole)
+	}
+	if err != nil {
+		return acrapi.DeltaPlan{}, fmt.Errorf("encoding the delta of %s: %w", target, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return acrapi.DeltaPlan{}, err
+	}
+	// Not worth it: the child fetches the blob (resumably) instead.
+	if size := blobSize(ctx, s.src, req.Repository, target); size > 0 && stats.EncodedBytes >= size {
+		s.log.Info("delta not smaller than the layer", zap.Stringer("digest", target), zap.Int64("delta_bytes", stats.EncodedBytes), zap.Int64("layer_bytes", size))
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: a delta would be %d bytes, the layer is %d", ErrUnavailable, stats.EncodedBytes, size)
+	}
+	id := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, "deltas", id.Encoded())); err != nil {
+		return acrapi.DeltaPlan{}, err
+	}
+	rb, _ := json.Marshal(f.Recipe)
+	plan := acrapi.DeltaPlan{ID: id.String(), Format: format, Size: stats.EncodedBytes, Bases: names,
+		Recipe: rb, DiffID: f.DiffID, Digest: target.String(), LayerSize: blobSize(ctx, s.src, req.Repository, target)}
+	pb, _ := json.Marshal(plan)
+	if err := atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), pb, 0o600); err != nil {
+		return acrapi.DeltaPlan{}, err
+	}
+	s.log.Info("delta computed", zap.Stringer("digest", target), zap.Strings("bases", names), zap.Int64("layer_bytes", plan.LayerSize),
+		zap.Int64("tar_bytes", stats.TargetBytes), zap.Int64("delta_bytes", stats.EncodedBytes), zap.Int64("copied", stats.CopyBytes),
+		zap.Int64("patched", stats.PatchIn), zap.Int64("literal", stats.LiteralIn), zap.Duration("took", time.Since(start)))
+	return plan, nil
+}
+
+func blobSize(ctx context.Context, src BlobSource, repo string, d digest.Digest) int64 {
+	rc, size, err := src.OpenBlob(ctx, repo, d)
+	if err != nil {
+		return 0
+	}
+	rc.Close()
+	return size
+}
+
+// facts returns the cached facts of blob d, working them out if needed: the recipe only when
+// wantRecipe (bases need only their tar).
+func (s *Service) facts(ctx context.Context, repo string, d digest.Digest, wantRecipe bool) (facts, error) {
+	path := filepath.Join(s.dir, "recipes", d.Encoded()+".json")
+	var f facts
+	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &f) == nil && (f.Recipe != nil || f.Unsupported != "" || !wantRecipe) {
+		return f, nil
+	}
+	if !wantRecipe {
+		return f, nil
+	}
+	rc, _, err := s.src.OpenBlob(ctx, repo, d)
+	if err != nil {
+		return f, fmt.Errorf("%w: layer %s: %v", ErrUnavailable, d, err)
+	}
+	defer rc.Close()
+	rcp, err := recipe.DetectAndConfirm(ctx, rc)
+	switch {
+	case errors.Is(err, recipe.ErrUnsupported), errors.Is(err, recipe.ErrCorrupt):
+		f.Unsupported = err.Error()
+	case err != nil:
+		return f, err
+	default:
+		f.Recipe = &rcp
+	}
+	b, _ := json.Marshal(f)
+	return f, atomicfile.Write(path, b, 0o600)
+}
+
+// tar returns the index of blob d's uncompressed tar and the tar itself, decompressing it
+// into the cache if needed; the diff-id is recorded in its facts on the way.
+func (s *Service) tar(ctx context.Context, repo string, d digest.Digest) (*tardelta.Index, *os.File, error) {
+	tarPath := filepath.Join(s.dir, "tars", d.Encoded())
+	idxPath := filepath.Join(s.dir, "indexes", d.Encoded())
+	if f, err := os.Open(tarPath); err == nil {
+		if raw, err := os.ReadFile(idxPath); err == nil {
+			var idx tardelta.Index
+			if idx.UnmarshalBinary(raw) == nil {
+				now := time.Now()
+				_ = os.Chtimes(tarPath, now, now) // recently used
+				return &idx, f, nil
+			}
+		}
+		f.Close()
+	}
+	rc, _, err := s.src.OpenBlob(ctx, repo, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: layer %s: %v", ErrUnavailable, d, err)
+	}
+	defer rc.Close()
+	zr, err := recipe.NewReader(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: layer %s: %v", ErrUnavailable, d, err)
+	}
+	defer zr.Close()
+	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "tar-*")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	pr, pw := io.Pipe()
+	idxc := make(chan *tardelta.Index, 1)
+	errc := make(chan error, 1)
+	go func() {
+		idx, err := tardelta.BuildIndex(pr)
+		_, _ = io.Copy(io.Discard, pr)
+		idxc <- idx
+		errc <- err
+	}()
+	n, err := io.Copy(io.MultiWriter(tmp, h, pw), zr)
+	pw.CloseWithError(err)
+	idx, ierr := <-idxc, <-errc
+	if err != nil {
+		tmp.Close()
+		return nil, nil, fmt.Errorf("%w: decompressing layer %s: %v", ErrUnavailable, d, err)
+	}
+	if ierr != nil {
+		tmp.Close()
+		return nil, nil, ierr
+	}
+	raw, err := idx.MarshalBinary()
+	if err != nil {
+		tmp.Close()
+		return nil, nil, err
+	}
+	if err := atomicfile.Write(idxPath, raw, 0o600); err != nil {
+		tmp.Close()
+		return nil, nil, err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, nil, err
+	}
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), tarPath); err != nil {
+		return nil, nil, err
+	}
+	s.recordDiffID(d, "sha256:"+hex.EncodeToString(h.Sum(nil)), n)
+	s.trimTars()
+	f, err := os.Open(tarPath)
+	return idx, f, err
+}
+
+func (s *Service) recordDiffID(d digest.Digest, diffID string, size int64) {
+	path := filepath.Join(s.dir, "recipes", d.Encoded()+".json")
+	var f facts
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &f)
+	}
+	f.DiffID, f.TarSize = diffID, size
+	b, _ := json.Marshal(f)
+	_ = atomicfile.Write(path, b, 0o600)
+}
+
+// trimTars removes the least recently used uncompressed tars beyond the budget; their indexes
+// stay (they are small), a tar is decompressed again when needed.
+func (s *Service) trimTars() {
+	dir := filepath.Join(s.dir, "tars")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type tarFile struct {
+		name string
+		size int64
+		used time.Time
+	}
+	var all []tarFile
+	var total int64
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			all = append(all, tarFile{e.Name(), fi.Size(), fi.ModTime()})
+			total += fi.Size()
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].used.Before(all[j].used) })
+	for _, t := range all {
+		if total <= s.tarBudget {
+			return
+		}
+		if os.Remove(filepath.Join(dir, t.name)) == nil {
+			total -= t.size
+		}
+	}
+}
+
+// base is a chosen base: its tar, open, and its index.
+type base struct {
+	digest digest.Digest
+	index  *tardelta.Index
+	file   *os.File
+}
+
+// chooseBases picks the layers the delta copies from, among those the child holds: the same
+// repository's layer at the same position first, then those sharing the most bytes of content
+// (by path or by content hash) with the target.
+func (s *Service) chooseBases(ctx context.Context, req acrapi.DeltaRequest, target *tardelta.Index) []base {
+	type scored struct {
+		base
+		score    int64
+		samePos  bool
+		position int
+	}
+	names := map[string]int64{}
+	sums := map[[32]byte]int64{}
+	for _, e := range target.Entries {
+		names[e.Name] += e.Data.Size + 1
+		if e.Data.Size > 0 {
+			sums[e.Data.Sum] += e.Data.Size
+		}
+	}
+	var cands []scored
+	seen := map[string]bool{req.Digest: true}
+	for _, h := range req.Have {
+		if len(cands) >= maxCandidates {
+			break
+		}
+		d, err := digest.Parse(h.Digest)
+		if err != nil || seen[h.Digest] {
+			continue
+		}
+		seen[h.Digest] = true
+		repo := h.Repository
+		if repo == "" {
+			repo = req.Repository
+		}
+		idx, f, err := s.tar(ctx, repo, d)
+		if err != nil {
+			s.log.Debug("a layer the child holds cannot be a base", zap.String("digest", h.Digest), zap.Error(err))
+			continue
+		}
+		var score int64
+		for _, e := range idx.Entries {
+			if n, ok := names[e.Name]; ok {
+				score += n
+			} else if e.Data.Size > 0 {
+				score += sums[e.Data.Sum]
+			}
+		}
+		c := scored{base: base{digest: d, index: idx, file: f}, score: score,
+			samePos: repo == req.Repository && h.Position == req.Position && req.Position >= 0}
+		cands = append(cands, c)
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		if cands[i].samePos != cands[j].samePos {
+			return cands[i].samePos
+		}
+		return cands[i].score > cands[j].score
+	})
+	var out []base
+	for _, c := range cands {
+		if len(out) < maxBases && (c.score > 0 || c.samePos) {
+			out = append(out, c.base)
+			continue
+		}
+		c.file.Close()
+	}
+	return out
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// Describe names a plan for logs.
+func Describe(p acrapi.DeltaPlan) string {
+	return fmt.Sprintf("delta %s (%d bytes for a %d-byte layer, bases %s)", p.ID, p.Size, p.LayerSize, strings.Join(p.Bases, ","))
+}

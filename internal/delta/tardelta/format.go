@@ -1,0 +1,68 @@
+package tardelta
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+)
+
+// Delta stream constants; the layout is described in doc.go.
+const (
+	deltaMagic   = "OTDL"
+	deltaVersion = 1
+
+	recBlock = 'B'
+	recEnd   = 'E'
+
+	opCopy    = 1
+	opHeader  = 2
+	opLiteral = 3
+	opPatch   = 4
+	// opHeaderXor: header section bytes XOR a base range of equal length.
+	opHeaderXor = 5
+
+	// maxBases bounds the per-base state Apply allocates from the header.
+	maxBases = 1024
+
+	// Limits on the raw size of a block's sections. They bound Apply's
+	// buffers whatever the delta claims.
+	maxOpsSection     = 1 << 20
+	maxHeaderSection  = 4 << 20
+	maxLiteralSection = 4 << 20
+
+	// segmentMargin extends a patch dictionary on both sides of the base
+	// segment aligned with the target segment, so content that moved by up
+	// to this much across a segment boundary is still found.
+	segmentMargin = 1 << 20
+
+	maxPatchBase = SegmentSize + 2*segmentMargin
+	// patchDictSlack with maxDictFor bounds the base bytes a patch may read
+	// per output byte, so a hostile delta cannot make Apply read megabytes
+	// of base for each byte it writes.
+	patchDictSlack  = 4 << 20
+	maxPatchTarget  = SegmentSize
+	maxPatchPayload = SegmentSize + 1<<20
+
+	// maxWindow caps the zstd window a frame may declare; the encoder's
+	// patch frames use at most SegmentSize.
+	maxWindow = 2 * SegmentSize
+)
+
+// maxDictFor is the largest dictionary allowed for a patch producing n bytes.
+func maxDictFor(n int) int64 { return min(maxPatchBase, 2*int64(n)+patchDictSlack) }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is matched (errors.Is) by every error Apply returns for a delta
+// that is malformed, truncated, inconsistent with the bases, or that does not
+// reproduce the checksum recorded by the encoder.
+var ErrCorrupt = errors.New("tardelta: corrupt delta")
+
+type corruptError struct{ msg string }
+
+func (e *corruptError) Error() string        { return "tardelta: " + e.msg }
+func (e *corruptError) Is(target error) bool { return target == ErrCorrupt }
+
+func corruptf(format string, a ...any) error {
+	return &corruptError{msg: fmt.Sprintf(format, a...)}
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package tardelta
+
+const raceEnabled = true

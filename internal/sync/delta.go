@@ -1,0 +1,406 @@
+package sync
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.uber.org/zap"
+
+	"github.com/outpost-registry/outpost/internal/delta"
+	"github.com/outpost-registry/outpost/internal/delta/tardelta"
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// Delta sync: a layer the node lacks is asked of the parent as a delta against layers the node
+// holds; the node rebuilds the exact blob, and commits it only once its digest matches. Any
+// problem — a parent that does not speak delta, no recipe for the layer, a bad delta — falls
+// back to fetching the blob itself, so delta can only save bytes, never fail a sync.
+
+// layerMediaTypes are the layers that may come as deltas: compressed tars.
+var layerMediaTypes = []string{
+	v1.MediaTypeImageLayerGzip, v1.MediaTypeImageLayerZstd, "application/vnd.docker.image.rootfs.diff.tar.gzip",
+}
+
+// deltaPendingLimit bounds how long the node waits for its parent to compute a delta.
+const deltaPendingLimit = 10 * time.Minute
+
+// maxHeld bounds the layers offered as bases in one request.
+const maxHeld = 256
+
+// errNoDelta: this layer does not come as a delta; fetch it whole.
+var errNoDelta = errors.New("no delta")
+
+// fetchLayer fetches d, as a delta when it can, else whole.
+func (e *Engine) fetchLayer(ctx context.Context, repo string, d Descriptor) error {
+	e.metrics.layerBytes.Add(float64(d.Size))
+	if !e.deltaWanted(d) {
+		return e.fetchBlob(ctx, repo, d)
+	}
+	err := e.fetchByDelta(ctx, repo, d)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil || errors.Is(err, ErrOutsideWindow) {
+		return err
+	}
+	if !errors.Is(err, errNoDelta) {
+		e.metrics.deltaFallbacks.Inc()
+		e.log.Warn("delta failed; fetching the layer whole", zap.String("repository", repo), zap.Stringer("digest", d.Digest), zap.Error(err))
+	} else {
+		e.log.Debug("layer fetched whole", zap.Stringer("digest", d.Digest), zap.Error(err))
+	}
+	return e.fetchBlob(ctx, repo, d)
+}
+
+// deltaWanted says whether to ask for d as a delta.
+func (e *Engine) deltaWanted(d Descriptor) bool {
+	if !e.opts.Delta || e.deltaOff.Load() || e.deltaUnsupported.Load() || d.position == 0 || !slices.Contains(layerMediaTypes, d.MediaType) {
+		return false
+	}
+	// A whole fetch already under way resumes instead: its bytes are paid for.
+	if _, ok := e.checkpoints.load(d.Digest); ok {
+		return false
+	}
+	return true
+}
+
+// fetchByDelta asks the parent for d as a delta, fetches the delta in resumable chunks,
+// rebuilds the layer into an upload session and commits it.
+func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) error {
+	held, err := e.heldLayers(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("%w: listing the layers held: %v", errNoDelta, err)
+	}
+	req := acrapi.DeltaRequest{Repository: repo, Digest: d.Digest.String(), Size: d.Size, Position: d.position - 1, Have: held, Formats: delta.Formats}
+	plan, err := e.planDelta(ctx, req)
+	if err != nil {
+		return err
+	}
+	if plan.Digest != d.Digest.String() || plan.LayerSize != d.Size {
+		return fmt.Errorf("the parent planned a delta for %s (%d bytes), not %s (%d bytes)", plan.Digest, plan.LayerSize, d.Digest, d.Size)
+	}
+	byDigest := map[string]acrapi.HeldLayer{}
+	for _, h := range held {
+		byDigest[h.Digest] = h
+	}
+	for _, b := range plan.Bases {
+		if _, ok := byDigest[b]; !ok {
+			return fmt.Errorf("the parent's delta uses %s, which this node did not offer", b)
+		}
+	}
+	id, err := digest.Parse(plan.ID)
+	if err != nil || plan.Size < 0 {
+		return fmt.Errorf("the parent's delta plan has an invalid id %q", plan.ID)
+	}
+	deltaPath, err := e.downloadDelta(ctx, id, plan.Size)
+	if err != nil {
+		return err
+	}
+	if err := e.rebuild(ctx, repo, d, plan, deltaPath, byDigest); err != nil {
+		return err
+	}
+	_ = os.Remove(deltaPath)
+	_ = os.Remove(deltaPath + ".plan")
+	e.metrics.deltaLayers.Inc()
+	e.metrics.deltaSaved.Add(float64(max(d.Size-plan.Size, 0)))
+	e.pass.deltaLayers.Add(1)
+	e.pass.deltaSaved.Add(max(d.Size-plan.Size, 0))
+	e.log.Info("layer rebuilt from a delta", zap.String("repository", repo), zap.Stringer("digest", d.Digest),
+		zap.Int64("layer_bytes", d.Size), zap.Int64("delta_bytes", plan.Size), zap.Int("bases", len(plan.Bases)), zap.String("format", plan.Format))
+	return nil
+}
+
+// planDelta asks the parent for a plan, waiting while the parent computes it.
+func (e *Engine) planDelta(ctx context.Context, req acrapi.DeltaRequest) (acrapi.DeltaPlan, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return acrapi.DeltaPlan{}, err
+	}
+	deadline := time.Now().Add(deltaPendingLimit)
+	for attempt := 1; ; attempt++ {
+		resp, err := e.parent.Send(ctx, http.MethodPost, "/acr/v1/deltas", http.Header{"Content-Type": {"application/json"}}, body)
+		var pe *ParentError
+		switch {
+		case errors.As(err, &pe) && (pe.Status == http.StatusNotFound || pe.Status == http.StatusMethodNotAllowed):
+			// Not an Outpost parent, or one without delta: stop asking.
+			e.deltaUnsupported.Store(true)
+			e.log.Info("the parent does not serve deltas; layers are fetched whole", zap.Int("status", pe.Status))
+			return acrapi.DeltaPlan{}, fmt.Errorf("%w: the parent does not serve deltas", errNoDelta)
+		case errors.As(err, &pe) && pe.Code == acrapi.CodeDeltaUnavailable:
+			return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", errNoDelta, pe.Message)
+		case err != nil && (!retryable(err) || attempt >= e.opts.Retry.Attempts):
+			return acrapi.DeltaPlan{}, err
+		case err != nil:
+			if serr := sleep(ctx, e.opts.Retry.Backoff(attempt, retryAfterOf(err))); serr != nil {
+				return acrapi.DeltaPlan{}, serr
+			}
+			continue
+		}
+		b, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if rerr != nil {
+			return acrapi.DeltaPlan{}, rerr
+		}
+		if resp.StatusCode == http.StatusAccepted {
+			if time.Now().After(deadline) {
+				return acrapi.DeltaPlan{}, fmt.Errorf("%w: the parent was still computing the delta after %s", errNoDelta, deltaPendingLimit)
+			}
+			wait := 5 * time.Second
+			if s := resp.Header.Get("Retry-After"); s != "" {
+				var secs int
+				if _, err := fmt.Sscan(s, &secs); err == nil && secs > 0 && secs < 60 {
+					wait = time.Duration(secs) * time.Second
+				}
+			}
+			if serr := sleep(ctx, wait); serr != nil {
+				return acrapi.DeltaPlan{}, serr
+			}
+			attempt = 0
+			continue
+		}
+		var plan acrapi.DeltaPlan
+		if err := json.Unmarshal(b, &plan); err != nil {
+			return acrapi.DeltaPlan{}, fmt.Errorf("the parent's delta plan: %w", err)
+		}
+		return plan, nil
+	}
+}
+
+func retryAfterOf(err error) time.Duration {
+	var pe *ParentError
+	if errors.As(err, &pe) {
+		return pe.RetryAfter
+	}
+	return 0
+}
+
+// deltaDir holds deltas being fetched (named by their digest, so a cut transfer resumes) and
+// the uncompressed bases of a rebuild.
+func (e *Engine) deltaDir() string { return filepath.Join(e.opts.StateDir, "deltas") }
+
+// downloadDelta fetches delta id into its file in chunks, resuming from what the file holds,
+// and checks its digest.
+func (e *Engine) downloadDelta(ctx context.Context, id digest.Digest, size int64) (string, error) {
+	if err := os.MkdirAll(e.deltaDir(), 0o700); err != nil {
+		return "", err
+	}
+	path := filepath.Join(e.deltaDir(), id.Encoded())
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	have, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return "", err
+	}
+	if have > size {
+		if err := f.Truncate(0); err != nil {
+			return "", err
+		}
+		have, _ = f.Seek(0, io.SeekStart)
+	}
+	chunk := int64(e.opts.ChunkSize)
+	failures := 0
+	for have < size {
+		length := min(chunk, size-have)
+		resp, err := e.parent.Do(ctx, http.MethodGet, "/acr/v1/deltas/"+id.String(),
+			http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", have, have+length-1)}})
+		var n int64
+		if err == nil {
+			if resp.StatusCode == http.StatusPartialContent {
+				n, err = io.Copy(f, io.LimitReader(resp.Body, length))
+			} else {
+				// The whole delta: skip what is held, keep the rest.
+				if _, err = io.CopyN(io.Discard, resp.Body, have); err == nil {
+					n, err = io.Copy(f, io.LimitReader(resp.Body, size-have))
+				}
+			}
+			resp.Body.Close()
+			e.pass.deltaBytes.Add(n)
+		}
+		have += n
+		if err == nil && n == 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			failures = 0
+			continue
+		}
+		var pe *ParentError
+		if errors.As(err, &pe) && pe.Status == http.StatusNotFound {
+			_ = os.Remove(path) // evicted at the parent: a new plan names it again
+			return "", fmt.Errorf("%w: the parent no longer has delta %s", errNoDelta, id)
+		}
+		if !retryable(err) {
+			return "", err
+		}
+		if n > 0 {
+			failures = 0
+		}
+		failures++
+		if failures >= e.opts.Retry.Attempts {
+			return "", fmt.Errorf("fetching delta %s: %w", id, err)
+		}
+		if serr := sleep(ctx, e.opts.Retry.Backoff(failures, retryAfterOf(err))); serr != nil {
+			return "", serr
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); got != id {
+		_ = os.Remove(path)
+		e.metrics.refetched.Add(float64(size))
+		return "", fmt.Errorf("%w: delta %s arrived as %s", ErrCorrupt, id, got)
+	}
+	return path, nil
+}
+
+// rebuild decompresses the bases, rebuilds the layer from the delta into an upload session,
+// and commits it: distribution checks the digest once more.
+func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan acrapi.DeltaPlan, deltaPath string, held map[string]acrapi.HeldLayer) error {
+	var bases []tardelta.SizedReaderAt
+	for _, b := range plan.Bases {
+		h := held[b]
+		bd, err := digest.Parse(b)
+		if err != nil {
+			return err
+		}
+		f, err := e.decompressBase(ctx, h.Repository, bd)
+		if err != nil {
+			return fmt.Errorf("base %s: %w", b, err)
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		bases = append(bases, io.NewSectionReader(f, 0, fi.Size()))
+	}
+	df, err := os.Open(deltaPath)
+	if err != nil {
+		return err
+	}
+	defer df.Close()
+	w, err := e.store.CreateUpload(ctx, repo)
+	if err != nil {
+		return err
+	}
+	if err := delta.Rebuild(ctx, plan, df, bases, w); err != nil {
+		_ = w.Cancel(context.WithoutCancel(ctx))
+		if errors.Is(err, delta.ErrMismatch) || errors.Is(err, tardelta.ErrCorrupt) {
+			_ = os.Remove(deltaPath) // wrong bytes: a new attempt fetches them again
+		}
+		return err
+	}
+	if _, err := w.Commit(ctx, v1.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: "application/octet-stream"}); err != nil {
+		_ = w.Cancel(context.WithoutCancel(ctx))
+		return fmt.Errorf("committing the rebuilt layer %s: %w", d.Digest, err)
+	}
+	return nil
+}
+
+// decompressBase writes the uncompressed tar of a layer the node holds to a temporary file.
+func (e *Engine) decompressBase(ctx context.Context, repo string, d digest.Digest) (*os.File, error) {
+	rc, _, err := e.store.OpenBlob(ctx, repo, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(e.deltaDir(), "base-*.tar")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := delta.Decompress(rc, f); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return f, nil
+}
+
+// heldLayers lists the layers the node holds, for the parent to choose bases from: those of
+// repo first, by tag, then those of other repositories.
+func (e *Engine) heldLayers(ctx context.Context, repo string) ([]acrapi.HeldLayer, error) {
+	repos, err := e.store.Repositories(ctx)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(repos, func(a, b string) int {
+		switch {
+		case a == repo && b != repo:
+			return -1
+		case b == repo && a != repo:
+			return 1
+		}
+		return 0
+	})
+	var out []acrapi.HeldLayer
+	seen := map[string]bool{}
+	for _, r := range repos {
+		tags, err := e.store.Tags(ctx, r)
+		if err != nil {
+			continue
+		}
+		slices.Reverse(tags) // newer tags (by name, often) first
+		for _, t := range tags {
+			if len(out) >= maxHeld {
+				return out, nil
+			}
+			md, ok, err := e.store.TagDigest(ctx, r, t)
+			if err != nil || !ok {
+				continue
+			}
+			e.addHeld(ctx, r, md, &out, seen, 0)
+		}
+	}
+	return out, nil
+}
+
+// addHeld adds the layers of manifest md (an index's children too) to out.
+func (e *Engine) addHeld(ctx context.Context, repo string, md digest.Digest, out *[]acrapi.HeldLayer, seen map[string]bool, depth int) {
+	if depth > 2 || len(*out) >= maxHeld {
+		return
+	}
+	mt, raw, err := e.store.GetManifest(ctx, repo, md)
+	if err != nil {
+		return
+	}
+	p, err := parseManifest(Manifest{MediaType: mt, Raw: raw, Digest: md})
+	if err != nil {
+		return
+	}
+	for _, c := range p.children {
+		e.addHeld(ctx, repo, c.Digest, out, seen, depth+1)
+	}
+	for _, b := range p.blobs {
+		if b.position == 0 || seen[b.Digest.String()] || !slices.Contains(layerMediaTypes, b.MediaType) || len(*out) >= maxHeld {
+			continue
+		}
+		if ok, err := e.store.HasBlob(ctx, repo, b.Digest); err != nil || !ok {
+			continue
+		}
+		seen[b.Digest.String()] = true
+		*out = append(*out, acrapi.HeldLayer{Digest: b.Digest.String(), Repository: repo, Position: b.position - 1})
+	}
+}

@@ -1,0 +1,314 @@
+package sync_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"strings"
+	gosync "sync"
+	"sync/atomic"
+	"testing"
+
+	ggcrv1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/gorilla/mux"
+	"go.uber.org/zap/zaptest"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/outpost-registry/outpost/internal/acr"
+	"github.com/outpost-registry/outpost/internal/controlplane"
+	"github.com/outpost-registry/outpost/internal/delta"
+	"github.com/outpost-registry/outpost/internal/sync"
+)
+
+const deltaAdminPassword = "delta-test-admin-password"
+
+// deltaParent is a registry that also serves /acr/v1/deltas, as every Outpost node does. fault,
+// if set, wraps the delta routes (to cut or corrupt them).
+func deltaParent(t *testing.T, fault func(http.Handler) http.Handler) *node {
+	t.Helper()
+	dir := t.TempDir()
+	cp, err := controlplane.Open(filepath.Join(dir, "cp.db"), controlplane.WithPasswordCost(bcrypt.MinCost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	if _, err := cp.EnsureAdmin(deltaAdminPassword); err != nil {
+		t.Fatal(err)
+	}
+	var n *node
+	n = newNode(t, func(v2 http.Handler) http.Handler {
+		r := mux.NewRouter()
+		var svc gosync.Once
+		var deltas *delta.Service
+		acrHandler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			svc.Do(func() {
+				deltas, err = delta.NewService(filepath.Join(dir, "delta"), n.reg, zaptest.NewLogger(t), 0)
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			var h http.Handler = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: zaptest.NewLogger(t)})
+			if fault != nil && strings.HasPrefix(req.URL.Path, "/acr/v1/deltas/") {
+				h = fault(h)
+			}
+			h.ServeHTTP(w, req)
+		})
+		r.PathPrefix("/acr/").Handler(acrHandler)
+		r.PathPrefix("/v2").Handler(v2)
+		return r
+	})
+	return n
+}
+
+// deltaOptions are engine options for a child of a deltaParent.
+func deltaOptions(t *testing.T, parent *node, repos ...string) sync.Options {
+	o := engineOptions(t, parent.srv.URL, repos...)
+	o.Parent.Username, o.Parent.Password = "admin", deltaAdminPassword
+	o.Delta = true
+	return o
+}
+
+// tree is a deterministic file tree like source code: files of lines from a shared pool, so
+// that, as in real trees, much repeats across files beyond gzip's 32 KiB window.
+func tree(seed uint64, files int) map[string][]byte {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	words := []string{"registry", "layer", "delta", "edge", "sync", "manifest", "digest", "tar", "gzip", "outpost", "site", "parent",
+		"func", "return", "err", "nil", "if", "for", "range", "ctx", ":=", "{", "}", "(", ")"}
+	pool := make([]string, 400)
+	for i := range pool {
+		var l strings.Builder
+		for range 3 + rng.IntN(9) {
+			l.WriteString(words[rng.IntN(len(words))])
+			l.WriteByte(' ')
+		}
+		pool[i] = strings.Repeat("\t", rng.IntN(4)) + l.String() + "\n"
+	}
+	out := map[string][]byte{}
+	for i := range files {
+		var b bytes.Buffer
+		for b.Len() < 2000+rng.IntN(30000) {
+			b.WriteString(pool[rng.IntN(len(pool))])
+		}
+		out[fmt.Sprintf("app/src/pkg%02d/file%03d.go", i%10, i)] = b.Bytes()
+	}
+	return out
+}
+
+// gzipLayer is a tar of files compressed as Docker does (compress/gzip, default level).
+func gzipLayer(t *testing.T, files map[string][]byte) ggcrv1.Layer {
+	t.Helper()
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	for _, n := range names {
+		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(files[n])), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(files[n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	if _, err := zw.Write(raw.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return static(t, gz.Bytes(), types.OCILayer)
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func layeredImage(t *testing.T, layers ...ggcrv1.Layer) ggcrv1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mutate.ConfigMediaType(img, types.OCIConfigJSON)
+}
+
+// edited is files with a few changed, one added and one removed.
+func edited(files map[string][]byte) map[string][]byte {
+	out := map[string][]byte{}
+	i := 0
+	for n, b := range files {
+		i++
+		switch {
+		case i == 3:
+			continue // removed
+		case i%9 == 0:
+			c := append([]byte(nil), b...)
+			copy(c[len(c)/2:], "changed in v2")
+			out[n] = c
+		default:
+			out[n] = b
+		}
+	}
+	out["app/src/new.go"] = []byte(strings.Repeat("package main // new in v2\n", 40))
+	return out
+}
+
+// TestDeltaSync: the first image reaches an empty child better compressed than its gzip
+// layers; an application update comes as a small delta against the layer the child holds;
+// every blob is byte-identical to the parent's.
+func TestDeltaSync(t *testing.T) {
+	parent := deltaParent(t, nil)
+	base, app1 := tree(1, 60), tree(2, 40)
+	app2 := edited(app1)
+	baseLayer := gzipLayer(t, base)
+	parent.push(t, "team/app:v1", layeredImage(t, baseLayer, gzipLayer(t, app1)))
+	child := newNode(t, nil)
+	e := newEngine(t, deltaOptions(t, parent, "team/app"), child)
+
+	s := e.RunPass(context.Background(), false)
+	if s.Result != "ok" {
+		t.Fatalf("first pass: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v1")
+	if s.DeltaLayers != 2 || s.SavedBytes <= 0 || s.LayerTransferBytes != s.BytesFromParent+s.SavedBytes {
+		t.Errorf("first image: %d layers as deltas, %d bytes saved (of %d with layer transfer); want both layers better compressed", s.DeltaLayers, s.SavedBytes, s.LayerTransferBytes)
+	}
+	t.Logf("first image: %d bytes over the link, %d with layer transfer (%.1f%%)", s.BytesFromParent, s.LayerTransferBytes, 100*float64(s.BytesFromParent)/float64(s.LayerTransferBytes))
+
+	app2Layer := gzipLayer(t, app2)
+	parent.push(t, "team/app:v2", layeredImage(t, baseLayer, app2Layer))
+	s = e.RunPass(context.Background(), false)
+	if s.Result != "ok" {
+		t.Fatalf("second pass: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v2")
+	size, _ := app2Layer.Size()
+	if s.DeltaLayers != 1 || s.SavedBytes < size*9/10 {
+		t.Errorf("application update: %d layers as deltas, %d of the layer's %d bytes saved; want one delta saving most of it", s.DeltaLayers, s.SavedBytes, size)
+	}
+	t.Logf("application update: layer %d bytes, %d bytes over the link in all (%d with layer transfer)", size, s.BytesFromParent, s.LayerTransferBytes)
+}
+
+// TestDeltaFallsBack: a parent that does not serve deltas, and one whose deltas arrive
+// corrupted, both end with the exact image fetched whole.
+func TestDeltaFallsBack(t *testing.T) {
+	img := layeredImage(t, gzipLayer(t, tree(3, 30)))
+
+	plain := newNode(t, nil)
+	plain.push(t, "team/app:v1", img)
+	child := newNode(t, nil)
+	o := engineOptions(t, plain.srv.URL, "team/app")
+	o.Delta = true
+	if s := newEngine(t, o, child).RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 0 {
+		t.Fatalf("from a parent without deltas: %+v", s)
+	}
+	requireSame(t, plain, child, "team/app:v1")
+
+	var corrupted atomic.Int64
+	flip := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(&flipWriter{ResponseWriter: w, n: &corrupted}, r)
+		})
+	}
+	lying := deltaParent(t, flip)
+	lying.push(t, "team/app:v1", img)
+	child2 := newNode(t, nil)
+	s := newEngine(t, deltaOptions(t, lying, "team/app"), child2).RunPass(context.Background(), false)
+	if s.Result != "ok" || s.DeltaLayers != 0 || corrupted.Load() == 0 {
+		t.Fatalf("from a parent sending corrupt deltas: %+v (corrupted %d responses)", s, corrupted.Load())
+	}
+	requireSame(t, lying, child2, "team/app:v1")
+}
+
+// flipWriter flips the first byte of every body it writes.
+type flipWriter struct {
+	http.ResponseWriter
+	n       *atomic.Int64
+	flipped bool
+}
+
+func (f *flipWriter) Write(p []byte) (int, error) {
+	if !f.flipped && len(p) > 0 {
+		f.flipped = true
+		f.n.Add(1)
+		c := append([]byte(nil), p...)
+		c[0] ^= 0xff
+		return f.ResponseWriter.Write(c)
+	}
+	return f.ResponseWriter.Write(p)
+}
+
+// TestDeltaResumes: a delta transfer cut in the middle resumes from the bytes the child kept.
+func TestDeltaResumes(t *testing.T) {
+	var cuts atomic.Int64
+	cut := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if cuts.Add(1) == 2 { // the second chunk: half of it, then the connection drops
+				next.ServeHTTP(&cutWriter{ResponseWriter: w, left: 8 << 10}, r)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	parent := deltaParent(t, cut)
+	big := map[string][]byte{}
+	for n, b := range tree(4, 150) {
+		big[n] = b
+	}
+	layer := gzipLayer(t, big)
+	parent.push(t, "team/app:v1", layeredImage(t, layer))
+	child := newNode(t, nil)
+	o := deltaOptions(t, parent, "team/app")
+	o.ChunkSize = 16 << 10
+	s := newEngine(t, o, child).RunPass(context.Background(), false)
+	if s.Result != "ok" || s.DeltaLayers != 1 || cuts.Load() < 3 {
+		t.Fatalf("pass with a cut delta transfer: %+v (%d delta requests)", s, cuts.Load())
+	}
+	requireSame(t, parent, child, "team/app:v1")
+	// The cut cost at most the bytes in flight, not the delta again: the bytes received exceed
+	// the layer's delta (the rest of what crossed: manifest, config, requests' answers) by
+	// less than a chunk.
+	size, _ := layer.Size()
+	deltaBytes := size - s.SavedBytes
+	if s.BytesFromParent > deltaBytes+int64(o.ChunkSize)+16<<10 {
+		t.Errorf("a cut delta cost %d bytes in all; the delta is %d bytes, a chunk %d", s.BytesFromParent, deltaBytes, o.ChunkSize)
+	}
+	t.Logf("delta %d bytes, %d received in all with a cut mid-transfer", deltaBytes, s.BytesFromParent)
+}
+
+// cutWriter writes left bytes, then aborts the connection.
+type cutWriter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if len(p) >= c.left {
+		_, _ = c.ResponseWriter.Write(p[:c.left])
+		if f, ok := c.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}
+	c.left -= len(p)
+	return c.ResponseWriter.Write(p)
+}

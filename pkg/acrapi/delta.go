@@ -1,0 +1,54 @@
+package acrapi
+
+import "encoding/json"
+
+// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 1).
+const DeltaFormat = "tardelta/1"
+
+// Delta sync settings of a connected registry.
+const (
+	DeltaEnabled  = "Enabled"
+	DeltaDisabled = "Disabled"
+)
+
+// HeldLayer is a layer a child holds, offered as a base for a delta: where it sits tells the
+// parent which bases are likely to share the most with the layer asked for.
+type HeldLayer struct {
+	Digest     string `json:"digest"`
+	Repository string `json:"repository,omitempty"`
+	// Position is the layer's index in its image manifest; -1 when unknown.
+	Position int `json:"position"`
+}
+
+// DeltaRequest asks a parent for a layer as a delta against layers the child holds
+// (POST /acr/v1/deltas).
+type DeltaRequest struct {
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
+	Size       int64  `json:"size"`
+	// Position is the layer's index in the image manifest being synced; -1 when unknown.
+	Position int `json:"position"`
+	// Have are layers the child holds, most relevant first (the parent also keeps them as its
+	// inventory of the child).
+	Have []HeldLayer `json:"have"`
+	// Formats are the delta formats the child can apply.
+	Formats []string `json:"formats"`
+}
+
+// DeltaPlan answers a DeltaRequest: the delta to fetch (GET /acr/v1/deltas/<ID>, with Range)
+// and how to rebuild the layer from it.
+type DeltaPlan struct {
+	// ID is the sha256 digest of the delta's bytes, which the child verifies.
+	ID     string `json:"id"`
+	Format string `json:"format"`
+	Size   int64  `json:"size"`
+	// Bases are the layers the delta copies from, in the order it numbers them.
+	Bases []string `json:"bases"`
+	// Recipe reproduces the layer's compressed bytes from its tar (internal/delta/recipe).
+	Recipe json.RawMessage `json:"recipe"`
+	// DiffID is the sha256 digest of the layer's uncompressed tar.
+	DiffID string `json:"diffId"`
+	// Digest and LayerSize are the layer's: what the rebuilt blob must be.
+	Digest    string `json:"digest"`
+	LayerSize int64  `json:"layerSize"`
+}
