@@ -132,6 +132,11 @@ func printStatus(w io.Writer, s acrapi.SyncStatus) error {
 	if p := s.LastPass; p != nil {
 		fmt.Fprintf(tw, "last pass:\t%s, started %s, %s from parent, %d blobs fetched, %d mounted, %d manifests, %d tags removed\n",
 			p.Result, p.Started.Format(time.RFC3339), bytesText(p.BytesFromParent), p.BlobsFetched, p.BlobsMounted, p.ManifestsSynced, p.TagsRemoved)
+		if p.LayerTransferBytes > 0 {
+			fmt.Fprintf(tw, "delta sync:\t%d layers as deltas; %s crossed the link, %s with layer transfer: %s saved (%.1f%%)\n",
+				p.DeltaLayers, bytesText(p.BytesFromParent), bytesText(p.LayerTransferBytes), bytesText(p.SavedBytes),
+				100*float64(p.SavedBytes)/float64(p.LayerTransferBytes))
+		}
 		if p.Error != "" {
 			fmt.Fprintf(tw, "last error:\t%s\n", p.Error)
 		}

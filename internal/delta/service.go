@@ -165,9 +165,16 @@ func (s *Service) cachedPlan(key string) (acrapi.DeltaPlan, bool) {
 	if json.Unmarshal(b, &p) != nil || p.ID == "" {
 		return acrapi.DeltaPlan{}, false
 	}
-	if d, err := digest.Parse(p.ID); err != nil || !exists(filepath.Join(s.dir, "deltas", d.Encoded())) {
+	d, err := digest.Parse(p.ID)
+	if err != nil {
 		return acrapi.DeltaPlan{}, false
 	}
+	path := filepath.Join(s.dir, "deltas", d.Encoded())
+	if !exists(path) {
+		return acrapi.DeltaPlan{}, false
+	}
+	now := time.Now()
+	_ = os.Chtimes(path, now, now) // recently used
 	return p, true
 }
 
@@ -242,6 +249,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, "deltas", id.Encoded())); err != nil {
 		return acrapi.DeltaPlan{}, err
 	}
+	s.trimDeltas()
 	rb, _ := json.Marshal(f.Recipe)
 	plan := acrapi.DeltaPlan{ID: id.String(), Format: format, Size: stats.EncodedBytes, Bases: names,
 		Recipe: rb, DiffID: f.DiffID, Digest: target.String(), LayerSize: blobSize(ctx, s.src, req.Repository, target)}
@@ -381,8 +389,15 @@ func (s *Service) recordDiffID(d digest.Digest, diffID string, size int64) {
 
 // trimTars removes the least recently used uncompressed tars beyond the budget; their indexes
 // stay (they are small), a tar is decompressed again when needed.
-func (s *Service) trimTars() {
-	dir := filepath.Join(s.dir, "tars")
+func (s *Service) trimTars() { trimDir(filepath.Join(s.dir, "tars"), s.tarBudget) }
+
+// trimDeltas removes the least recently used deltas beyond a quarter of the budget; a plan
+// whose delta is gone is computed again when asked for.
+func (s *Service) trimDeltas() { trimDir(filepath.Join(s.dir, "deltas"), s.tarBudget/4) }
+
+// trimDir removes the least recently used files of dir (by modification time, which readers
+// refresh) until the rest fits in budget.
+func trimDir(dir string, budget int64) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -402,7 +417,7 @@ func (s *Service) trimTars() {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].used.Before(all[j].used) })
 	for _, t := range all {
-		if total <= s.tarBudget {
+		if total <= budget {
 			return
 		}
 		if os.Remove(filepath.Join(dir, t.name)) == nil {

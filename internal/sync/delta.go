@@ -302,6 +302,8 @@ func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan ac
 		return err
 	}
 	defer df.Close()
+	e.rebuilding.Lock()
+	defer e.rebuilding.Unlock()
 	w, err := e.store.CreateUpload(ctx, repo)
 	if err != nil {
 		return err
