@@ -147,7 +147,7 @@ func (s *Service) Open(id string) (*os.File, error) {
 // children offering the same layers share it.)
 func planKey(req acrapi.DeltaRequest) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%d\n%s\n", acrapi.DeltaFormat, req.Digest, req.Position, req.Repository)
+	fmt.Fprintf(h, "%s\n%s\n%d\n%s\n%s\n", acrapi.DeltaFormat, req.Digest, req.Position, req.Repository, strings.Join(req.Formats, ","))
 	for _, l := range req.Have {
 		fmt.Fprintf(h, "%s %s %d\n", l.Digest, l.Repository, l.Position)
 	}
