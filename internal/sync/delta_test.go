@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	gosync "sync"
@@ -56,7 +58,7 @@ func deltaParent(t *testing.T, fault func(http.Handler) http.Handler) *node {
 				}
 			})
 			var h http.Handler = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: zaptest.NewLogger(t)})
-			if fault != nil && strings.HasPrefix(req.URL.Path, "/acr/v1/deltas/") {
+			if fault != nil && strings.HasPrefix(req.URL.Path, "/acr/v1/deltas") {
 				h = fault(h)
 			}
 			h.ServeHTTP(w, req)
@@ -226,6 +228,10 @@ func TestDeltaFallsBack(t *testing.T) {
 	var corrupted atomic.Int64
 	flip := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet {
+				next.ServeHTTP(w, r)
+				return
+			}
 			next.ServeHTTP(&flipWriter{ResponseWriter: w, n: &corrupted}, r)
 		})
 	}
@@ -237,6 +243,40 @@ func TestDeltaFallsBack(t *testing.T) {
 		t.Fatalf("from a parent sending corrupt deltas: %+v (corrupted %d responses)", s, corrupted.Load())
 	}
 	requireSame(t, lying, child2, "team/app:v1")
+
+	// A parent whose plans name the wrong compression level: the rebuilt layer does not hash
+	// to its digest and is never committed.
+	var altered atomic.Int64
+	wrongRecipe := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			var plan map[string]any
+			body := rec.Body.Bytes()
+			if rec.Code == http.StatusOK && json.Unmarshal(body, &plan) == nil {
+				if rcp, ok := plan["recipe"].(map[string]any); ok {
+					rcp["level"] = 1.0
+					body, _ = json.Marshal(plan)
+					altered.Add(1)
+				}
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(body)
+		})
+	}
+	wrong := deltaParent(t, wrongRecipe)
+	wrong.push(t, "team/app:v1", img)
+	child3 := newNode(t, nil)
+	s = newEngine(t, deltaOptions(t, wrong, "team/app"), child3).RunPass(context.Background(), false)
+	if s.Result != "ok" || s.DeltaLayers != 0 || altered.Load() == 0 {
+		t.Fatalf("from a parent with wrong recipes: %+v (altered %d plans)", s, altered.Load())
+	}
+	requireSame(t, wrong, child3, "team/app:v1")
 }
 
 // flipWriter flips the first byte of every body it writes.
