@@ -83,15 +83,15 @@ type Engine struct {
 	deltaOff, deltaUnsupported atomic.Bool
 	// rebuilding lets one layer be rebuilt from a delta at a time: each holds tens of MiB of
 	// decoder and compressor state, and the node's memory must stay bounded.
-	rebuilding stdsync.Mutex
-	include                    []*regexp.Regexp
-	exclude                    []*regexp.Regexp
-	platforms                  platformFilter
-	checkpoints                checkpoints
-	outbox                     outbox
-	flight                     singleflight.Group
-	metrics                    *metrics
-	progress                   *progress
+	rebuilding  stdsync.Mutex
+	include     []*regexp.Regexp
+	exclude     []*regexp.Regexp
+	platforms   platformFilter
+	checkpoints checkpoints
+	outbox      outbox
+	flight      singleflight.Group
+	metrics     *metrics
+	progress    *progress
 
 	trigger chan bool // a pass is wanted; true when forced outside the window
 	running atomic.Bool
