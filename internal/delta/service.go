@@ -110,6 +110,9 @@ func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 	if p, ok := s.cachedPlan(key); ok {
 		return p, nil
 	}
+	if reason, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".refused")); err == nil {
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+	}
 	s.mu.Lock()
 	j, running := s.jobs[key]
 	if !running {
@@ -147,15 +150,15 @@ func (s *Service) Open(id string) (*os.File, error) {
 // children offering the same layers share it.)
 func planKey(req acrapi.DeltaRequest) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%d\n%s\n%s\n", acrapi.DeltaFormat, req.Digest, req.Position, req.Repository, strings.Join(req.Formats, ","))
+	formats := slices.Sorted(slices.Values(req.Formats))
+	fmt.Fprintf(h, "%s\n%s\n%d\n%s\n%s\n", acrapi.DeltaFormat, req.Digest, req.Position, req.Repository, strings.Join(formats, ","))
 	for _, l := range req.Have {
 		fmt.Fprintf(h, "%s %s %d\n", l.Digest, l.Repository, l.Position)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// cachedPlan is a plan computed earlier, whose delta file is still there. A cached refusal is
-// an ErrUnavailable plan with an empty ID.
+// cachedPlan is a plan computed earlier, whose delta file is still there.
 func (s *Service) cachedPlan(key string) (acrapi.DeltaPlan, bool) {
 	b, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".json"))
 	if err != nil {
@@ -206,7 +209,10 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if f.DiffID == "" {
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the diff-id of %s is not known", ErrUnavailable, target)
 	}
-	bases := s.chooseBases(ctx, req, targetIndex)
+	var bases []base
+	if slices.Contains(req.Formats, acrapi.DeltaFormat) {
+		bases = s.chooseBases(ctx, req, targetIndex)
+	}
 	tbases := make([]tardelta.Base, 0, len(bases))
 	var names []string
 	for _, b := range bases {
@@ -243,13 +249,16 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	// Not worth it: the child fetches the blob (resumably) instead.
 	if size := blobSize(ctx, s.src, req.Repository, target); size > 0 && stats.EncodedBytes >= size {
 		s.log.Info("delta not smaller than the layer", zap.Stringer("digest", target), zap.Int64("delta_bytes", stats.EncodedBytes), zap.Int64("layer_bytes", size))
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: a delta would be %d bytes, the layer is %d", ErrUnavailable, stats.EncodedBytes, size)
+		reason := fmt.Sprintf("a delta would be %d bytes, the layer is %d", stats.EncodedBytes, size)
+		// Remembered, so that the next child asking the same is answered at once.
+		_ = atomicfile.Write(filepath.Join(s.dir, "plans", key+".refused"), []byte(reason), 0o600)
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	id := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	s.trimDeltas() // before adding this one: the plan returned must be servable
 	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, "deltas", id.Encoded())); err != nil {
 		return acrapi.DeltaPlan{}, err
 	}
-	s.trimDeltas()
 	rb, _ := json.Marshal(f.Recipe)
 	plan := acrapi.DeltaPlan{ID: id.String(), Format: format, Size: stats.EncodedBytes, Bases: names,
 		Recipe: rb, DiffID: f.DiffID, Digest: target.String(), LayerSize: blobSize(ctx, s.src, req.Repository, target)}
@@ -371,8 +380,8 @@ func (s *Service) tar(ctx context.Context, repo string, d digest.Digest) (*tarde
 		return nil, nil, err
 	}
 	s.recordDiffID(d, "sha256:"+hex.EncodeToString(h.Sum(nil)), n)
-	s.trimTars()
 	f, err := os.Open(tarPath)
+	s.trimTars() // after opening: an open file stays readable once removed
 	return idx, f, err
 }
 
@@ -439,9 +448,8 @@ type base struct {
 func (s *Service) chooseBases(ctx context.Context, req acrapi.DeltaRequest, target *tardelta.Index) []base {
 	type scored struct {
 		base
-		score    int64
-		samePos  bool
-		position int
+		score   int64
+		samePos bool
 	}
 	names := map[string]int64{}
 	sums := map[[32]byte]int64{}
