@@ -229,6 +229,14 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	h := sha256.New()
 	format := acrapi.DeltaFormat
 	var stats tardelta.Stats
+	layerSize := blobSize(ctx, s.src, req.Repository, target)
+	if len(tbases) == 0 && layerSize > 0 && layerSize*100 >= targetIndex.Size*95 {
+		// The layer hardly compresses (random or already compressed data): no stream will be
+		// much smaller, and trying costs seconds of CPU per layer.
+		reason := fmt.Sprintf("the layer's %d bytes hold a %d-byte tar that does not compress", layerSize, targetIndex.Size)
+		_ = atomicfile.Write(filepath.Join(s.dir, "plans", key+".refused"), []byte(reason), 0o600)
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+	}
 	if len(tbases) == 0 && slices.Contains(req.Formats, FormatWhole) {
 		// Nothing to copy from: the whole tar, compressed far better than the gzip blob.
 		format = FormatWhole
