@@ -128,3 +128,13 @@ fuzz:
 
 clean:
 	rm -rf bin dist .tools
+
+# Delta sync benchmark (issue 7), not part of `make test`: a debootstrap'ed Debian bookworm and
+# its next security update, two releases of Outpost, two npm trees, compressed as Docker/BuildKit,
+# crane and podman do, synced by an Outpost child with sync.delta false and true through a
+# byte-counting loopback link; prints a Markdown table for docs/performance.md. Run as root
+# (debootstrap). Images are built once into $TMPDIR/outpost-deltabench-cache. About 6 minutes
+# (plus 2–4 the first time). DELTABENCH_ARGS passes flags, e.g. DELTABENCH_ARGS="-quick -out delta.md".
+.PHONY: bench-delta
+bench-delta: build
+	$(GO) run ./test/bench/deltabench -outpost $(BIN) $(DELTABENCH_ARGS)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -37,6 +38,11 @@ const deltaPendingLimit = 10 * time.Minute
 
 // maxHeld bounds the layers offered as bases in one request.
 const maxHeld = 256
+
+// rebuildMemoryLimit is the Go heap's soft limit while a layer is rebuilt, so that the node stays
+// within about 128 MiB: the delta's own buffers are bounded (tardelta, zstd windows), the rest
+// is garbage the collector may leave until the heap doubles.
+const rebuildMemoryLimit = 96 << 20
 
 // errNoDelta: this layer does not come as a delta; fetch it whole.
 var errNoDelta = errors.New("no delta")
@@ -107,9 +113,11 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 	if err != nil {
 		return err
 	}
+	started := time.Now()
 	if err := e.rebuild(ctx, repo, d, plan, deltaPath, byDigest); err != nil {
 		return err
 	}
+	took := time.Since(started)
 	_ = os.Remove(deltaPath)
 	_ = os.Remove(deltaPath + ".plan")
 	e.metrics.deltaLayers.Inc()
@@ -117,7 +125,8 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 	e.pass.deltaLayers.Add(1)
 	e.pass.deltaSaved.Add(max(d.Size-plan.Size, 0))
 	e.log.Info("layer rebuilt from a delta", zap.String("repository", repo), zap.Stringer("digest", d.Digest),
-		zap.Int64("layer_bytes", d.Size), zap.Int64("delta_bytes", plan.Size), zap.Int("bases", len(plan.Bases)), zap.String("format", plan.Format))
+		zap.Int64("layer_bytes", d.Size), zap.Int64("delta_bytes", plan.Size), zap.Int("bases", len(plan.Bases)), zap.String("format", plan.Format),
+		zap.Duration("rebuild", took), zap.Float64("rebuild_layer_mib_per_s", float64(d.Size)/(1<<20)/took.Seconds()))
 	return nil
 }
 
@@ -304,6 +313,14 @@ func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan ac
 	defer df.Close()
 	e.rebuilding.Lock()
 	defer e.rebuilding.Unlock()
+	// A rebuild holds tens of MiB of decoder and compressor state; a soft memory limit makes the
+	// collector return it rather than let the heap double, and it goes back to the system after.
+	// (An operator's lower GOMEMLIMIT stays.)
+	if prev := debug.SetMemoryLimit(-1); prev > rebuildMemoryLimit {
+		debug.SetMemoryLimit(rebuildMemoryLimit)
+		defer debug.SetMemoryLimit(prev)
+	}
+	defer debug.FreeOSMemory()
 	w, err := e.store.CreateUpload(ctx, repo)
 	if err != nil {
 		return err
