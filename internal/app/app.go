@@ -187,6 +187,12 @@ func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	if err := checkWritable(n.cfg.DataDir); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			// A full disk still serves every image it holds: taking the node out of service
+			// would stop pulls too. Pushes and syncs fail, and say why, until space is freed.
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "warning": "the data directory is full: pushes and syncs fail until space is freed"})
+			return
+		}
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "storage unavailable", "error": err.Error()})
 		return
 	}
@@ -311,18 +317,27 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 	return nil
 }
 
-// checkWritable creates dir if needed and proves it writable with a probe file.
+// checkWritable creates dir if needed and proves it writable with a probe file holding a byte
+// (an empty file needs no data block: it would pass on a full disk).
 func checkWritable(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("%s cannot be created: %v: choose a writable directory with --data", dir, unwrapPath(err))
 	}
 	f, err := os.CreateTemp(dir, ".outpost-probe-*")
 	if err != nil {
-		return fmt.Errorf("%s is not writable: %v: choose a writable directory with --data", dir, unwrapPath(err))
+		return fmt.Errorf("%s is not writable: %w: choose a writable directory with --data", dir, unwrapPath(err))
 	}
 	name := f.Name()
+	_, werr := f.Write([]byte{0})
+	if werr == nil {
+		werr = f.Sync()
+	}
 	f.Close()
-	return os.Remove(filepath.Clean(name))
+	_ = os.Remove(filepath.Clean(name))
+	if werr != nil {
+		return fmt.Errorf("%s is not writable: %w", dir, unwrapPath(werr))
+	}
+	return nil
 }
 
 // unwrapPath drops the path from a *fs.PathError, which the message names already.

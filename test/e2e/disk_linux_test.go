@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// TestFullDisk: a child whose data directory fills up mid-sync keeps serving what it has,
+// serves nothing half-synced, refuses a push with an error, and completes the image once there
+// is room again — byte-identical, with the bytes fetched before the disk filled kept.
+func TestFullDisk(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A small tmpfs is a disk that fills; only root may mount one.
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=6m,mode=0700"); err != nil {
+		t.Skipf("cannot mount a small tmpfs to fill (%v): skipping the full-disk test", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(data, syscall.MNT_DETACH) })
+
+	parent := startNode(t, nodeOptions{})
+	img := randomImage(t, 3, 3<<20) // 9 MiB: does not fit in 6
+	want := parent.pushImage(t, "edge/full:v1", img)
+
+	cfg := filepath.Join(dir, "outpost.yaml")
+	body := "parent:\n  url: " + parent.base() + "\n" + parentCredentials + "sync:\n  repositories: [edge/full]\n  schedule: \"@every 2s\"\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	child := startNode(t, nodeOptions{dataDir: data, args: []string{"--config", cfg}})
+	m := &member{node: child, name: "child"}
+
+	eventually(t, 60*time.Second, "the child reports the full disk in a failed pass", func() (bool, string) {
+		logs := child.logs()
+		return strings.Contains(logs, "no space left on device") && strings.Contains(logs, `"msg":"sync pass"`), lastLine(logs)
+	}, m)
+	if child.current().exited() {
+		t.Fatal("the child exited on a full disk")
+	}
+	if got, detail := m.headDigest(t, "edge/full", "v1"); got != "" {
+		t.Fatalf("the child serves edge/full:v1 before it has all of it: %s", detail)
+	}
+	// A push into the full disk fails with an error answer, and stores nothing.
+	r := child.do(t, http.MethodPost, "/v2/edge/pushed/blobs/uploads/", nil)
+	if r.status == http.StatusAccepted {
+		loc := r.header.Get("Location")
+		sep := "?"
+		if strings.Contains(loc, "?") {
+			sep = "&"
+		}
+		big := make([]byte, 8<<20)
+		r = child.do(t, http.MethodPut, loc+sep+"digest=sha256:"+strings.Repeat("0", 64), big, "Content-Type", "application/octet-stream")
+	}
+	if r.status < 400 {
+		t.Errorf("a push into the full disk: %s, want an error", r)
+	}
+	if r := child.do(t, http.MethodGet, "/readyz", nil); r.status != http.StatusOK || !strings.Contains(string(r.body), "full") {
+		t.Errorf("/readyz on a full disk: %s, want 200 (it still serves what it holds) with a warning", r)
+	}
+
+	// Room again: the next pass completes the image.
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", data).CombinedOutput(); err != nil {
+		t.Fatalf("growing the tmpfs: %v: %s", err, out)
+	}
+	m.waitImage(t, 60*time.Second, "edge/full", "v1", want, m)
+	m.expectServes(t, map[string]v1.Image{"edge/full:v1": img})
+}
