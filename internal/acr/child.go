@@ -81,6 +81,11 @@ func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error 
 	if err := a.cp.ReportStatus(name, rep.Status); err != nil {
 		return err
 	}
+	if rep.Layers != nil && a.deltas != nil {
+		if err := a.deltas.SetInventory(name, rep.LayersHash, rep.Layers); err != nil {
+			return fmt.Errorf("%w: layers: %v", errBadRequest, err)
+		}
+	}
 	for d, st := range rep.Descendants {
 		if err := a.cp.RelayStatus(d, st); err != nil {
 			return err

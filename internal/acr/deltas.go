@@ -15,9 +15,6 @@ import (
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
-// maxHave bounds the layers a child may offer as bases in one request.
-const maxHave = 512
-
 // deltaRoutes serves layers as deltas: POST /deltas plans one for the layer a child asks for,
 // GET /deltas/<id> serves its bytes, with Range, so a cut transfer resumes.
 func (a *api) deltaRoutes(v1 *mux.Router) {
@@ -47,6 +44,15 @@ func (a *api) planDelta(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		a.auth.Refused(r, p, acrapi.ActionContentRead, req.Repository)
 		return fmt.Errorf("%w: %s may not %s on repository %s", errDenied, p, acrapi.ActionContentRead, req.Repository)
 	}
+	// A connected registry names the inventory of its last status report instead of listing it.
+	if len(req.Have) == 0 && req.HaveHash != "" {
+		hash, layers, ok := a.deltas.Inventory(p.Registry)
+		if p.Kind != auth.KindSyncToken || !ok || hash != req.HaveHash {
+			acrapi.WriteError(w, http.StatusConflict, acrapi.CodeInventoryStale, "this parent does not hold inventory "+req.HaveHash+": send the layers held")
+			return nil
+		}
+		req.Have = layers
+	}
 	// Only layers the caller may read are bases: a delta must not be a window on other
 	// repositories.
 	have := req.Have[:0]
@@ -55,7 +61,7 @@ func (a *api) planDelta(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if repo == "" {
 			repo = req.Repository
 		}
-		if len(have) < maxHave && p.Can(repo, acrapi.ActionContentRead) {
+		if len(have) < acrapi.MaxInventory && p.Can(repo, acrapi.ActionContentRead) {
 			have = append(have, h)
 		}
 	}

@@ -467,9 +467,22 @@ func (s *Service) chooseBases(ctx context.Context, req acrapi.DeltaRequest, targ
 			sums[e.Data.Sum] += e.Data.Size
 		}
 	}
+	// The same repository's layers first (at the same position first of all): an inventory
+	// lists every repository the child holds, in no particular order.
+	have := slices.Clone(req.Have)
+	rank := func(h acrapi.HeldLayer) int {
+		switch {
+		case h.Repository == req.Repository && h.Position == req.Position:
+			return 0
+		case h.Repository == req.Repository || h.Repository == "":
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(have, func(a, b acrapi.HeldLayer) int { return rank(a) - rank(b) })
 	var cands []scored
 	seen := map[string]bool{req.Digest: true}
-	for _, h := range req.Have {
+	for _, h := range have {
 		if len(cands) >= maxCandidates {
 			break
 		}
@@ -524,4 +537,43 @@ func exists(path string) bool {
 // Describe names a plan for logs.
 func Describe(p acrapi.DeltaPlan) string {
 	return fmt.Sprintf("delta %s (%d bytes for a %d-byte layer, bases %s)", p.ID, p.Size, p.LayerSize, strings.Join(p.Bases, ","))
+}
+
+// maxInventory bounds the inventory kept per child.
+const maxInventory = acrapi.MaxInventory
+
+// SetInventory keeps the layers a connected registry reported holding, named by hash (which
+// must be theirs), for its delta requests to refer to.
+func (s *Service) SetInventory(registry, hash string, layers []acrapi.HeldLayer) error {
+	if len(layers) > maxInventory {
+		return fmt.Errorf("%w: an inventory of %d layers, at most %d are kept", ErrUnavailable, len(layers), maxInventory)
+	}
+	if acrapi.InventoryHash(layers) != hash {
+		return fmt.Errorf("%w: the inventory does not match its hash", ErrUnavailable)
+	}
+	b, err := json.Marshal(layers)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, "inventories"), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(s.inventoryPath(registry), b, 0o600)
+}
+
+// Inventory returns the layers registry last reported holding and their hash; false if none.
+func (s *Service) Inventory(registry string) (string, []acrapi.HeldLayer, bool) {
+	b, err := os.ReadFile(s.inventoryPath(registry))
+	if err != nil {
+		return "", nil, false
+	}
+	var layers []acrapi.HeldLayer
+	if json.Unmarshal(b, &layers) != nil {
+		return "", nil, false
+	}
+	return acrapi.InventoryHash(layers), layers, true
+}
+
+func (s *Service) inventoryPath(registry string) string {
+	return filepath.Join(s.dir, "inventories", strings.ToLower(registry)+".json")
 }

@@ -146,7 +146,14 @@ func (e *Engine) reportStatus(ctx context.Context, pass acrapi.PassSummary) {
 	if e.connected.Describe != nil {
 		e.connected.Describe(&report)
 	}
-	if err := e.acr.ReportStatus(ctx, report); err != nil {
+	inventory, hash := e.describeInventory(ctx, &report)
+	err := e.acr.ReportStatus(ctx, report)
+	if err == nil && hash != "" {
+		e.inventoryMu.Lock()
+		e.inventory, e.inventoryHash = inventory, hash
+		e.inventoryMu.Unlock()
+	}
+	if err != nil {
 		e.log.Warn("reporting status to the parent failed", zap.Error(err))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	gosync "sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/outpost-registry/outpost/internal/acr"
 	"github.com/outpost-registry/outpost/internal/auth"
 	"github.com/outpost-registry/outpost/internal/controlplane"
+	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/internal/registry"
 	"github.com/outpost-registry/outpost/internal/sync"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
@@ -27,7 +29,10 @@ import (
 // root is an Outpost root in one process: its registry on /v2 and the control plane on /acr.
 type root struct {
 	*node
-	cp *controlplane.Store
+	cp     *controlplane.Store
+	deltas *delta.Service // every Outpost node serves deltas
+	// observe, when set, sees every /acr request before it is served (its body unread).
+	observe func(*http.Request)
 }
 
 func newRoot(t *testing.T) *root {
@@ -37,14 +42,29 @@ func newRoot(t *testing.T) *root {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cp.Close() })
-	acrHandler := acr.Handler(acr.Options{ControlPlane: cp, Log: zaptest.NewLogger(t)})
-	n := newNode(t, func(v2 http.Handler) http.Handler {
+	rt := &root{cp: cp}
+	var once gosync.Once
+	var acrHandler http.Handler
+	rt.node = newNode(t, func(v2 http.Handler) http.Handler {
 		r := mux.NewRouter()
-		r.PathPrefix("/acr/").Handler(acrHandler)
+		r.PathPrefix("/acr/").Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			once.Do(func() { // the delta service reads the root's store, there once newNode returns
+				deltas, err := delta.NewService(filepath.Join(t.TempDir(), "delta"), rt.node.reg, zaptest.NewLogger(t), 0)
+				if err != nil {
+					t.Error(err)
+				}
+				rt.deltas = deltas
+				acrHandler = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: zaptest.NewLogger(t)})
+			})
+			if rt.observe != nil {
+				rt.observe(req)
+			}
+			acrHandler.ServeHTTP(w, req)
+		}))
 		r.PathPrefix("/v2").Handler(v2)
 		return r
 	})
-	return &root{node: n, cp: cp}
+	return rt
 }
 
 // define creates a connected registry at the root and returns the engine options of a node

@@ -47,6 +47,40 @@ const rebuildMemoryLimit = 96 << 20
 // errNoDelta: this layer does not come as a delta; fetch it whole.
 var errNoDelta = errors.New("no delta")
 
+// errInventoryStale: the parent does not hold the inventory a request named.
+var errInventoryStale = errors.New("the parent does not hold this node's inventory")
+
+// acknowledgedInventory is the inventory the parent acknowledged in the last status report,
+// and its hash; "" without one.
+func (e *Engine) acknowledgedInventory() ([]acrapi.HeldLayer, string) {
+	e.inventoryMu.Lock()
+	defer e.inventoryMu.Unlock()
+	return e.inventory, e.inventoryHash
+}
+
+// describeInventory adds the node's inventory of layers to a status report: its hash always,
+// the list when the parent has not acknowledged it yet. It returns what to record once the
+// report is accepted.
+func (e *Engine) describeInventory(ctx context.Context, r *acrapi.StatusReport) ([]acrapi.HeldLayer, string) {
+	if !e.opts.Delta || e.deltaOff.Load() || e.deltaUnsupported.Load() {
+		return nil, ""
+	}
+	layers, err := e.heldLayers(ctx, "", acrapi.MaxInventory)
+	if err != nil {
+		e.log.Warn("listing the layers held for the status report", zap.Error(err))
+		return nil, ""
+	}
+	if layers == nil {
+		layers = []acrapi.HeldLayer{}
+	}
+	hash := acrapi.InventoryHash(layers)
+	r.LayersHash = hash
+	if _, acked := e.acknowledgedInventory(); acked != hash {
+		r.Layers = layers
+	}
+	return layers, hash
+}
+
 // fetchLayer fetches d, as a delta when it can, else whole.
 func (e *Engine) fetchLayer(ctx context.Context, repo string, d Descriptor) error {
 	e.metrics.layerBytes.Add(float64(d.Size))
@@ -84,12 +118,21 @@ func (e *Engine) deltaWanted(d Descriptor) bool {
 // fetchByDelta asks the parent for d as a delta, fetches the delta in resumable chunks,
 // rebuilds the layer into an upload session and commits it.
 func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) error {
-	held, err := e.heldLayers(ctx, repo)
-	if err != nil {
-		return fmt.Errorf("%w: listing the layers held: %v", errNoDelta, err)
+	req := acrapi.DeltaRequest{Repository: repo, Digest: d.Digest.String(), Size: d.Size, Position: d.position - 1, Formats: delta.Formats}
+	// A connected registry's parent keeps the inventory of its last status report: naming it
+	// saves sending the list with every layer.
+	held, hash := e.acknowledgedInventory()
+	if hash != "" {
+		req.HaveHash = hash
 	}
-	req := acrapi.DeltaRequest{Repository: repo, Digest: d.Digest.String(), Size: d.Size, Position: d.position - 1, Have: held, Formats: delta.Formats}
 	plan, err := e.planDelta(ctx, req)
+	if errors.Is(err, errInventoryStale) || hash == "" {
+		if held, err = e.heldLayers(ctx, repo, maxHeld); err != nil {
+			return fmt.Errorf("%w: listing the layers held: %v", errNoDelta, err)
+		}
+		req.HaveHash, req.Have = "", held
+		plan, err = e.planDelta(ctx, req)
+	}
 	if err != nil {
 		return err
 	}
@@ -148,6 +191,8 @@ func (e *Engine) planDelta(ctx context.Context, req acrapi.DeltaRequest) (acrapi
 			return acrapi.DeltaPlan{}, fmt.Errorf("%w: the parent does not serve deltas", errNoDelta)
 		case errors.As(err, &pe) && pe.Code == acrapi.CodeDeltaUnavailable:
 			return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", errNoDelta, pe.Message)
+		case errors.As(err, &pe) && pe.Code == acrapi.CodeInventoryStale:
+			return acrapi.DeltaPlan{}, errInventoryStale
 		case err != nil && (!retryable(err) || attempt >= e.opts.Retry.Attempts):
 			return acrapi.DeltaPlan{}, err
 		case err != nil:
@@ -360,7 +405,7 @@ func (e *Engine) decompressBase(ctx context.Context, repo string, d digest.Diges
 
 // heldLayers lists the layers the node holds, for the parent to choose bases from: those of
 // repo first, by tag, then those of other repositories.
-func (e *Engine) heldLayers(ctx context.Context, repo string) ([]acrapi.HeldLayer, error) {
+func (e *Engine) heldLayers(ctx context.Context, repo string, limit int) ([]acrapi.HeldLayer, error) {
 	repos, err := e.store.Repositories(ctx)
 	if err != nil {
 		return nil, err
@@ -383,22 +428,22 @@ func (e *Engine) heldLayers(ctx context.Context, repo string) ([]acrapi.HeldLaye
 		}
 		slices.Reverse(tags) // newer tags (by name, often) first
 		for _, t := range tags {
-			if len(out) >= maxHeld {
+			if len(out) >= limit {
 				return out, nil
 			}
 			md, ok, err := e.store.TagDigest(ctx, r, t)
 			if err != nil || !ok {
 				continue
 			}
-			e.addHeld(ctx, r, md, &out, seen, 0)
+			e.addHeld(ctx, r, md, &out, seen, 0, limit)
 		}
 	}
 	return out, nil
 }
 
 // addHeld adds the layers of manifest md (an index's children too) to out.
-func (e *Engine) addHeld(ctx context.Context, repo string, md digest.Digest, out *[]acrapi.HeldLayer, seen map[string]bool, depth int) {
-	if depth > 2 || len(*out) >= maxHeld {
+func (e *Engine) addHeld(ctx context.Context, repo string, md digest.Digest, out *[]acrapi.HeldLayer, seen map[string]bool, depth, limit int) {
+	if depth > 2 || len(*out) >= limit {
 		return
 	}
 	mt, raw, err := e.store.GetManifest(ctx, repo, md)
@@ -410,10 +455,10 @@ func (e *Engine) addHeld(ctx context.Context, repo string, md digest.Digest, out
 		return
 	}
 	for _, c := range p.children {
-		e.addHeld(ctx, repo, c.Digest, out, seen, depth+1)
+		e.addHeld(ctx, repo, c.Digest, out, seen, depth+1, limit)
 	}
 	for _, b := range p.blobs {
-		if b.position == 0 || seen[b.Digest.String()] || !slices.Contains(layerMediaTypes, b.MediaType) || len(*out) >= maxHeld {
+		if b.position == 0 || seen[b.Digest.String()] || !slices.Contains(layerMediaTypes, b.MediaType) || len(*out) >= limit {
 			continue
 		}
 		if ok, err := e.store.HasBlob(ctx, repo, b.Digest); err != nil || !ok {

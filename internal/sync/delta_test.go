@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +29,7 @@ import (
 	"github.com/outpost-registry/outpost/internal/controlplane"
 	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/internal/sync"
+	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
 const deltaAdminPassword = "delta-test-admin-password"
@@ -351,4 +353,54 @@ func (c *cutWriter) Write(p []byte) (int, error) {
 	}
 	c.left -= len(p)
 	return c.ResponseWriter.Write(p)
+}
+
+// TestConnectedDeltaUsesInventory: a connected registry reports the layers it holds in its
+// status report; its next delta request names that inventory instead of listing it, and the
+// parent chooses bases from it.
+func TestConnectedDeltaUsesInventory(t *testing.T) {
+	root := newRoot(t)
+	baseLayer, app1 := gzipLayer(t, tree(11, 40)), tree(12, 30)
+	root.push(t, "team/app:v1", layeredImage(t, baseLayer, gzipLayer(t, app1)))
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteDelta1", Repositories: []string{"team/app"}})
+	opts.Delta = true
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("first pass: %+v", s)
+	}
+	hash, layers, ok := root.deltas.Inventory("siteDelta1")
+	if !ok || len(layers) != 2 || layers[0].Repository != "team/app" {
+		t.Fatalf("the root's inventory of siteDelta1: %v %v %+v", ok, hash, layers)
+	}
+
+	var requests []acrapi.DeltaRequest
+	var mu gosync.Mutex
+	root.observe = func(r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/acr/v1/deltas" {
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		var req acrapi.DeltaRequest
+		_ = json.Unmarshal(b, &req)
+		mu.Lock()
+		requests = append(requests, req)
+		mu.Unlock()
+	}
+	d := root.push(t, "team/app:v2", layeredImage(t, baseLayer, gzipLayer(t, edited(app1))))
+	// The event the root's app records for a push.
+	if err := root.cp.AppendEvent(acrapi.Event{Repository: "team/app", Tag: "v2", Digest: d.String(), Action: acrapi.EventPush}); err != nil {
+		t.Fatal(err)
+	}
+	s := e.RunPass(context.Background(), false)
+	if s.Result != "ok" || s.DeltaLayers != 1 {
+		t.Fatalf("second pass: %+v", s)
+	}
+	requireSame(t, root.node, child, "team/app:v2")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(requests) != 1 || requests[0].HaveHash != hash || len(requests[0].Have) != 0 {
+		t.Fatalf("delta requests: %+v; want one naming inventory %s without a list", requests, hash)
+	}
 }

@@ -83,15 +83,19 @@ type Engine struct {
 	deltaOff, deltaUnsupported atomic.Bool
 	// rebuilding lets one layer be rebuilt from a delta at a time: each holds tens of MiB of
 	// decoder and compressor state, and the node's memory must stay bounded.
-	rebuilding  stdsync.Mutex
-	include     []*regexp.Regexp
-	exclude     []*regexp.Regexp
-	platforms   platformFilter
-	checkpoints checkpoints
-	outbox      outbox
-	flight      singleflight.Group
-	metrics     *metrics
-	progress    *progress
+	rebuilding stdsync.Mutex
+	// inventory is the list of layers held that the parent acknowledged in a status report.
+	inventoryMu   stdsync.Mutex
+	inventory     []acrapi.HeldLayer
+	inventoryHash string
+	include       []*regexp.Regexp
+	exclude       []*regexp.Regexp
+	platforms     platformFilter
+	checkpoints   checkpoints
+	outbox        outbox
+	flight        singleflight.Group
+	metrics       *metrics
+	progress      *progress
 
 	trigger chan bool // a pass is wanted; true when forced outside the window
 	running atomic.Bool

@@ -1,6 +1,10 @@
 package acrapi
 
-import "encoding/json"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+)
 
 // DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 1).
 const DeltaFormat = "tardelta/1"
@@ -28,9 +32,11 @@ type DeltaRequest struct {
 	Size       int64  `json:"size"`
 	// Position is the layer's index in the image manifest being synced; -1 when unknown.
 	Position int `json:"position"`
-	// Have are layers the child holds, most relevant first (the parent also keeps them as its
-	// inventory of the child).
-	Have []HeldLayer `json:"have"`
+	// Have are layers the child holds, most relevant first. A connected registry sends instead
+	// HaveHash, the LayersHash of the inventory in its last status report, which the parent
+	// keeps; a parent that holds another answers 409 INVENTORY_STALE and the child sends Have.
+	Have     []HeldLayer `json:"have"`
+	HaveHash string      `json:"haveHash,omitempty"`
 	// Formats are the delta formats the child can apply.
 	Formats []string `json:"formats"`
 }
@@ -51,4 +57,14 @@ type DeltaPlan struct {
 	// Digest and LayerSize are the layer's: what the rebuilt blob must be.
 	Digest    string `json:"digest"`
 	LayerSize int64  `json:"layerSize"`
+}
+
+// MaxInventory bounds the layers of an inventory in a status report.
+const MaxInventory = 4096
+
+// InventoryHash names an inventory of held layers: the sha256 of its JSON form, in order.
+func InventoryHash(layers []HeldLayer) string {
+	b, _ := json.Marshal(layers)
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

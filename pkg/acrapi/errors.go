@@ -24,6 +24,8 @@ const (
 	CodeUnsupported = "UNSUPPORTED"
 	// CodeDeltaUnavailable: no delta for this layer; fetch the blob itself.
 	CodeDeltaUnavailable = "DELTA_UNAVAILABLE"
+	// CodeInventoryStale: the parent does not hold the inventory a delta request names.
+	CodeInventoryStale = "INVENTORY_STALE"
 )
 
 // WriteError writes status and a body holding one error.

@@ -142,6 +142,10 @@ type SyncTokenHashes struct {
 type StatusReport struct {
 	Status      NodeStatus            `json:"status"`
 	Descendants map[string]NodeStatus `json:"descendants,omitempty"`
+	// LayersHash names the node's inventory of layers (the parent's bases for deltas); Layers
+	// is the inventory itself, sent only when it changed since the parent last acknowledged it.
+	LayersHash string      `json:"layersHash,omitempty"`
+	Layers     []HeldLayer `json:"layers,omitempty"`
 }
 
 // Event actions.
