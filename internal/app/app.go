@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	n.registry = reg
 	n.storage = observe.NewStorageCollector(reg.DataDir(), 30*time.Second)
 	// Every node can serve its children layers as deltas (they ask; it computes and caches).
-	deltas, err := delta.NewService(filepath.Join(reg.DataDir(), "outpost", "delta"), reg, log.Named("delta"), 0)
+	deltas, err := delta.NewService(filepath.Join(reg.DataDir(), "outpost", "delta"), reg, log.Named("delta"), deltaCacheBudget(reg.DataDir()))
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +154,17 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	})
 	n.handler = observe.Middleware(r, routeOf, httpMetrics, log.Named("http"), "healthz", "readyz", "metrics")
 	return n, nil
+}
+
+// deltaCacheBudget bounds the uncompressed layers a node keeps to compute deltas for its
+// children: 4 GiB, or a tenth of the free space at start if that is less (an edge node's disk
+// holds its images first), but at least 256 MiB.
+func deltaCacheBudget(dataDir string) int64 {
+	budget := int64(4 << 30)
+	if free, ok := diskFree(dataDir); ok {
+		budget = min(budget, max(free/10, 256<<20))
+	}
+	return budget
 }
 
 // routeOf names a request's route for logs and metrics.
