@@ -433,6 +433,10 @@ func summarizeLog(path string, from, to int64) []string {
 			if b, ok := e["bases"].(float64); ok {
 				l += fmt.Sprintf(", %d base(s)", int(b))
 			}
+			// The child's own rebuild, without the parent's work: apply, recompress, verify.
+			if ms, ok := e["rebuild"].(float64); ok && ms > 0 {
+				l += fmt.Sprintf(", rebuilt in %.2fs (%.1f MiB/s of layer)", ms/1000, lb/(1<<20)/(ms/1000))
+			}
 			layers = append(layers, l)
 		}
 	}
