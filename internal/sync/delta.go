@@ -122,11 +122,13 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 	// A connected registry's parent keeps the inventory of its last status report: naming it
 	// saves sending the list with every layer.
 	held, hash := e.acknowledgedInventory()
+	var plan acrapi.DeltaPlan
+	err := errInventoryStale
 	if hash != "" {
 		req.HaveHash = hash
+		plan, err = e.planDelta(ctx, req)
 	}
-	plan, err := e.planDelta(ctx, req)
-	if errors.Is(err, errInventoryStale) || hash == "" {
+	if errors.Is(err, errInventoryStale) {
 		if held, err = e.heldLayers(ctx, repo, maxHeld); err != nil {
 			return fmt.Errorf("%w: listing the layers held: %v", errNoDelta, err)
 		}
