@@ -180,7 +180,15 @@ func edited(files map[string][]byte) map[string][]byte {
 // layers; an application update comes as a small delta against the layer the child holds;
 // every blob is byte-identical to the parent's.
 func TestDeltaSync(t *testing.T) {
-	parent := deltaParent(t, nil)
+	var plans atomic.Int64 // POST /acr/v1/deltas: one per layer, no more
+	parent := deltaParent(t, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost {
+				plans.Add(1)
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
 	base, app1 := tree(1, 60), tree(2, 40)
 	app2 := edited(app1)
 	baseLayer := gzipLayer(t, base)
@@ -197,6 +205,9 @@ func TestDeltaSync(t *testing.T) {
 		t.Errorf("first image: %d layers as deltas, %d bytes saved (of %d with layer transfer); want both layers better compressed", s.DeltaLayers, s.SavedBytes, s.LayerTransferBytes)
 	}
 	t.Logf("first image: %d bytes over the link, %d with layer transfer (%.1f%%)", s.BytesFromParent, s.LayerTransferBytes, 100*float64(s.BytesFromParent)/float64(s.LayerTransferBytes))
+	if n := plans.Swap(0); n != 2 {
+		t.Errorf("%d delta plans asked for 2 layers", n)
+	}
 
 	app2Layer := gzipLayer(t, app2)
 	parent.push(t, "team/app:v2", layeredImage(t, baseLayer, app2Layer))
@@ -210,6 +221,9 @@ func TestDeltaSync(t *testing.T) {
 		t.Errorf("application update: %d layers as deltas, %d of the layer's %d bytes saved; want one delta saving most of it", s.DeltaLayers, s.SavedBytes, size)
 	}
 	t.Logf("application update: layer %d bytes, %d bytes over the link in all (%d with layer transfer)", size, s.BytesFromParent, s.LayerTransferBytes)
+	if n := plans.Load(); n != 1 {
+		t.Errorf("%d delta plans asked for 1 layer", n)
+	}
 }
 
 // TestDeltaFallsBack: a parent that does not serve deltas, and one whose deltas arrive
