@@ -518,9 +518,12 @@ func (s *Service) chooseBases(ctx context.Context, req acrapi.DeltaRequest, targ
 		}
 		return cands[i].score > cands[j].score
 	})
+	// A base must share enough to pay for itself: the child decompresses every base, and a
+	// Debian layer that shares only "usr/" and "etc/" with an application's costs seconds.
+	minScore := max(64<<10, target.Size/100)
 	var out []base
 	for _, c := range cands {
-		if len(out) < maxBases && (c.score > 0 || c.samePos) {
+		if len(out) < maxBases && (c.score >= minScore || c.samePos) {
 			out = append(out, c.base)
 			continue
 		}
