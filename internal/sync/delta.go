@@ -159,12 +159,16 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 		return err
 	}
 	started := time.Now()
-	if err := e.rebuild(ctx, repo, d, plan, deltaPath, byDigest); err != nil {
+	err = e.rebuild(ctx, repo, d, plan, deltaPath, byDigest)
+	if ctx.Err() == nil {
+		// Used, or useless: the layer is fetched whole after a failed rebuild. (A cut
+		// download keeps its file above, to resume.)
+		_ = os.Remove(deltaPath)
+	}
+	if err != nil {
 		return err
 	}
 	took := time.Since(started)
-	_ = os.Remove(deltaPath)
-	_ = os.Remove(deltaPath + ".plan")
 	e.metrics.deltaLayers.Inc()
 	e.metrics.deltaSaved.Add(float64(max(d.Size-plan.Size, 0)))
 	e.pass.deltaLayers.Add(1)
@@ -384,6 +388,15 @@ func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan ac
 		return fmt.Errorf("committing the rebuilt layer %s: %w", d.Digest, err)
 	}
 	return nil
+}
+
+// removeStaleBases removes the uncompressed bases a rebuild cut by a kill left behind: they are
+// as large as the layers' tars, and never reused.
+func (e *Engine) removeStaleBases() {
+	stale, _ := filepath.Glob(filepath.Join(e.deltaDir(), "base-*.tar"))
+	for _, f := range stale {
+		_ = os.Remove(f)
+	}
 }
 
 // decompressBase writes the uncompressed tar of a layer the node holds to a temporary file.

@@ -186,6 +186,7 @@ func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
 	if e.connected != nil {
 		e.initConnected(link)
 	}
+	e.removeStaleBases()
 	return e, nil
 }
 
