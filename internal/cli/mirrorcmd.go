@@ -19,6 +19,9 @@ type mirrorOptions struct {
 	upstreams          []string
 	caFile             string
 	insecureSkipVerify bool
+	// username and password are a pull token's (k3s only): Outpost asks every request for
+	// credentials unless the repositories are open to anonymous pulls (auth.anonymousPull).
+	username, password string
 }
 
 func newMirrorConfigCmd(env Env) *cobra.Command {
@@ -51,7 +54,13 @@ it to a repository prefix (by default every upstream is served under the names a
 	cmd.Flags().StringSliceVar(&o.upstreams, "upstream", []string{"docker.io"}, "upstream registry to mirror (k3s: repeatable or comma-separated; containerd: one)")
 	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "CA certificate file (PEM) on the node that signed the Outpost node's certificate (https endpoints)")
 	cmd.Flags().BoolVar(&o.insecureSkipVerify, "insecure-skip-verify", false, "do not verify the Outpost node's certificate (https endpoints; tests only)")
-	_ = env
+	cmd.Flags().StringVar(&o.username, "username", "", "k3s: the pull token the node logs in with (outpost token create … content/read metadata/read); its password comes from "+envMirrorPassword)
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if v, ok := lookupEnv(env.Environ, envMirrorPassword); ok {
+			o.password = v
+		}
+		return nil
+	}
 	return cmd
 }
 
@@ -79,6 +88,12 @@ func renderMirrorConfig(kind string, o mirrorOptions) ([]byte, error) {
 	}
 	if o.caFile != "" && o.insecureSkipVerify {
 		return nil, usageError{fmt.Errorf("flags --ca-file and --insecure-skip-verify exclude each other: trust a CA or skip verification")}
+	}
+	if (o.username == "") != (o.password == "") {
+		return nil, usageError{fmt.Errorf("flag --username and %s go together: the pull token's name and its password", envMirrorPassword)}
+	}
+	if o.username != "" && kind != "k3s" {
+		return nil, usageError{fmt.Errorf("flag --username: containerd's hosts.toml holds no credentials; give the repositories to anonymous pulls (auth.anonymousPull) or configure the CRI plugin's registry auth")}
 	}
 	if o.caFile != "" && !filepath.IsAbs(o.caFile) {
 		return nil, usageError{fmt.Errorf("flag --ca-file: %q is not an absolute path: the file is read by K3s or containerd on the node, not relative to here", o.caFile)}
@@ -111,6 +126,10 @@ func parseMirrorEndpoint(raw string) (*url.URL, error) {
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
+// envMirrorPassword holds the pull token's password for mirror-config k3s: out of the process
+// list.
+const envMirrorPassword = "OUTPOST_MIRROR_PASSWORD"
+
 // k3sRegistries is K3s's /etc/rancher/k3s/registries.yaml.
 type k3sRegistries struct {
 	Mirrors map[string]k3sMirror `yaml:"mirrors"`
@@ -122,7 +141,13 @@ type k3sMirror struct {
 }
 
 type k3sConfig struct {
-	TLS k3sTLS `yaml:"tls"`
+	Auth *k3sAuth `yaml:"auth,omitempty"`
+	TLS  *k3sTLS  `yaml:"tls,omitempty"`
+}
+
+type k3sAuth struct {
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
 }
 
 type k3sTLS struct {
@@ -135,9 +160,16 @@ func renderK3s(endpoint *url.URL, o mirrorOptions) ([]byte, error) {
 	for _, u := range o.upstreams {
 		doc.Mirrors[u] = k3sMirror{Endpoint: []string{endpoint.String()}}
 	}
+	// K3s matches configs by the endpoint's host[:port].
+	var c k3sConfig
 	if o.caFile != "" || o.insecureSkipVerify {
-		// K3s matches configs by the endpoint's host[:port].
-		doc.Configs = map[string]k3sConfig{endpoint.Host: {TLS: k3sTLS{CAFile: o.caFile, InsecureSkipVerify: o.insecureSkipVerify}}}
+		c.TLS = &k3sTLS{CAFile: o.caFile, InsecureSkipVerify: o.insecureSkipVerify}
+	}
+	if o.username != "" {
+		c.Auth = &k3sAuth{Username: o.username, Password: o.password}
+	}
+	if c.TLS != nil || c.Auth != nil {
+		doc.Configs = map[string]k3sConfig{endpoint.Host: c}
 	}
 	var buf bytes.Buffer
 	buf.WriteString("# /etc/rancher/k3s/registries.yaml: pull " + strings.Join(o.upstreams, ", ") + " through Outpost at " + endpoint.String() + "\n")

@@ -146,3 +146,41 @@ func TestTOMLString(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorConfigK3sCredentials: a pull token's name and password (from the environment, out
+// of the process list) go into the endpoint's auth; one without the other, or credentials for
+// containerd's hosts.toml, are refused.
+func TestMirrorConfigK3sCredentials(t *testing.T) {
+	r := runEnv(t, []string{envMirrorPassword + "=s3cret-pull-password"}, "mirror-config", "k3s", "--endpoint", "https://10.0.0.5:8443", "--username", "k3s-puller", "--ca-file", "/etc/outpost/ca.crt")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var doc struct {
+		Configs map[string]struct {
+			Auth struct{ Username, Password string } `yaml:"auth"`
+			TLS  struct {
+				CAFile string `yaml:"ca_file"`
+			} `yaml:"tls"`
+		} `yaml:"configs"`
+	}
+	if err := yaml.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	c := doc.Configs["10.0.0.5:8443"]
+	if c.Auth.Username != "k3s-puller" || c.Auth.Password != "s3cret-pull-password" || c.TLS.CAFile != "/etc/outpost/ca.crt" {
+		t.Fatalf("configs: %+v\n%s", doc.Configs, r.stdout)
+	}
+	for _, tt := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, []string{"k3s", "--endpoint", "http://10.0.0.5:8080", "--username", "k3s-puller"}, envMirrorPassword},
+		{[]string{envMirrorPassword + "=x"}, []string{"containerd", "--endpoint", "http://10.0.0.5:8080", "--username", "k3s-puller"}, "hosts.toml holds no credentials"},
+	} {
+		r := runEnv(t, tt.env, append([]string{"mirror-config"}, tt.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+}
