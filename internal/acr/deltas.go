@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
@@ -81,8 +83,15 @@ func (a *api) planDelta(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	return reply(w, http.StatusOK, plan)
 }
 
-func (a *api) serveDelta(w http.ResponseWriter, r *http.Request, _ *auth.Principal) error {
-	f, err := a.deltas.Open(mux.Vars(r)["id"])
+func (a *api) serveDelta(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	id := mux.Vars(r)["id"]
+	// A delta holds bytes of a layer: only a caller who may read its repository fetches it.
+	repos := a.deltas.Repositories(id)
+	if !slices.ContainsFunc(repos, func(repo string) bool { return p.Can(repo, acrapi.ActionContentRead) }) {
+		a.auth.Refused(r, p, acrapi.ActionContentRead, strings.Join(repos, ","))
+		return fmt.Errorf("%w: %s may not read delta %s: ask for a plan of a layer it may read (POST /acr/v1/deltas)", errDenied, p, id)
+	}
+	f, err := a.deltas.Open(id)
 	if errors.Is(err, os.ErrNotExist) {
 		acrapi.WriteError(w, http.StatusNotFound, acrapi.CodeNotFound, "no delta "+mux.Vars(r)["id"]+": ask for a plan again (POST /acr/v1/deltas)")
 		return nil

@@ -1,7 +1,9 @@
 package app
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,13 +18,19 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/outpost-registry/outpost/internal/controlplane"
+	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -400,4 +408,47 @@ func mustMediaType(t *testing.T, img v1.Image) string {
 // about access decisions, which the cost does not change.
 func init() {
 	controlPlaneOptions = []controlplane.Option{controlplane.WithPasswordCost(bcrypt.MinCost)}
+}
+
+// TestDeltaReadableByRepositoryReaders: a delta holds a layer's bytes; only a caller who may
+// read the repository it was planned for fetches it, whoever knows its id.
+func TestDeltaReadableByRepositoryReaders(t *testing.T) {
+	a := startAccessNode(t)
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	body := []byte(strings.Repeat("a line of a config file that compresses well\n", 4000))
+	for i := range 20 {
+		_ = tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("etc/app/%02d.conf", i), Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
+		_, _ = tw.Write(body)
+	}
+	_ = tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(raw.Bytes())
+	_ = zw.Close()
+	layer := static.NewLayer(gz.Bytes(), types.OCILayer)
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(strings.TrimPrefix(a.srv.URL, "http://") + "/secret/app:v1")
+	if err := remote.Write(ref, img, remote.WithAuth(basic("admin", testAdminPassword))); err != nil {
+		t.Fatal(err)
+	}
+	ld, _ := layer.Digest()
+	size, _ := layer.Size()
+	var plan acrapi.DeltaPlan
+	if err := a.admin.Do(context.Background(), http.MethodPost, "/acr/v1/deltas",
+		acrapi.DeltaRequest{Repository: "secret/app", Digest: ld.String(), Size: size, Formats: delta.Formats}, &plan); err != nil || plan.ID == "" {
+		t.Fatalf("planning a delta as admin: %v %+v", err, plan)
+	}
+	otherPw := a.token(t, "other-reader", []string{"other/*"}, acrapi.ActionContentRead)
+	if r := a.do(t, "other-reader", otherPw, http.MethodGet, "/acr/v1/deltas/"+plan.ID, nil); r.status != http.StatusForbidden {
+		t.Fatalf("a reader of other/* fetching a delta of secret/app: %d %s", r.status, r.body)
+	}
+	secretPw := a.token(t, "secret-reader", []string{"secret/*"}, acrapi.ActionContentRead)
+	r := a.do(t, "secret-reader", secretPw, http.MethodGet, "/acr/v1/deltas/"+plan.ID, nil)
+	if r.status != http.StatusOK || digest.FromString(r.body).String() != plan.ID {
+		t.Fatalf("a reader of secret/* fetching its delta: %d, %d bytes", r.status, len(r.body))
+	}
 }

@@ -75,7 +75,7 @@ const (
 
 // NewService keeps its cache in dir.
 func NewService(dir string, src BlobSource, log *zap.Logger, tarBudget int64) (*Service, error) {
-	for _, d := range []string{"recipes", "indexes", "tars", "deltas", "plans", "tmp"} {
+	for _, d := range []string{"recipes", "indexes", "tars", "deltas", "plans", "readers", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, err
 		}
@@ -108,7 +108,7 @@ func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 	}
 	key := planKey(req)
 	if p, ok := s.cachedPlan(key); ok {
-		return p, nil
+		return p, s.allow(p.ID, req.Repository)
 	}
 	if reason, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".refused")); err == nil {
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
@@ -129,12 +129,55 @@ func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 	s.mu.Unlock()
 	select {
 	case <-j.done:
-		return j.plan, j.err
+		if j.err != nil {
+			return j.plan, j.err
+		}
+		return j.plan, s.allow(j.plan.ID, req.Repository)
 	case <-time.After(wait):
 		return acrapi.DeltaPlan{}, ErrPending
 	case <-ctx.Done():
 		return acrapi.DeltaPlan{}, ctx.Err()
 	}
+}
+
+// allow records that delta id was planned for a layer of repo: whoever may read repo may fetch
+// it (Repositories).
+func (s *Service) allow(id, repo string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	repos := s.readersLocked(id)
+	if slices.Contains(repos, repo) {
+		return nil
+	}
+	b, err := json.Marshal(append(repos, repo))
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(s.readersPath(id), b, 0o600)
+}
+
+// Repositories are the repositories delta id was planned for: a caller must be able to read
+// one of them to fetch it, as the delta holds their layer's bytes.
+func (s *Service) Repositories(id string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readersLocked(id)
+}
+
+func (s *Service) readersLocked(id string) []string {
+	var repos []string
+	if b, err := os.ReadFile(s.readersPath(id)); err == nil {
+		_ = json.Unmarshal(b, &repos)
+	}
+	return repos
+}
+
+func (s *Service) readersPath(id string) string {
+	d, err := digest.Parse(id)
+	if err != nil {
+		return filepath.Join(s.dir, "readers", "invalid")
+	}
+	return filepath.Join(s.dir, "readers", d.Encoded()+".json")
 }
 
 // Open opens the delta named id (a plan's ID) for serving.
