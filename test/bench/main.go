@@ -178,14 +178,14 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		for _, rw := range rows {
 			for _, i := range order {
 				s := servers[i]
-				cpu0, haveCPU, err := processCPU(s.Cmd.Process.Pid)
+				cpu0, haveCPU, err := benchkit.ProcessCPU(s.Cmd.Process.Pid)
 				var res result
 				if err == nil {
 					res, err = rw.measure(ctx, s)
 				}
 				cpu1 := cpu0
 				if err == nil {
-					cpu1, _, err = processCPU(s.Cmd.Process.Pid)
+					cpu1, _, err = benchkit.ProcessCPU(s.Cmd.Process.Pid)
 				}
 				if err == nil {
 					err = s.Alive()

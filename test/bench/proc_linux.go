@@ -1,37 +1,9 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"strconv"
 	"strings"
-	"time"
 )
-
-// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on every Linux
-// architecture Go supports.
-const clockTick = 10 * time.Millisecond
-
-// processCPU is the user and system CPU time a process has used, all its threads together.
-func processCPU(pid int) (time.Duration, bool, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, true, err
-	}
-	// The command name, field 2, is in parentheses and may hold spaces; utime and stime are
-	// fields 14 and 15, the 12th and 13th after it.
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if i < 0 || len(f) < 13 {
-		return 0, true, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, true, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	return time.Duration(utime+stime) * clockTick, true, nil
-}
 
 // loadAverage is the 1-minute load average, to tell how busy the machine was; "" if unknown.
 func loadAverage() string {

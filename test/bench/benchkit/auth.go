@@ -11,16 +11,31 @@ func OutpostEnv(extra ...string) []string {
 	return ChildEnv(append([]string{"OUTPOST_ADMIN_PASSWORD=" + AdminPassword}, extra...)...)
 }
 
+// Credentials are the HTTP Basic credentials a node accepts: the admin's on a root or a
+// mirror, a connected registry's own sync token on it.
+type Credentials struct{ User, Password string }
+
+// Admin are the credentials of every node a benchmark starts without a parent of its own.
+var Admin = Credentials{User: "admin", Password: AdminPassword}
+
 // WithAdmin makes every request through rt carry the admin's HTTP Basic credentials. A plain
 // distribution registry without auth ignores them, so one client serves both systems alike.
-func WithAdmin(rt http.RoundTripper) http.RoundTripper { return adminTransport{rt} }
+func WithAdmin(rt http.RoundTripper) http.RoundTripper { return WithCredentials(rt, Admin) }
 
-type adminTransport struct{ base http.RoundTripper }
+// WithCredentials makes every request through rt that has no Authorization carry c.
+func WithCredentials(rt http.RoundTripper, c Credentials) http.RoundTripper {
+	return credentialTransport{base: rt, c: c}
+}
 
-func (a adminTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+type credentialTransport struct {
+	base http.RoundTripper
+	c    Credentials
+}
+
+func (t credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Header.Get("Authorization") == "" {
 		req = req.Clone(req.Context())
-		req.SetBasicAuth("admin", AdminPassword)
+		req.SetBasicAuth(t.c.User, t.c.Password)
 	}
-	return a.base.RoundTrip(req)
+	return t.base.RoundTrip(req)
 }

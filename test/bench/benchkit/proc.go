@@ -26,6 +26,7 @@ type Process struct {
 	Base    string // http://127.0.0.1:PORT
 	Cmd     *exec.Cmd
 	LogPath string
+	creds   Credentials
 	exited  chan struct{}
 	waitErr error
 }
@@ -131,9 +132,16 @@ http:
 	return b.Bytes(), nil
 }
 
-// Start starts cmd and waits until GET /v2/ on addr answers 200. Its output is appended to
-// logPath, so that a process restarted on the same directory keeps the log of the one before.
+// Start starts cmd and waits until GET /v2/ on addr answers 200 to the admin. Its output is
+// appended to logPath, so that a process restarted on the same directory keeps the log of the
+// one before.
 func Start(ctx context.Context, name string, cmd *exec.Cmd, addr, logPath string) (*Process, error) {
+	return StartAs(ctx, name, cmd, addr, logPath, Admin)
+}
+
+// StartAs is Start for a node that accepts other credentials than the admin's (a connected
+// registry accepts its own sync token).
+func StartAs(ctx context.Context, name string, cmd *exec.Cmd, addr, logPath string, c Credentials) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -144,7 +152,7 @@ func Start(ctx context.Context, name string, cmd *exec.Cmd, addr, logPath string
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &Process{Name: name, Addr: addr, Base: "http://" + addr, Cmd: cmd, exited: make(chan struct{}), LogPath: logPath}
+	p := &Process{Name: name, Addr: addr, Base: "http://" + addr, Cmd: cmd, exited: make(chan struct{}), LogPath: logPath, creds: c}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.exited)
@@ -159,7 +167,7 @@ func Start(ctx context.Context, name string, cmd *exec.Cmd, addr, logPath string
 func (p *Process) waitReady(ctx context.Context, limit time.Duration) error {
 	// A client of its own, with a short timeout: a server that accepts but hangs must not hold
 	// one attempt for longer than the limit.
-	c := &http.Client{Timeout: 2 * time.Second, Transport: WithAdmin(&http.Transport{Proxy: nil})}
+	c := p.Client(2 * time.Second)
 	defer c.CloseIdleConnections()
 	deadline := time.Now().Add(limit)
 	var last error
@@ -179,11 +187,19 @@ func (p *Process) waitReady(ctx context.Context, limit time.Duration) error {
 				return nil
 			}
 			err = fmt.Errorf("GET /v2/: %s", resp.Status)
+			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusTooManyRequests {
+				return err // wrong credentials do not get better by asking again
+			}
 		}
 		last = err
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("timed out after %s: %v", limit, last)
+}
+
+// Client is an HTTP client for the process, with its credentials: no proxy, no compression.
+func (p *Process) Client(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: WithCredentials(&http.Transport{Proxy: nil, DisableCompression: true}, p.creds)}
 }
 
 // Stop ends the process: SIGTERM, then SIGKILL after a grace period.

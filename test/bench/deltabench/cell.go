@@ -103,7 +103,7 @@ func runCell(ctx context.Context, o options, work string, sc *scenario, comp com
 	}
 	defer link.Close()
 	parentSection := ""
-	childCreds := creds{"admin", benchkit.AdminPassword}
+	childCreds := benchkit.Admin
 	if o.child == childConnected {
 		cs, err := defineConnected(ctx, o.outpost, parent.Base, link.Addr(), filepath.Join(dir, "cli.log"))
 		if err != nil {
@@ -115,7 +115,7 @@ func runCell(ctx context.Context, o options, work string, sc *scenario, comp com
 		if err != nil {
 			return nil, err
 		}
-		childCreds = creds{parsed.SyncTokenName, parsed.SyncTokenPassword}
+		childCreds = benchkit.Credentials{User: parsed.SyncTokenName, Password: parsed.SyncTokenPassword}
 	} else {
 		parentSection = fmt.Sprintf(`parent:
   url: %q
@@ -138,7 +138,7 @@ sync:
 	}
 	cfgPath := filepath.Join(dir, "child.yaml")
 	logPath := filepath.Join(dir, "child.log")
-	startChild := func(withKey bool) (*node, error) {
+	startChild := func(withKey bool) (*benchkit.Process, error) {
 		if err := os.RemoveAll(cdata); err != nil {
 			return nil, err
 		}
@@ -154,7 +154,7 @@ sync:
 		}
 		cmd := exec.Command(o.outpost, "serve", "--config", cfgPath)
 		cmd.Env = benchkit.OutpostEnv()
-		return startNode(ctx, "Outpost child", cmd, caddr, logPath, childCreds)
+		return benchkit.StartAs(ctx, "Outpost child", cmd, caddr, logPath, childCreds)
 	}
 	child, err := startChild(keyKnown)
 	if err != nil && keyKnown && mode != modeDefault && unknownDeltaKey(err) {
@@ -166,8 +166,8 @@ sync:
 	if err != nil {
 		return nil, err
 	}
-	defer child.stop()
-	cc := child.client(2 * time.Minute)
+	defer child.Stop()
+	cc := child.Client(2 * time.Minute)
 	defer cc.CloseIdleConnections()
 	admin := newAdminClient(cdata)
 	defer admin.c.CloseIdleConnections()
@@ -175,20 +175,20 @@ sync:
 	// The before state: the child holds every before image and its pass is over.
 	t := time.Now()
 	if err := waitSynced(ctx, admin, child, sc.before, o.syncLimit); err != nil {
-		return nil, fmt.Errorf("the before state: %w%s", err, child.logTail())
+		return nil, fmt.Errorf("the before state: %w%s", err, child.LogTail())
 	}
 	waitQuiet(ctx, link)
 	before := link.Stats()
 	if o.verbose {
 		logf("  before state in %s: %s over the link", fmtDur(time.Since(t)), fmtBytes(before.BytesDown+before.BytesUp))
 	}
-	pid := child.cmd.Process.Pid
+	pid := child.Cmd.Process.Pid
 	if err := resetPeakRSS(pid); err != nil {
 		res.rssNote = "peak since the child started (" + err.Error() + ")"
 	}
-	cpu0, _ := processCPU(pid)
+	cpu0, _, _ := benchkit.ProcessCPU(pid)
 	ppid := parent.Cmd.Process.Pid
-	pcpu0, _ := processCPU(ppid)
+	pcpu0, _, _ := benchkit.ProcessCPU(ppid)
 	logStart := fileSize(logPath)
 
 	// The new image: pushed to the parent, then a pass on the child.
@@ -205,13 +205,13 @@ sync:
 	deadline := t0.Add(o.syncLimit)
 	lastTrigger := t0
 	for {
-		if err := child.alive(); err != nil {
+		if err := child.Alive(); err != nil {
 			return nil, err
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		d, err := headTag(ctx, cc, child.base, sc.after.repo, sc.after.tag)
+		d, err := headTag(ctx, cc, child.Base, sc.after.repo, sc.after.tag)
 		if err == nil && d == sc.after.img.ManifestDigest {
 			break
 		}
@@ -220,7 +220,7 @@ sync:
 		}
 		lastErr = err
 		if !time.Now().Before(deadline) {
-			return nil, fmt.Errorf("the child did not serve %s within %s: %v%s", sc.after.ref(), o.syncLimit, lastErr, child.logTail())
+			return nil, fmt.Errorf("the child did not serve %s within %s: %v%s", sc.after.ref(), o.syncLimit, lastErr, child.LogTail())
 		}
 		// A pass that ended without the tag (an error it will retry on its own schedule):
 		// ask again, at most every 2 s.
@@ -239,10 +239,10 @@ sync:
 	if rss, err := peakRSS(pid); err == nil {
 		res.peakRSS = rss
 	}
-	if cpu1, err := processCPU(pid); err == nil {
+	if cpu1, _, err := benchkit.ProcessCPU(pid); err == nil {
 		res.cpu = cpu1 - cpu0
 	}
-	if pcpu1, err := processCPU(ppid); err == nil {
+	if pcpu1, _, err := benchkit.ProcessCPU(ppid); err == nil {
 		res.parentCPU = pcpu1 - pcpu0 // includes receiving the push
 	}
 	if retries > 0 {
@@ -266,7 +266,7 @@ sync:
 	link.Down()
 	t = time.Now()
 	for _, p := range append(append([]placed{}, sc.before...), sc.after) {
-		n, err := verifyImage(ctx, cc, child.base, p.repo, p.tag, p.img)
+		n, err := verifyImage(ctx, cc, child.Base, p.repo, p.tag, p.img)
 		res.verified += n
 		if err != nil {
 			res.verifyErr = fmt.Errorf("%s: %w", p.ref(), err)
@@ -328,14 +328,14 @@ func unknownDeltaKey(err error) bool {
 
 // waitSynced waits until the child serves every image in want with the parent's digest and its
 // sync pass is over.
-func waitSynced(ctx context.Context, admin adminClient, child *node, want []placed, limit time.Duration) error {
-	c := child.client(10 * time.Second)
+func waitSynced(ctx context.Context, admin adminClient, child *benchkit.Process, want []placed, limit time.Duration) error {
+	c := child.Client(10 * time.Second)
 	defer c.CloseIdleConnections()
 	deadline := time.Now().Add(limit)
 	lastTrigger := time.Now()
 	var last error
 	for time.Now().Before(deadline) {
-		if err := child.alive(); err != nil {
+		if err := child.Alive(); err != nil {
 			return err
 		}
 		if ctx.Err() != nil {
@@ -349,7 +349,7 @@ func waitSynced(ctx context.Context, admin adminClient, child *node, want []plac
 		}
 		tags := true
 		for _, p := range want {
-			d, err := headTag(ctx, c, child.base, p.repo, p.tag)
+			d, err := headTag(ctx, c, child.Base, p.repo, p.tag)
 			if err != nil || d != p.img.ManifestDigest {
 				tags = false
 				last = fmt.Errorf("%s: %v (served %q)", p.ref(), err, d)

@@ -8,13 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 )
-
-// setChildAttrs makes the kernel kill a node if the benchmark dies without stopping it.
-func setChildAttrs(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
 
 // setGroupAttrs puts a command in a process group of its own, killed whole when its context
 // ends (debootstrap, apt and npm start children), and kills it if the benchmark dies.
@@ -46,29 +40,6 @@ func peakRSS(pid int) (int64, error) {
 // that the peak measured afterwards is the peak of what follows.
 func resetPeakRSS(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
-}
-
-// processCPU is the user and system CPU time a process has used, all its threads together
-// (utime and stime in /proc/PID/stat, in USER_HZ = 100 ticks a second).
-func processCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 // mountsUnder lists the mount points at or below dir, deepest first (/proc/self/mountinfo).
