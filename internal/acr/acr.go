@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -140,11 +139,11 @@ func (a *api) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Princi
 	var limited *auth.LimitedError
 	switch {
 	case errors.As(err, &limited):
-		w.Header().Set("Retry-After", strconv.Itoa(int(limited.RetryAfter.Seconds())+1))
+		w.Header().Set("Retry-After", limited.RetryAfterHeader())
 		acrapi.WriteError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", limited.Error())
 		return nil, false
 	case err != nil:
-		a.fail(w, r, fmt.Errorf("%w: %s", controlplane.ErrUnauthorized, strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")))
+		a.fail(w, r, fmt.Errorf("%w: %s", controlplane.ErrUnauthorized, auth.Reason(err)))
 		return nil, false
 	case p.Anonymous():
 		a.fail(w, r, fmt.Errorf("%w: the /acr API needs credentials (HTTP Basic): the admin's, or a connected registry's sync token", controlplane.ErrUnauthorized))

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -120,6 +121,18 @@ func (e *LimitedError) Error() string {
 }
 
 func (e *LimitedError) Unwrap() error { return ErrTooManyFailures }
+
+// RetryAfterHeader is the Retry-After value for the refusal: whole seconds, rounded up.
+func (e *LimitedError) RetryAfterHeader() string {
+	return strconv.Itoa(int(e.RetryAfter.Seconds()) + 1)
+}
+
+// Reason is an authentication error's message without the sentinel's own word, for answers
+// that say UNAUTHORIZED already.
+func Reason(err error) string {
+	msg, _ := strings.CutPrefix(err.Error(), ErrUnauthorized.Error()+": ")
+	return msg
+}
 
 // Verifier checks a user name and password against the node's credentials.
 type Verifier interface {

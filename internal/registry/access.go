@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
@@ -41,31 +40,27 @@ func actionFor(route, method string) string {
 	}
 }
 
-// admit authenticates req and decides whether it may go on. It answers the request itself when
-// it may not, or when it serves it (a catalog filtered to what the caller may see), and then
-// returns false.
-func (r *Registry) admit(w http.ResponseWriter, req *http.Request, route, repo string) bool {
+// authenticate finds who req comes from; it answers the request itself, and returns false,
+// when the credentials are wrong or the client address is blocked.
+func (r *Registry) authenticate(w http.ResponseWriter, req *http.Request) (*auth.Principal, bool) {
 	p, err := r.auth.Authenticate(req)
-	if err != nil {
-		var limited *auth.LimitedError
-		if errors.As(err, &limited) {
-			w.Header().Set("Retry-After", strconv.Itoa(int(limited.RetryAfter.Seconds())+1))
-			serveError(w, errcode.ErrorCodeTooManyRequests.WithMessage(limited.Error()))
-			return false
-		}
+	var limited *auth.LimitedError
+	switch {
+	case errors.As(err, &limited):
+		w.Header().Set("Retry-After", limited.RetryAfterHeader())
+		serveError(w, errcode.ErrorCodeTooManyRequests.WithMessage(limited.Error()))
+		return nil, false
+	case err != nil:
 		w.Header().Set("WWW-Authenticate", challenge)
-		serveError(w, errcode.ErrorCodeUnauthorized.WithMessage(errorMessage(err)))
-		return false
+		serveError(w, errcode.ErrorCodeUnauthorized.WithMessage(auth.Reason(err)))
+		return nil, false
 	}
-	if mutating(req.Method) {
-		// A ReadOnly connected registry refuses every write, whoever asks and whatever their
-		// scope map says; the message says why.
-		if msg := r.readOnly.Load(); msg != nil {
-			r.auth.Refused(req, p, actionFor(route, req.Method), repo)
-			serveError(w, errcode.ErrorCodeDenied.WithMessage(*msg))
-			return false
-		}
-	}
+	return p, true
+}
+
+// authorize decides whether p may make req. It answers the request itself when p may not, or
+// when it serves it (a catalog filtered to what p may see), and then returns false.
+func (r *Registry) authorize(w http.ResponseWriter, req *http.Request, p *auth.Principal, route, repo string) bool {
 	switch {
 	case route == v2.RouteNameBase:
 		if p.Anonymous() && !r.auth.AnonymousAllowed() {
@@ -119,13 +114,6 @@ func (r *Registry) refuse(w http.ResponseWriter, req *http.Request, p *auth.Prin
 	}
 	serveError(w, errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s may not %s", p, what)))
 	return false
-}
-
-// errorMessage drops the sentinel's own word from an authentication error.
-func errorMessage(err error) string {
-	msg := err.Error()
-	msg, _ = strings.CutPrefix(msg, auth.ErrUnauthorized.Error()+": ")
-	return msg
 }
 
 // serveCatalog answers GET /v2/_catalog with only the repositories keep accepts, paginated as

@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.uber.org/zap"
+
+	"github.com/outpost-registry/outpost/internal/auth"
 )
 
 // RouteReferrers names the OCI 1.1 referrers route, beside distribution's route names.
@@ -103,15 +105,29 @@ func (r *Registry) wrap() http.Handler {
 			}
 		}
 		route, repo := Route(req)
-		// Who asks, and may they? Before the ReadOnly refusal, so that wrong credentials get 401.
-		if r.auth != nil && !r.admit(w, req, route, repo) {
-			return
+		// Who asks: wrong credentials get 401 before anything else is said.
+		var p *auth.Principal
+		if r.auth != nil {
+			var ok bool
+			if p, ok = r.authenticate(w, req); !ok {
+				return
+			}
 		}
 		if mutating(req.Method) {
+			// A ReadOnly connected registry refuses every write, whoever asks and whatever
+			// their scope map says; the message says why.
 			if msg := r.readOnly.Load(); msg != nil {
+				if r.auth != nil {
+					r.auth.Refused(req, p, actionFor(route, req.Method), repo)
+				}
 				serveError(w, errcode.ErrorCodeDenied.WithMessage(*msg))
 				return
 			}
+		}
+		if r.auth != nil && !r.authorize(w, req, p, route, repo) {
+			return
+		}
+		if mutating(req.Method) {
 			// Writes wait while garbage collection runs; reads never do.
 			r.maint.RLock()
 			defer r.maint.RUnlock()
