@@ -54,6 +54,9 @@ type Principal struct {
 	// Expires, when set, is when the credentials stop being valid: a cached authentication
 	// ends then.
 	Expires time.Time
+	// label is String's answer, worked out once before the principal is shared: every request
+	// names its caller in its log line.
+	label string
 }
 
 // Can reports whether p may do action on repository repo.
@@ -87,6 +90,9 @@ func (p *Principal) Anonymous() bool { return p == nil || p.Kind == KindAnonymou
 
 // String names p for messages and logs: "token ci-pull", "admin", "anonymous".
 func (p *Principal) String() string {
+	if p != nil && p.label != "" {
+		return p.label
+	}
 	switch {
 	case p == nil || p.Kind == KindAnonymous:
 		return "anonymous"
@@ -211,7 +217,7 @@ func New(opts Options) (*Authenticator, error) {
 	if err != nil {
 		return nil, err
 	}
-	anon := &Principal{Kind: KindAnonymous}
+	anon := &Principal{Kind: KindAnonymous, label: "anonymous"}
 	for _, pat := range opts.Anonymous {
 		if err := repopattern.Validate(pat); err != nil {
 			return nil, fmt.Errorf("auth: anonymous pull pattern: %w", err)
@@ -282,6 +288,7 @@ func (a *Authenticator) authenticate(r *http.Request) (*Principal, error) {
 	if len(a.cache) >= maxCached {
 		clear(a.cache)
 	}
+	p.label = p.String() // before the cache shares it
 	until := now.Add(a.cacheTTL)
 	if !p.Expires.IsZero() && p.Expires.Before(until) {
 		until = p.Expires

@@ -298,7 +298,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		return acrapi.DeltaPlan{}, err
 	}
 	// Not worth it: the child fetches the blob (resumably) instead.
-	if size := blobSize(ctx, s.src, req.Repository, target); size > 0 && stats.EncodedBytes >= size {
+	if size := layerSize; size > 0 && stats.EncodedBytes >= size {
 		s.log.Info("delta not smaller than the layer", zap.Stringer("digest", target), zap.Int64("delta_bytes", stats.EncodedBytes), zap.Int64("layer_bytes", size))
 		reason := fmt.Sprintf("a delta would be %d bytes, the layer is %d", stats.EncodedBytes, size)
 		// Remembered, so that the next child asking the same is answered at once.
@@ -312,7 +312,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	}
 	rb, _ := json.Marshal(f.Recipe)
 	plan := acrapi.DeltaPlan{ID: id.String(), Format: format, Size: stats.EncodedBytes, Bases: names,
-		Recipe: rb, DiffID: f.DiffID, Digest: target.String(), LayerSize: blobSize(ctx, s.src, req.Repository, target)}
+		Recipe: rb, DiffID: f.DiffID, Digest: target.String(), LayerSize: layerSize}
 	pb, _ := json.Marshal(plan)
 	if err := atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), pb, 0o600); err != nil {
 		return acrapi.DeltaPlan{}, err
