@@ -353,6 +353,8 @@ func TestConnectedRegistryBadInput(t *testing.T) {
 		{env, []string{"update", "--name", "line1"}, []string{"nothing to update", "--sync-schedule"}},
 		{env, []string{"update", "--name", "line1", "--sync-message-ttl", ""}, []string{"--sync-message-ttl", "empty"}},
 		{env, []string{"update", "--name", "line1", "--log-level", "verbose"}, []string{"--log-level", `"verbose"`}},
+		{env, []string{"create", "--name", "line1", "--repository", "app", "--delta-sync", "maybe"}, []string{"--delta-sync", `"maybe"`, "Enabled or Disabled"}},
+		{env, []string{"update", "--name", "line1", "--delta-sync", "off"}, []string{"--delta-sync", `"off"`, "Enabled or Disabled"}},
 		{env, []string{"show"}, []string{"--name", "required"}},
 		{env, []string{"show", "line1"}, []string{`unexpected argument "line1"`, "--name"}},
 		{env, []string{"deactivate"}, []string{"--name", "required"}},

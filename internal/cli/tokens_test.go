@@ -64,6 +64,25 @@ func (r *crRoot) cliFails(t *testing.T, code int, args []string, want ...string)
 	}
 }
 
+// TestTokenCreateRepositoryOrScopeMap: a token has one scope map, named or made from
+// --repository; both, or neither, is a usage error naming the flags.
+func TestTokenCreateRepositoryOrScopeMap(t *testing.T) {
+	env := []string{"OUTPOST_REGISTRY=http://127.0.0.1:1", "OUTPOST_PASSWORD=x"}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"token", "create", "--name", "puller1", "--scope-map", "readers", "--repository", "app", "content/read"}, "flags --scope-map and --repository: pass one"},
+		{[]string{"token", "create", "--name", "puller1"}, "--scope-map"},
+		{[]string{"token", "create", "--name", "puller1", "--repository", "app", "content/reed"}, `unexpected argument "content/reed"`},
+	} {
+		r := runEnv(t, env, tt.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+}
+
 func TestJoinScopeMapActions(t *testing.T) {
 	for _, tt := range []struct{ in, want []string }{
 		{[]string{"scope-map", "create", "--repository", "app/*", "content/read", "Content/Write", "--name", "x"},

@@ -129,6 +129,12 @@ func TestValidate(t *testing.T) {
 		{name: "log format", mutate: func(c *Config) { c.Log.Format = "xml" }, want: `config key log.format "xml" is not a log format`},
 		{name: "cert without key", mutate: func(c *Config) { c.TLS.CertFile = "c.pem" }, want: `config key tls.keyFile is empty but tls.certFile is set`},
 		{name: "key without cert", mutate: func(c *Config) { c.TLS.KeyFile = "k.pem" }, want: `config key tls.certFile is empty but tls.keyFile is set`},
+		{name: "self-signed and a certificate", mutate: func(c *Config) { c.TLS.SelfSigned, c.TLS.CertFile, c.TLS.KeyFile = true, "c.pem", "k.pem" },
+			want: `config key tls.selfSigned is true but tls.certFile is set too`},
+		{name: "bad tls host", mutate: func(c *Config) { c.TLS.Hosts = []string{"edge.example", "not a host"} }, want: `config key tls.hosts entry 2 "not a host" is not a host name or IP address`},
+		{name: "bad anonymous pattern", mutate: func(c *Config) { c.Auth.AnonymousPull = []string{"Public/*"} }, want: `config key auth.anonymousPull entry 1`},
+		{name: "bad trusted proxy", mutate: func(c *Config) { c.Auth.TrustedProxies = []string{"10.0.0.0/8", "proxy.local"} },
+			want: `config key auth.trustedProxies entry 2 "proxy.local" is not an IP address or CIDR prefix`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
