@@ -16,6 +16,7 @@ import (
 	gosync "sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	ggcrv1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -30,6 +31,7 @@ import (
 	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/internal/sync"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
+	"github.com/outpost-registry/outpost/test/faultnet"
 )
 
 const deltaAdminPassword = "delta-test-admin-password"
@@ -50,20 +52,27 @@ func deltaParent(t *testing.T, fault func(http.Handler) http.Handler) *node {
 	var n *node
 	n = newNode(t, func(v2 http.Handler) http.Handler {
 		r := mux.NewRouter()
-		var svc gosync.Once
-		var deltas *delta.Service
+		// Built at the first request: the delta service reads the node's store, there once
+		// newNode returns. The fault wraps the delta routes once, so that it keeps its state.
+		var once gosync.Once
+		var plain, faulted http.Handler
 		acrHandler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			svc.Do(func() {
-				deltas, err = delta.NewService(filepath.Join(dir, "delta"), n.reg, zaptest.NewLogger(t), 0)
+			once.Do(func() {
+				deltas, err := delta.NewService(filepath.Join(dir, "delta"), n.reg, zaptest.NewLogger(t), 0)
 				if err != nil {
 					t.Error(err)
 				}
+				plain = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: zaptest.NewLogger(t)})
+				faulted = plain
+				if fault != nil {
+					faulted = fault(plain)
+				}
 			})
-			var h http.Handler = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: zaptest.NewLogger(t)})
-			if fault != nil && strings.HasPrefix(req.URL.Path, "/acr/v1/deltas") {
-				h = fault(h)
+			if strings.HasPrefix(req.URL.Path, "/acr/v1/deltas") {
+				faulted.ServeHTTP(w, req)
+				return
 			}
-			h.ServeHTTP(w, req)
+			plain.ServeHTTP(w, req)
 		})
 		r.PathPrefix("/acr/").Handler(acrHandler)
 		r.PathPrefix("/v2").Handler(v2)
@@ -416,5 +425,45 @@ func TestConnectedDeltaUsesInventory(t *testing.T) {
 	defer mu.Unlock()
 	if len(requests) != 1 || requests[0].HaveHash != hash || len(requests[0].Have) != 0 {
 		t.Fatalf("delta requests: %+v; want one naming inventory %s without a list", requests, hash)
+	}
+}
+
+// TestDeltaThroughAFaultyParent: 500s and 503 + Retry-After on the plan, a lying length, a
+// truncated body and a stall on the delta's chunks — the child retries and resumes, rebuilds
+// the layer from the delta, digest-identical, without falling back to the whole layer.
+func TestDeltaThroughAFaultyParent(t *testing.T) {
+	var rules []*faultnet.RuleHandle
+	parent := deltaParent(t, func(next http.Handler) http.Handler {
+		faults := faultnet.NewHTTPFaults(next)
+		for _, r := range []faultnet.Rule{
+			{Method: http.MethodPost, Times: 1, Action: faultnet.Status(http.StatusInternalServerError)},
+			{Method: http.MethodPost, Times: 1, Action: faultnet.RetryAfter(http.StatusServiceUnavailable, 50*time.Millisecond)},
+			{Method: http.MethodGet, Skip: 1, Times: 1, Action: faultnet.LieLength(+100)},
+			{Method: http.MethodGet, Skip: 1, Times: 1, Action: faultnet.Truncate(4 << 10)},
+			{Method: http.MethodGet, Skip: 1, Times: 1, Action: faultnet.Delay(time.Second)}, // a stall: the watchdog cuts it
+		} {
+			rules = append(rules, faults.Add(r))
+		}
+		return faults
+	})
+	layer := gzipLayer(t, tree(21, 150))
+	parent.push(t, "team/app:v1", layeredImage(t, layer))
+	child := newNode(t, nil)
+	o := deltaOptions(t, parent, "team/app")
+	o.ChunkSize = 16 << 10
+	o.StallTimeout = 300 * time.Millisecond
+	s := newEngine(t, o, child).RunPass(context.Background(), false)
+	if s.Result != "ok" || s.DeltaLayers != 1 {
+		t.Fatalf("pass through a faulty parent: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v1")
+	for i, r := range rules {
+		if r.Applied() != 1 {
+			t.Errorf("fault %d was applied %d times, want once", i, r.Applied())
+		}
+	}
+	size, _ := layer.Size()
+	if delta := size - s.SavedBytes; s.BytesFromParent > delta+4*int64(o.ChunkSize)+16<<10 {
+		t.Errorf("%d bytes received for a %d-byte delta: faults cost more than the chunks they cut", s.BytesFromParent, delta)
 	}
 }
