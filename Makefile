@@ -125,6 +125,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCovers$$' -fuzztime $(FUZZTIME) ./internal/repopattern
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConnectionString$$' -fuzztime $(FUZZTIME) ./pkg/acrapi
 	$(GO) test -run '^$$' -fuzz '^FuzzAuthenticate$$' -fuzztime $(FUZZTIME) ./internal/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME) ./internal/delta/pflate
+	$(GO) test -run '^$$' -fuzz '^FuzzGzipHeader$$' -fuzztime $(FUZZTIME) ./internal/delta/recipe
+	$(GO) test -run '^$$' -fuzz '^FuzzZstdWalker$$' -fuzztime $(FUZZTIME) ./internal/delta/recipe
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRecipe$$' -fuzztime $(FUZZTIME) ./internal/delta/recipe
+	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME) ./internal/delta/recipe
+	$(GO) test -run '^$$' -fuzz '^FuzzApply$$' -fuzztime $(FUZZTIME) ./internal/delta/tardelta
 
 clean:
 	rm -rf bin dist .tools

@@ -35,7 +35,7 @@ var ErrMismatch = errors.New("the rebuilt layer does not match")
 // Rebuild turns a delta into the layer plan describes and writes the layer's compressed bytes
 // to w: it rebuilds the uncompressed tar from the delta and bases (their uncompressed tars, in
 // plan.Bases order), checks its diff-id, recompresses it with the plan's recipe and checks the
-// result's digest and size. w gets bytes as they are produced, so the caller commits them only
+// result's digest and size, on all cores when the plan has split points. w gets bytes as they are produced, so the caller commits them only
 // when Rebuild returns nil.
 func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []tardelta.SizedReaderAt, w io.Writer) error {
 	rcp, err := recipe.ParseRecipe(plan.Recipe)
@@ -51,7 +51,11 @@ func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []ta
 	}
 	blobHash := sha256.New()
 	counted := &countWriter{w: io.MultiWriter(w, blobHash), limit: plan.LayerSize}
-	zw, err := recipe.NewWriter(counted, rcp)
+	zw, err := recipe.NewWriterSplits(counted, rcp, plan.Splits)
+	if err != nil && len(plan.Splits) > 0 && errors.Is(err, recipe.ErrInvalid) {
+		// Split points only speed the recompression up: without them it gives the same bytes.
+		zw, err = recipe.NewWriter(counted, rcp)
+	}
 	if err != nil {
 		return fmt.Errorf("the plan's recipe: %w", err)
 	}

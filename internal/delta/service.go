@@ -228,8 +228,11 @@ func (s *Service) cachedPlan(key string) (acrapi.DeltaPlan, bool) {
 type facts struct {
 	Recipe      *recipe.Recipe `json:"recipe,omitempty"`
 	Unsupported string         `json:"unsupported,omitempty"`
-	DiffID      string         `json:"diffId,omitempty"`
-	TarSize     int64          `json:"tarSize,omitempty"`
+	// Splits are the recipe's split points (recipe.FindSplits), once SplitsChecked.
+	Splits        []int64 `json:"splits,omitempty"`
+	SplitsChecked bool    `json:"splitsChecked,omitempty"`
+	DiffID        string  `json:"diffId,omitempty"`
+	TarSize       int64   `json:"tarSize,omitempty"`
 }
 
 func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.DeltaRequest, key string) (acrapi.DeltaPlan, error) {
@@ -252,6 +255,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if f.DiffID == "" {
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the diff-id of %s is not known", ErrUnavailable, target)
 	}
+	splits := s.splits(ctx, req.Repository, target, f, targetTar, targetIndex.Size)
 	var bases []base
 	if slices.Contains(req.Formats, acrapi.DeltaFormat) {
 		bases = s.chooseBases(ctx, req, targetIndex)
@@ -312,7 +316,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	}
 	rb, _ := json.Marshal(f.Recipe)
 	plan := acrapi.DeltaPlan{ID: id.String(), Format: format, Size: stats.EncodedBytes, Bases: names,
-		Recipe: rb, DiffID: f.DiffID, Digest: target.String(), LayerSize: layerSize}
+		Recipe: rb, Splits: splits, DiffID: f.DiffID, Digest: target.String(), LayerSize: layerSize}
 	pb, _ := json.Marshal(plan)
 	if err := atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), pb, 0o600); err != nil {
 		return acrapi.DeltaPlan{}, err
@@ -359,6 +363,55 @@ func (s *Service) facts(ctx context.Context, repo string, d digest.Digest, wantR
 	}
 	b, _ := json.Marshal(f)
 	return f, atomicfile.Write(path, b, 0o600)
+}
+
+// splits returns the split points of blob d for a parallel rebuild, finding them the first
+// time and caching them with its facts f. They are an optimisation: any failure is logged
+// and the plan goes without them.
+func (s *Service) splits(ctx context.Context, repo string, d digest.Digest, f facts, tar *os.File, tarSize int64) []int64 {
+	if f.SplitsChecked {
+		return f.Splits
+	}
+	rc, size, err := s.src.OpenBlob(ctx, repo, d)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	start := time.Now()
+	splits, err := recipe.FindSplits(ctx, &seekReaderAt{r: rc}, size, *f.Recipe, tar, tarSize)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("finding split points for a parallel rebuild", zap.Stringer("digest", d), zap.Error(err))
+		}
+		return nil
+	}
+	if len(splits) > 0 {
+		s.log.Info("split points found", zap.Stringer("digest", d), zap.Int("segments", len(splits)), zap.Duration("took", time.Since(start)))
+	}
+	f.Splits, f.SplitsChecked = splits, true
+	if b, err := json.Marshal(f); err == nil {
+		_ = atomicfile.Write(filepath.Join(s.dir, "recipes", d.Encoded()+".json"), b, 0o600)
+	}
+	return splits
+}
+
+// seekReaderAt reads at offsets from a blob opened as a stream, one read at a time.
+type seekReaderAt struct {
+	mu sync.Mutex
+	r  io.ReadSeeker
+}
+
+func (s *seekReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.r.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n, err := io.ReadFull(s.r, p)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // tar returns the index of blob d's uncompressed tar and the tar itself, decompressing it

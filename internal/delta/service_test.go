@@ -84,6 +84,9 @@ func TestRoundTrip(t *testing.T) {
 				p := mustPlan(t, svc, request(b1))
 				planned := time.Since(start)
 				checkPlan(t, p, b1, delta.FormatWhole)
+				if c.name == dockerGzip.name && !raceEnabled && len(p.Splits) < 2 {
+					t.Errorf("a %d-byte go-gzip layer planned without split points (%v)", b1.size, p.Splits)
+				}
 				ch := newChild(t)
 				path := ch.fetch(svc, p)
 				start = time.Now()
@@ -675,6 +678,62 @@ func TestRebuildAlteredPlan(t *testing.T) {
 	}
 }
 
+// TestRebuildSplits: a go-gzip layer is recompressed in parallel at the plan's split points,
+// to the same bytes; split points that are wrong never give a wrong layer, and invalid ones
+// are ignored.
+func TestRebuildSplits(t *testing.T) {
+	if raceEnabled {
+		t.Skip("split points need a layer of several MiB, too slow to compress under the race detector; pflate's tests cover the parallel writer there")
+	}
+	t.Parallel()
+	f := newFixture(t, dockerGzip, layerBytes())
+	for _, p := range []acrapi.DeltaPlan{f.whole, f.diff} {
+		if len(p.Splits) < 2 {
+			t.Fatalf("%s plan without split points: %v", p.Format, p.Splits)
+		}
+	}
+	bases := f.child.basesOf(f.diff)
+	want, err := rebuildBytes(f.diff, f.diffBytes, bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		splits func([]int64) []int64
+		ok     bool
+	}{
+		{"none", func([]int64) []int64 { return nil }, true},
+		{"invalid", func([]int64) []int64 { return []int64{0} }, true},
+		{"too far apart", func(s []int64) []int64 { return []int64{s[len(s)-1]} }, true},
+		{"shifted", func(s []int64) []int64 {
+			s = slices.Clone(s)
+			for i := range s[:len(s)-1] {
+				s[i] += 4096
+			}
+			return s
+		}, false},
+		{"wrong total", func(s []int64) []int64 {
+			s = slices.Clone(s)
+			s[len(s)-1]--
+			return s
+		}, false},
+	} {
+		p := f.diff
+		p.Splits = c.splits(p.Splits)
+		got, err := rebuildBytes(p, f.diffBytes, bases)
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.ok && !bytes.Equal(got, want):
+			t.Errorf("%s: rebuilt other bytes", c.name)
+		case !c.ok && err == nil:
+			t.Errorf("%s: Rebuild returned nil", c.name)
+		case !c.ok && !errors.Is(err, delta.ErrMismatch) && !errors.Is(err, recipe.ErrMismatch):
+			t.Errorf("%s: %v, want a mismatch", c.name, err)
+		}
+	}
+}
+
 // hashWriter hashes and counts what is written.
 type hashWriter struct {
 	h hash.Hash
@@ -691,8 +750,15 @@ func TestRebuildMemory(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		t.Skip("slow; memory under the race detector means little")
 	}
+	// pgzip: the recipe writer compresses several blocks at once; Docker's gzip: in parallel
+	// segments at split points.
+	for _, c := range []compressor{compressors[2], dockerGzip} {
+		t.Run(c.name, func(t *testing.T) { rebuildMemory(t, c) })
+	}
+}
+
+func rebuildMemory(t *testing.T, c compressor) {
 	const size = 64 << 20
-	c := compressors[2] // pgzip: the recipe writer compresses several blocks at once
 	start := time.Now()
 	base := baseTree(11, size)
 	v2 := base.v2(12)
@@ -750,8 +816,8 @@ func TestRebuildMemory(t *testing.T) {
 		if got := digest.NewDigestFromBytes(digest.SHA256, out.h.Sum(nil)); got != b2.digest || out.n != b2.size {
 			t.Fatalf("rebuilt %s (%d bytes), want %s", got, out.n, b2.digest)
 		}
-		t.Logf("%s: delta %s of the blob; plan %v, rebuild %v; heap in use %d MiB before, peak %d MiB; allocated %d MiB",
-			p.Format, ratio(p.Size, b2.size), planned.Round(time.Millisecond), took.Round(time.Millisecond),
+		t.Logf("%s: delta %s of the blob, %d split points; plan %v, rebuild %v; heap in use %d MiB before, peak %d MiB; allocated %d MiB",
+			p.Format, ratio(p.Size, b2.size), len(p.Splits), planned.Round(time.Millisecond), took.Round(time.Millisecond),
 			before>>20, peak>>20, (ms.TotalAlloc-allocBefore)>>20)
 		if peak > 256<<20 {
 			t.Errorf("peak heap in use %d MiB, want < 256 MiB", peak>>20)

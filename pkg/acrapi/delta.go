@@ -52,6 +52,11 @@ type DeltaPlan struct {
 	Bases []string `json:"bases"`
 	// Recipe reproduces the layer's compressed bytes from its tar (internal/delta/recipe).
 	Recipe json.RawMessage `json:"recipe"`
+	// Splits, when present, are offsets in the layer's tar where the recipe's compressor can
+	// be restarted with the same output, the last being the tar's size: the child then
+	// recompresses the segments in parallel (internal/delta/pflate). A child that ignores
+	// them recompresses serially to the same bytes.
+	Splits []int64 `json:"splits,omitempty"`
 	// DiffID is the sha256 digest of the layer's uncompressed tar.
 	DiffID string `json:"diffId"`
 	// Digest and LayerSize are the layer's: what the rebuilt blob must be.

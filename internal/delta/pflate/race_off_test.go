@@ -1,0 +1,7 @@
+//go:build !race
+
+package pflate
+
+const raceEnabled = false
+
+const sizeDiv = 1
