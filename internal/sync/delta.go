@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/outpost-registry/outpost/internal/delta"
+	"github.com/outpost-registry/outpost/internal/delta/pflate"
 	"github.com/outpost-registry/outpost/internal/delta/tardelta"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
@@ -376,7 +377,22 @@ func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan ac
 	if err != nil {
 		return err
 	}
-	if err := delta.Rebuild(ctx, plan, df, bases, w); err != nil {
+	err = delta.Rebuild(ctx, plan, df, bases, w)
+	if errors.Is(err, pflate.ErrMismatch) && ctx.Err() == nil {
+		// The split points did not hold (they are checked on the parent, so this is not
+		// expected): the delta is paid for, so rebuild once more compressing serially.
+		e.log.Warn("parallel recompression did not reproduce the layer; rebuilding serially", zap.Stringer("digest", d.Digest), zap.Error(err))
+		_ = w.Cancel(context.WithoutCancel(ctx))
+		plan.Splits = nil
+		if _, err = df.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if w, err = e.store.CreateUpload(ctx, repo); err != nil {
+			return err
+		}
+		err = delta.Rebuild(ctx, plan, df, bases, w)
+	}
+	if err != nil {
 		_ = w.Cancel(context.WithoutCancel(ctx))
 		if errors.Is(err, delta.ErrMismatch) || errors.Is(err, tardelta.ErrCorrupt) {
 			_ = os.Remove(deltaPath) // wrong bytes: a new attempt fetches them again
@@ -390,12 +406,28 @@ func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan ac
 	return nil
 }
 
-// removeStaleBases removes the uncompressed bases a rebuild cut by a kill left behind: they are
-// as large as the layers' tars, and never reused.
+// abandonedDelta is how long a partly fetched delta is kept for its plan to be asked for
+// again (the next passes do, within minutes or hours); after that it is abandoned, the layer
+// having been fetched otherwise or no longer wanted.
+const abandonedDelta = 7 * 24 * time.Hour
+
+// removeStaleBases removes the uncompressed bases a rebuild cut by a kill left behind: they
+// are as large as the layers' tars, and never reused.
 func (e *Engine) removeStaleBases() {
 	stale, _ := filepath.Glob(filepath.Join(e.deltaDir(), "base-*.tar"))
 	for _, f := range stale {
 		_ = os.Remove(f)
+	}
+}
+
+// removeAbandonedDeltas removes, at the start of a pass, the deltas not written to for
+// abandonedDelta. A delta in use was written to minutes ago at most.
+func (e *Engine) removeAbandonedDeltas() {
+	entries, _ := os.ReadDir(e.deltaDir())
+	for _, ent := range entries {
+		if info, err := ent.Info(); err == nil && info.Mode().IsRegular() && time.Since(info.ModTime()) > abandonedDelta {
+			_ = os.Remove(filepath.Join(e.deltaDir(), ent.Name()))
+		}
 	}
 }
 

@@ -6,11 +6,13 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	gosync "sync"
@@ -466,4 +468,89 @@ func TestDeltaThroughAFaultyParent(t *testing.T) {
 	if delta := size - s.SavedBytes; s.BytesFromParent > delta+4*int64(o.ChunkSize)+16<<10 {
 		t.Errorf("%d bytes received for a %d-byte delta: faults cost more than the chunks they cut", s.BytesFromParent, delta)
 	}
+}
+
+// TestAbandonedDeltasRemoved: a partly fetched delta whose plan is never asked for again is
+// removed at the start of a pass once a week old; a recent one stays, to be resumed.
+func TestAbandonedDeltasRemoved(t *testing.T) {
+	parent := deltaParent(t, nil)
+	parent.push(t, "team/app:v1", layeredImage(t, gzipLayer(t, tree(5, 20))))
+	child := newNode(t, nil)
+	o := deltaOptions(t, parent, "team/app")
+	e := newEngine(t, o, child)
+	dir := filepath.Join(o.StateDir, "deltas")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, recent := filepath.Join(dir, strings.Repeat("a", 64)), filepath.Join(dir, strings.Repeat("b", 64))
+	for _, f := range []string{old, recent} {
+		if err := os.WriteFile(f, []byte("part of a delta"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	weekAgo := time.Now().Add(-8 * 24 * time.Hour) // past the week a partial delta is kept
+	if err := os.Chtimes(old, weekAgo, weekAgo); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("pass: %+v", s)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a delta untouched for a week is still there (%v)", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("a recent partial delta was removed: %v", err)
+	}
+}
+
+// TestDeltaSplitsThatDoNotHold: a parent whose split points do not reproduce the layer costs
+// a serial recompression, not the delta: the child rebuilds again without them.
+func TestDeltaSplitsThatDoNotHold(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("needs a layer of several MiB, too slow to compress under the race detector; internal/delta tests the same fallback there")
+	}
+	var altered atomic.Int64
+	parent := deltaParent(t, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			var plan acrapi.DeltaPlan
+			if rec.Code == http.StatusOK && json.Unmarshal(body, &plan) == nil && len(plan.Splits) > 1 {
+				for i := range plan.Splits[:len(plan.Splits)-1] {
+					plan.Splits[i] += 4096 // inside a block: no segment ends where it should
+				}
+				body, _ = json.Marshal(plan)
+				altered.Add(1)
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.Header().Del("Content-Length")
+			w.WriteHeader(rec.Code)
+			w.Write(body)
+		})
+	})
+	files := map[string][]byte{}
+	for n, b := range tree(41, 150) {
+		for i := range 8 {
+			files[fmt.Sprintf("%d/%s", i, n)] = append(bytes.Repeat([]byte{byte(i)}, i*10), b...)
+		}
+	}
+	layer := gzipLayer(t, files)
+	parent.push(t, "team/app:v1", layeredImage(t, layer))
+	child := newNode(t, nil)
+	s := newEngine(t, deltaOptions(t, parent, "team/app"), child).RunPass(context.Background(), false)
+	if altered.Load() == 0 {
+		size, _ := layer.Size()
+		t.Fatalf("no plan had split points to alter (layer of %d bytes)", size)
+	}
+	if s.Result != "ok" || s.DeltaLayers != 1 {
+		t.Fatalf("pass with split points that do not hold: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v1")
 }

@@ -302,6 +302,7 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 	e.running.Store(true)
 	defer e.running.Store(false)
 	e.pass = &passCounters{}
+	e.removeAbandonedDeltas()
 	start, inBefore := time.Now(), e.meter.In()
 	summary := &acrapi.PassSummary{Started: start.UTC(), Result: "running"}
 	e.progress.mu.Lock()

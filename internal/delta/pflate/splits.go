@@ -14,20 +14,16 @@ import (
 // segments in flight stay within a few megabytes. Tests under the race detector lower it.
 var splitEvery int64 = 2 << 20
 
-// probeLen is how much of the input after a candidate split is compressed to check it. A
-// segment that reproduces the serial stream's blocks until past the first 32 KiB after the
-// split has forgotten the three hash-chain positions its flush left out, so its state is
-// the serial compressor's from then on.
-const probeLen = 256 << 10
-
 // maxTries bounds the candidates checked for each split point.
 const maxTries = 24
 
 // FindSplits finds split points for NewWriter: block boundaries of the deflate stream
 // (deflateSize bytes read from deflate, written by compress/flate at level) at which a
 // compressor restarted reproduces the stream, about 2 MiB apart, for the input it
-// compresses (tarSize bytes read from tar). Each candidate is checked on the next probeLen
-// bytes, and the whole set by compressing everything as NewWriter would and comparing with
+// compresses (tarSize bytes read from tar). Each candidate is checked on the blocks that
+// follow it up to the first Huffman block 32 KiB or more after it (a segment that reproduces
+// those has forgotten the three hash-chain positions its flush left out, so its state is the
+// serial compressor's from then on), and the whole set by compressing everything as NewWriter would and comparing with
 // the stream, using workers goroutines. It returns nil and no error when no set of split
 // points reproduces the stream or the input is too short to split; an error if the stream
 // does not parse or is not the input's, or if reading fails.
@@ -104,11 +100,19 @@ func FindSplits(ctx context.Context, deflate io.ReaderAt, deflateSize int64, tar
 }
 
 // probe checks a candidate split at blocks[i]: a compressor restarted there must emit the
-// stream's own blocks until past the first 32 KiB after it.
+// stream's own blocks up to and including the first Huffman block that starts 32 KiB or more
+// after it.
 func probe(deflate io.ReaderAt, blocks []Block, i int, tar io.ReaderAt, tarSize int64, level int) (bool, error) {
 	u := blocks[i].Offset
+	last := i
+	for last < len(blocks) && (blocks[last].Offset < u+windowSize+8 || blocks[last].Type == Stored) {
+		last++
+	}
+	if last == len(blocks) || blocks[last].Offset+blocks[last].Size-u > MaxSegment {
+		return false, nil // too far to check, or the stream ends first
+	}
 	s := leadStart(u)
-	end := min(u+probeLen, tarSize)
+	end := min(blocks[last].Offset+blocks[last].Size+lookahead, tarSize)
 	data := make([]byte, end-s)
 	if _, err := tar.ReadAt(data, s); err != nil && !(errors.Is(err, io.EOF) && end == tarSize) {
 		return false, err
@@ -117,17 +121,12 @@ func probe(deflate io.ReaderAt, blocks []Block, i int, tar io.ReaderAt, tarSize 
 	if err != nil {
 		return false, err
 	}
-	resynced := false
 	j := i
-	stop := errors.New("stop")
+	done := errors.New("done")
 	var orig []byte
 	err = WalkBytes(seg, func(b Block) error {
-		if b.Final || u+b.Offset+b.Size > end-lookahead || j >= len(blocks) {
-			return stop
-		}
 		ob := blocks[j]
-		j++
-		if ob.Offset != u+b.Offset || ob.Size != b.Size || ob.Type != b.Type || ob.Final {
+		if ob.Offset != u+b.Offset || ob.Size != b.Size || ob.Type != b.Type || ob.Final != b.Final {
 			return ErrMismatch
 		}
 		if b.Type != Stored {
@@ -139,17 +138,17 @@ func probe(deflate io.ReaderAt, blocks []Block, i int, tar io.ReaderAt, tarSize 
 			if !bitsEqual(orig, ob.Start-first*8, ob.End-first*8, seg, b.Start, b.End) {
 				return ErrMismatch
 			}
-			if b.Offset >= windowSize+8 {
-				resynced = true
-				return stop
-			}
 		}
+		if j == last {
+			return done
+		}
+		j++
 		return nil
 	})
 	switch {
-	case err == stop:
-		return resynced, nil
-	case errors.Is(err, ErrMismatch):
+	case err == done:
+		return true, nil
+	case err == nil, errors.Is(err, ErrMismatch):
 		return false, nil
 	default:
 		return false, err
