@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/bcrypt"
 
@@ -503,14 +504,9 @@ func TestAbandonedDeltasRemoved(t *testing.T) {
 	}
 }
 
-// TestDeltaSplitsThatDoNotHold: a parent whose split points do not reproduce the layer costs
-// a serial recompression, not the delta: the child rebuilds again without them.
-func TestDeltaSplitsThatDoNotHold(t *testing.T) {
-	if testing.Short() || raceEnabled {
-		t.Skip("needs a layer of several MiB, too slow to compress under the race detector; internal/delta tests the same fallback there")
-	}
-	var altered atomic.Int64
-	parent := deltaParent(t, func(next http.Handler) http.Handler {
+// alterPlans is a fault for deltaParent: it rewrites the plans the parent answers with.
+func alterPlans(alter func(*acrapi.DeltaPlan) bool, altered *atomic.Int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodPost {
 				next.ServeHTTP(w, r)
@@ -520,10 +516,7 @@ func TestDeltaSplitsThatDoNotHold(t *testing.T) {
 			next.ServeHTTP(rec, r)
 			body := rec.Body.Bytes()
 			var plan acrapi.DeltaPlan
-			if rec.Code == http.StatusOK && json.Unmarshal(body, &plan) == nil && len(plan.Splits) > 1 {
-				for i := range plan.Splits[:len(plan.Splits)-1] {
-					plan.Splits[i] += 4096 // inside a block: no segment ends where it should
-				}
+			if rec.Code == http.StatusOK && json.Unmarshal(body, &plan) == nil && alter(&plan) {
 				body, _ = json.Marshal(plan)
 				altered.Add(1)
 			}
@@ -534,7 +527,57 @@ func TestDeltaSplitsThatDoNotHold(t *testing.T) {
 			w.WriteHeader(rec.Code)
 			w.Write(body)
 		})
-	})
+	}
+}
+
+// TestDeltaLyingPlan: a plan that lies about its delta (its size, its id) costs the layer
+// whole, never a wrong layer or a failed pass.
+func TestDeltaLyingPlan(t *testing.T) {
+	for name, alter := range map[string]func(*acrapi.DeltaPlan){
+		"size short":  func(p *acrapi.DeltaPlan) { p.Size -= 100 },
+		"size long":   func(p *acrapi.DeltaPlan) { p.Size += 100 },
+		"size zero":   func(p *acrapi.DeltaPlan) { p.Size = 0 },
+		"unknown id":  func(p *acrapi.DeltaPlan) { p.ID = digest.FromString("no such delta").String() },
+		"invalid id":  func(p *acrapi.DeltaPlan) { p.ID = "../../etc/passwd" },
+		"other layer": func(p *acrapi.DeltaPlan) { p.Digest = digest.FromString("another layer").String() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var altered atomic.Int64
+			parent := deltaParent(t, alterPlans(func(p *acrapi.DeltaPlan) bool { alter(p); return true }, &altered))
+			parent.push(t, "team/app:v1", layeredImage(t, gzipLayer(t, tree(51, 40))))
+			child := newNode(t, nil)
+			o := deltaOptions(t, parent, "team/app")
+			o.Retry.Attempts = 3
+			start := time.Now()
+			s := newEngine(t, o, child).RunPass(context.Background(), false)
+			if altered.Load() == 0 {
+				t.Fatal("no plan was altered")
+			}
+			if s.Result != "ok" || s.DeltaLayers != 0 {
+				t.Fatalf("pass with a lying plan: %+v", s)
+			}
+			requireSame(t, parent, child, "team/app:v1")
+			t.Logf("fetched whole after %v", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// TestDeltaSplitsThatDoNotHold: a parent whose split points do not reproduce the layer costs
+// a serial recompression, not the delta: the child rebuilds again without them.
+func TestDeltaSplitsThatDoNotHold(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("needs a layer of several MiB, too slow to compress under the race detector; internal/delta tests the same fallback there")
+	}
+	var altered atomic.Int64
+	parent := deltaParent(t, alterPlans(func(plan *acrapi.DeltaPlan) bool {
+		if len(plan.Splits) < 2 {
+			return false
+		}
+		for i := range plan.Splits[:len(plan.Splits)-1] {
+			plan.Splits[i] += 4096 // inside a block: no segment ends where it should
+		}
+		return true
+	}, &altered))
 	files := map[string][]byte{}
 	for n, b := range tree(41, 150) {
 		for i := range 8 {
