@@ -47,6 +47,7 @@ func (e *Engine) ensureBlob(ctx context.Context, repo string, d Descriptor) erro
 
 // fetchBlob fetches d from the parent, resuming a session a previous attempt left.
 func (e *Engine) fetchBlob(ctx context.Context, repo string, d Descriptor) error {
+	e.reportSyncing(ctx)
 	for attempt := 1; ; attempt++ {
 		err := e.fetchOnce(ctx, repo, d)
 		if err == nil {

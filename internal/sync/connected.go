@@ -125,6 +125,28 @@ func (e *Engine) applyConfig(cfg acrapi.ChildConfig) error {
 	return nil
 }
 
+// reportSyncing tells a connected registry's parent, once per pass and only when the pass has
+// something to fetch, that the node is syncing: a long transfer over a slow link shows as
+// Syncing, not as the last pass's Online. Quiet passes send nothing more than before. The
+// report carries no inventory (that walks the store; the report after the pass has it).
+func (e *Engine) reportSyncing(ctx context.Context) {
+	if e.connected == nil || !e.pass.syncing.CompareAndSwap(false, true) {
+		return
+	}
+	now := time.Now().UTC()
+	st := acrapi.NodeStatus{ConnectionState: acrapi.StateSyncing, Version: version.Version, LastActivityTime: now}
+	e.progress.mu.Lock()
+	st.LastSyncTime = e.progress.lastSuccess
+	e.progress.mu.Unlock()
+	report := acrapi.StatusReport{Status: st}
+	if e.connected.Describe != nil {
+		e.connected.Describe(&report)
+	}
+	if err := e.acr.ReportStatus(ctx, report); err != nil && ctx.Err() == nil {
+		e.log.Debug("reporting the sync to the parent failed", zap.Error(err))
+	}
+}
+
 // reportStatus sends the node's status after a pass, while the link is open.
 func (e *Engine) reportStatus(ctx context.Context, pass acrapi.PassSummary) {
 	if e.connected == nil || ctx.Err() != nil {

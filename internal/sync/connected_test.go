@@ -1,11 +1,15 @@
 package sync_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	gosync "sync"
 	"testing"
@@ -96,6 +100,20 @@ func TestConnectedRegistryFollowsItsParent(t *testing.T) {
 	root.push(t, "other/x:v1", randomImage(t, 1024, 1))
 
 	opts, applied := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteA01", Mode: acrapi.ModeReadOnly, Repositories: []string{"team/app"}})
+	var statesMu gosync.Mutex
+	var states []string // the states the node reported, in order
+	root.observe = func(req *http.Request) {
+		if req.URL.Path != "/acr/v1/status" {
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		var rep acrapi.StatusReport
+		_ = json.Unmarshal(b, &rep)
+		statesMu.Lock()
+		states = append(states, rep.Status.ConnectionState)
+		statesMu.Unlock()
+	}
 	child := newNode(t, nil)
 	e := newEngine(t, opts, child)
 	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
@@ -112,6 +130,17 @@ func TestConnectedRegistryFollowsItsParent(t *testing.T) {
 	if cr.ActivationStatus != "Active" || cr.ConnectionState != acrapi.StateOnline || cr.Status == nil || cr.LastSyncTime == nil {
 		t.Fatalf("the root's view after a pass: %+v", cr)
 	}
+	// A pass that fetches says so when it starts fetching, then reports how it ended; a
+	// quiet pass only the latter.
+	if s := e.RunPass(context.Background(), true); s.Result != "ok" || s.BlobsFetched != 0 {
+		t.Fatalf("quiet pass: %+v", s)
+	}
+	statesMu.Lock()
+	if want := []string{acrapi.StateSyncing, acrapi.StateOnline, acrapi.StateOnline}; !slices.Equal(states, want) {
+		t.Errorf("states reported %v, want %v", states, want)
+	}
+	statesMu.Unlock()
+	root.observe = nil
 
 	// A change at the root reaches the node on its next pass.
 	w := "PT2H"

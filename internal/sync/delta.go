@@ -85,6 +85,7 @@ func (e *Engine) describeInventory(ctx context.Context, r *acrapi.StatusReport) 
 // fetchLayer fetches d, as a delta when it can, else whole.
 func (e *Engine) fetchLayer(ctx context.Context, repo string, d Descriptor) error {
 	e.metrics.layerBytes.Add(float64(d.Size))
+	e.reportSyncing(ctx)
 	if !e.deltaWanted(d) {
 		return e.fetchBlob(ctx, repo, d)
 	}

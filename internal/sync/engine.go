@@ -108,6 +108,8 @@ type passCounters struct {
 	// deltaLayers came as deltas, deltaBytes of them crossed the link this pass, deltaSaved
 	// is what their deltas saved against fetching them whole.
 	deltaLayers, deltaBytes, deltaSaved atomic.Int64
+	// syncing is set once the pass has told the parent it is transferring.
+	syncing atomic.Bool
 }
 
 // ErrOutsideWindow is returned by Trigger when no window is open and the pass is not forced.
