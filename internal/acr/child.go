@@ -1,12 +1,14 @@
 package acr
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 
 	"go.uber.org/zap"
 
+	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/internal/repopattern"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
@@ -81,18 +83,29 @@ func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error 
 	if err := a.cp.ReportStatus(name, rep.Status); err != nil {
 		return err
 	}
-	if rep.Layers != nil && a.deltas != nil {
-		if err := a.deltas.SetInventory(name, rep.LayersHash, rep.Layers); err != nil {
-			return fmt.Errorf("%w: layers: %v", errBadRequest, err)
+	var ans acrapi.StatusAnswer
+	if a.deltas != nil {
+		switch {
+		case rep.Layers != nil:
+			if err := a.deltas.SetInventory(name, rep.LayersHash, rep.Layers); err != nil {
+				return fmt.Errorf("%w: layers: %v", errBadRequest, err)
+			}
+		case rep.LayersBase != "":
+			// Changes to an inventory this parent lost or never had are dropped: the answer
+			// tells the node, which sends the whole inventory next time.
+			err := a.deltas.UpdateInventory(name, rep.LayersBase, rep.LayersHash, rep.LayersAdded, rep.LayersRemoved)
+			if err != nil && !errors.Is(err, delta.ErrInventoryStale) {
+				return fmt.Errorf("%w: layers: %v", errBadRequest, err)
+			}
 		}
+		ans.LayersHash, _, _ = a.deltas.Inventory(name)
 	}
 	for d, st := range rep.Descendants {
 		if err := a.cp.RelayStatus(d, st); err != nil {
 			return err
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return reply(w, http.StatusOK, ans)
 }
 
 // maxEventPage bounds one page of the event log.

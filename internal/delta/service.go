@@ -660,6 +660,33 @@ func (s *Service) SetInventory(registry, hash string, layers []acrapi.HeldLayer)
 	return atomicfile.Write(s.inventoryPath(registry), b, 0o600)
 }
 
+// ErrInventoryStale: changes to an inventory were reported against one the parent does not
+// hold; the child sends its inventory whole.
+var ErrInventoryStale = errors.New("the changes are to an inventory this parent does not hold")
+
+// UpdateInventory applies the changes a connected registry reported to the inventory it
+// holds, which must be base (by hash); the result must be hash. The inventory is kept in
+// the order of the layers' digests.
+func (s *Service) UpdateInventory(registry, base, hash string, added []acrapi.HeldLayer, removed []string) error {
+	held, layers, ok := s.Inventory(registry)
+	if !ok || held != base {
+		return ErrInventoryStale
+	}
+	gone := make(map[string]bool, len(removed))
+	for _, d := range removed {
+		gone[d] = true
+	}
+	next := make([]acrapi.HeldLayer, 0, len(layers)+len(added))
+	for _, l := range layers {
+		if !gone[l.Digest] {
+			next = append(next, l)
+		}
+	}
+	next = append(next, added...)
+	slices.SortStableFunc(next, func(a, b acrapi.HeldLayer) int { return strings.Compare(a.Digest, b.Digest) })
+	return s.SetInventory(registry, hash, next)
+}
+
 // Inventory returns the layers registry last reported holding and their hash; false if none.
 func (s *Service) Inventory(registry string) (string, []acrapi.HeldLayer, bool) {
 	b, err := os.ReadFile(s.inventoryPath(registry))

@@ -826,3 +826,42 @@ func rebuildMemory(t *testing.T, c compressor) {
 }
 
 func randFor(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 1)) }
+
+// TestUpdateInventory: changes apply only to the inventory they were made against, and must
+// give the hash the child computed.
+func TestUpdateInventory(t *testing.T) {
+	svc, _ := newService(t, newDiskBlobs(t))
+	l := func(s string, pos int) acrapi.HeldLayer {
+		return acrapi.HeldLayer{Digest: digest.FromString(s).String(), Repository: "team/app", Position: pos}
+	}
+	byDigest := func(ls ...acrapi.HeldLayer) []acrapi.HeldLayer {
+		slices.SortFunc(ls, func(a, b acrapi.HeldLayer) int { return strings.Compare(a.Digest, b.Digest) })
+		return ls
+	}
+	v1 := byDigest(l("a", 0), l("b", 1), l("c", 2))
+	h1 := acrapi.InventoryHash(v1)
+	if err := svc.UpdateInventory("site", h1, h1, nil, nil); !errors.Is(err, delta.ErrInventoryStale) {
+		t.Fatalf("changes before any inventory: %v, want ErrInventoryStale", err)
+	}
+	if err := svc.SetInventory("site", h1, v1); err != nil {
+		t.Fatal(err)
+	}
+	v2 := byDigest(l("a", 0), l("c", 2), l("d", 1), l("e", 3))
+	h2 := acrapi.InventoryHash(v2)
+	added, removed := []acrapi.HeldLayer{l("d", 1), l("e", 3)}, []string{l("b", 1).Digest}
+	if err := svc.UpdateInventory("site", "sha256:"+strings.Repeat("0", 64), h2, added, removed); !errors.Is(err, delta.ErrInventoryStale) {
+		t.Errorf("changes to another inventory: %v, want ErrInventoryStale", err)
+	}
+	if err := svc.UpdateInventory("site", h1, h1, added, removed); err == nil || errors.Is(err, delta.ErrInventoryStale) {
+		t.Errorf("changes that do not give their hash: %v, want an error", err)
+	}
+	if h, _, _ := svc.Inventory("site"); h != h1 {
+		t.Fatalf("refused changes altered the inventory")
+	}
+	if err := svc.UpdateInventory("site", h1, h2, added, removed); err != nil {
+		t.Fatal(err)
+	}
+	if h, got, _ := svc.Inventory("site"); h != h2 || !slices.Equal(got, v2) {
+		t.Errorf("after the changes: %s %v, want %s %v", h, got, h2, v2)
+	}
+}

@@ -142,7 +142,7 @@ func (e *Engine) reportSyncing(ctx context.Context) {
 	if e.connected.Describe != nil {
 		e.connected.Describe(&report)
 	}
-	if err := e.acr.ReportStatus(ctx, report); err != nil && ctx.Err() == nil {
+	if _, err := e.acr.ReportStatus(ctx, report); err != nil && ctx.Err() == nil {
 		e.log.Debug("reporting the sync to the parent failed", zap.Error(err))
 	}
 }
@@ -169,10 +169,16 @@ func (e *Engine) reportStatus(ctx context.Context, pass acrapi.PassSummary) {
 		e.connected.Describe(&report)
 	}
 	inventory, hash := e.describeInventory(ctx, &report)
-	err := e.acr.ReportStatus(ctx, report)
+	ans, err := e.acr.ReportStatus(ctx, report)
 	if err == nil && hash != "" {
 		e.inventoryMu.Lock()
-		e.inventory, e.inventoryHash = inventory, hash
+		if ans.LayersHash == hash {
+			e.inventory, e.inventoryHash = inventory, hash
+		} else {
+			// The parent holds another inventory (it lost ours, or dropped changes to one it
+			// did not hold): the next report sends it whole.
+			e.inventory, e.inventoryHash = nil, ""
+		}
 		e.inventoryMu.Unlock()
 	}
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -59,9 +60,10 @@ func (e *Engine) acknowledgedInventory() ([]acrapi.HeldLayer, string) {
 	return e.inventory, e.inventoryHash
 }
 
-// describeInventory adds the node's inventory of layers to a status report: its hash always,
-// the list when the parent has not acknowledged it yet. It returns what to record once the
-// report is accepted.
+// describeInventory adds the node's inventory of layers to a status report: its hash always;
+// when the parent has not acknowledged it yet, the changes from the one it acknowledged, or
+// the whole list if the changes would be as long. It returns what to record once the parent
+// answers that it holds it.
 func (e *Engine) describeInventory(ctx context.Context, r *acrapi.StatusReport) ([]acrapi.HeldLayer, string) {
 	if !e.opts.Delta || e.deltaOff.Load() || e.deltaUnsupported.Load() {
 		return nil, ""
@@ -74,12 +76,43 @@ func (e *Engine) describeInventory(ctx context.Context, r *acrapi.StatusReport) 
 	if layers == nil {
 		layers = []acrapi.HeldLayer{}
 	}
+	// In digest order, so that the parent applying changes gets the same list, and hash.
+	slices.SortFunc(layers, func(a, b acrapi.HeldLayer) int { return strings.Compare(a.Digest, b.Digest) })
 	hash := acrapi.InventoryHash(layers)
 	r.LayersHash = hash
-	if _, acked := e.acknowledgedInventory(); acked != hash {
-		r.Layers = layers
+	if ackedLayers, acked := e.acknowledgedInventory(); acked != hash {
+		added, removed := inventoryChanges(ackedLayers, layers)
+		if acked != "" && len(added)+len(removed) < len(layers)/2 {
+			r.LayersBase, r.LayersAdded, r.LayersRemoved = acked, added, removed
+		} else {
+			r.Layers = layers
+		}
 	}
 	return layers, hash
+}
+
+// inventoryChanges lists what turns inventory from into to, both in digest order: the layers
+// added (or moved to another repository or position) and the digests removed.
+func inventoryChanges(from, to []acrapi.HeldLayer) (added []acrapi.HeldLayer, removed []string) {
+	i, j := 0, 0
+	for i < len(from) || j < len(to) {
+		switch {
+		case j == len(to) || i < len(from) && from[i].Digest < to[j].Digest:
+			removed = append(removed, from[i].Digest)
+			i++
+		case i == len(from) || to[j].Digest < from[i].Digest:
+			added = append(added, to[j])
+			j++
+		default:
+			if from[i] != to[j] {
+				removed = append(removed, from[i].Digest)
+				added = append(added, to[j])
+			}
+			i++
+			j++
+		}
+	}
+	return added, removed
 }
 
 // fetchLayer fetches d, as a delta when it can, else whole.

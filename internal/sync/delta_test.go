@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	gosync "sync"
 	"sync/atomic"
@@ -596,4 +597,115 @@ func TestDeltaSplitsThatDoNotHold(t *testing.T) {
 		t.Fatalf("pass with split points that do not hold: %+v", s)
 	}
 	requireSame(t, parent, child, "team/app:v1")
+}
+
+// TestInventoryReportedAsChanges: once the parent holds a connected registry's inventory, a
+// status report carries what changed, not the whole list; a parent that holds another one
+// drops the changes and says so, and the next report sends the inventory whole.
+func TestInventoryReportedAsChanges(t *testing.T) {
+	root := newRoot(t)
+	var layers []ggcrv1.Layer
+	for i := range 6 {
+		layers = append(layers, gzipLayer(t, tree(uint64(60+i), 3)))
+	}
+	root.push(t, "team/app:v1", layeredImage(t, layers...))
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteInv1", Repositories: []string{"team/app"}})
+	opts.Delta = true
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+
+	var mu gosync.Mutex
+	var reports []acrapi.StatusReport
+	root.observe = func(r *http.Request) {
+		if r.URL.Path != "/acr/v1/status" {
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		var rep acrapi.StatusReport
+		_ = json.Unmarshal(b, &rep)
+		if rep.LayersHash != "" { // not the report that the pass started fetching
+			mu.Lock()
+			reports = append(reports, rep)
+			mu.Unlock()
+		}
+	}
+	last := func() acrapi.StatusReport {
+		mu.Lock()
+		defer mu.Unlock()
+		return reports[len(reports)-1]
+	}
+	pass := func(tag string, extra int) {
+		t.Helper()
+		if extra > 0 {
+			for i := range extra {
+				layers = append(layers, gzipLayer(t, tree(uint64(100+len(layers)+i), 3)))
+			}
+			d := root.push(t, "team/app:"+tag, layeredImage(t, layers...))
+			if err := root.cp.AppendEvent(acrapi.Event{Repository: "team/app", Tag: tag, Digest: d.String(), Action: acrapi.EventPush}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s := e.RunPass(context.Background(), true); s.Result != "ok" {
+			t.Fatalf("pass for %s: %+v", tag, s)
+		}
+	}
+	holds := func(want string) {
+		t.Helper()
+		if got, _, _ := root.deltas.Inventory("siteInv1"); got != want {
+			t.Fatalf("the root holds inventory %q, the child reported %q", got, want)
+		}
+	}
+
+	pass("v1", 0)
+	if r := last(); len(r.Layers) != 6 || r.LayersBase != "" {
+		t.Fatalf("first report: %d layers, base %q; want the whole inventory", len(r.Layers), r.LayersBase)
+	}
+	holds(last().LayersHash)
+	first := last().LayersHash
+
+	pass("v2", 1)
+	if r := last(); r.Layers != nil || r.LayersBase != first || len(r.LayersAdded) != 1 || len(r.LayersRemoved) != 0 {
+		t.Fatalf("report after one more layer: %d layers, base %q, %d added, %d removed; want the change from %s",
+			len(r.Layers), r.LayersBase, len(r.LayersAdded), len(r.LayersRemoved), first)
+	}
+	holds(last().LayersHash)
+
+	// The root loses track (its delta cache replaced, say): the next changes are dropped, and
+	// the report after them sends the inventory whole.
+	other := []acrapi.HeldLayer{{Digest: digest.FromString("x").String(), Position: 0}}
+	if err := root.deltas.SetInventory("siteInv1", acrapi.InventoryHash(other), other); err != nil {
+		t.Fatal(err)
+	}
+	pass("v3", 1)
+	if r := last(); r.LayersBase == "" {
+		t.Fatalf("report after a third version: %d layers, no base; want changes", len(r.Layers))
+	}
+	holds(acrapi.InventoryHash(other))
+	pass("v3", 0)
+	if r := last(); len(r.Layers) != 8 {
+		t.Fatalf("report after a dropped change: %d layers, base %q; want the 8 whole", len(r.Layers), r.LayersBase)
+	}
+	holds(last().LayersHash)
+}
+
+func TestInventoryChanges(t *testing.T) {
+	l := func(d string, repo string, pos int) acrapi.HeldLayer {
+		return acrapi.HeldLayer{Digest: d, Repository: repo, Position: pos}
+	}
+	from := []acrapi.HeldLayer{l("a", "r", 0), l("b", "r", 1), l("c", "r", 2), l("e", "r", 0)}
+	to := []acrapi.HeldLayer{l("a", "r", 0), l("c", "s", 2), l("d", "r", 3), l("e", "r", 0), l("f", "r", 1)}
+	added, removed := sync.InventoryChanges(from, to)
+	if want := []acrapi.HeldLayer{l("c", "s", 2), l("d", "r", 3), l("f", "r", 1)}; !slices.Equal(added, want) {
+		t.Errorf("added %v, want %v", added, want)
+	}
+	if want := []string{"b", "c"}; !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+	if a, r := sync.InventoryChanges(to, to); a != nil || r != nil {
+		t.Errorf("no change: %v %v", a, r)
+	}
+	if a, r := sync.InventoryChanges(nil, to); len(a) != len(to) || r != nil {
+		t.Errorf("from nothing: %v %v", a, r)
+	}
 }

@@ -14,3 +14,6 @@ func (e *Engine) RunPass(ctx context.Context, force bool) acrapi.PassSummary {
 
 // OpenWindow opens the sync window until end, as a schedule firing would.
 func (e *Engine) OpenWindow(end time.Time) { e.gate.Open(end) }
+
+// InventoryChanges lists what turns one inventory into another.
+var InventoryChanges = inventoryChanges

@@ -153,8 +153,9 @@ func (c *Client) Config(ctx context.Context) (ChildConfig, error) {
 }
 
 // ReportStatus sends the calling connected registry's status.
-func (c *Client) ReportStatus(ctx context.Context, r StatusReport) error {
-	return c.Do(ctx, http.MethodPost, "/acr/v1/status", r, nil)
+func (c *Client) ReportStatus(ctx context.Context, r StatusReport) (StatusAnswer, error) {
+	var out StatusAnswer
+	return out, c.Do(ctx, http.MethodPost, "/acr/v1/status", r, &out)
 }
 
 // Events reads the event log after cursor, filtered to the calling registry's repositories.

@@ -142,10 +142,24 @@ type SyncTokenHashes struct {
 type StatusReport struct {
 	Status      NodeStatus            `json:"status"`
 	Descendants map[string]NodeStatus `json:"descendants,omitempty"`
-	// LayersHash names the node's inventory of layers (the parent's bases for deltas); Layers
-	// is the inventory itself, sent only when it changed since the parent last acknowledged it.
-	LayersHash string      `json:"layersHash,omitempty"`
-	Layers     []HeldLayer `json:"layers,omitempty"`
+	// LayersHash names the node's inventory of layers (the parent's bases for deltas), a list
+	// in the order of their digests. When it changed since the parent last acknowledged it,
+	// the report carries either the changes from the acknowledged one (LayersBase, its hash;
+	// LayersAdded; LayersRemoved, by digest) or, when those would be as long, Layers, the whole
+	// inventory.
+	LayersHash    string      `json:"layersHash,omitempty"`
+	Layers        []HeldLayer `json:"layers,omitempty"`
+	LayersBase    string      `json:"layersBase,omitempty"`
+	LayersAdded   []HeldLayer `json:"layersAdded,omitempty"`
+	LayersRemoved []string    `json:"layersRemoved,omitempty"`
+}
+
+// StatusAnswer answers a StatusReport.
+type StatusAnswer struct {
+	// LayersHash is the hash of the inventory the parent now holds for the node ("" for none):
+	// the node's own LayersHash when the report's inventory or changes were applied. A node
+	// whose inventory the parent does not hold sends it whole next time.
+	LayersHash string `json:"layersHash,omitempty"`
 }
 
 // Event actions.
