@@ -21,8 +21,9 @@ import (
 // an empty site). Formats lists what Rebuild applies.
 const FormatWhole = "zstd-tar/1"
 
-// Formats are the delta formats this node applies, for DeltaRequest.Formats.
-var Formats = []string{acrapi.DeltaFormat, FormatWhole}
+// Formats are the delta formats this node applies, for DeltaRequest.Formats: tardelta's
+// Apply reads version 1 deltas too, from parents that make no others.
+var Formats = []string{acrapi.DeltaFormat, acrapi.DeltaFormatV1, FormatWhole}
 
 // wholeWindow is FormatWhole's zstd window: large enough to find repeats across a layer, small
 // enough for the child's memory bound.
@@ -62,7 +63,7 @@ func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []ta
 	tarHash := sha256.New()
 	out := io.MultiWriter(tarHash, zw)
 	switch plan.Format {
-	case acrapi.DeltaFormat:
+	case acrapi.DeltaFormat, acrapi.DeltaFormatV1:
 		_, err = tardelta.Apply(ctx, d, bases, out)
 	case FormatWhole:
 		err = unzstd(ctx, d, out)

@@ -618,7 +618,7 @@ func TestRebuildAlteredPlan(t *testing.T) {
 				{name: "layer-size-1", plan: func(p *acrapi.DeltaPlan) { p.LayerSize-- }},
 				{name: "layer-size-0", plan: func(p *acrapi.DeltaPlan) { p.LayerSize = 0 }},
 				{name: "format-whole", plan: func(p *acrapi.DeltaPlan) { p.Format = delta.FormatWhole }},
-				{name: "format-unknown", plan: func(p *acrapi.DeltaPlan) { p.Format = "tardelta/2" }},
+				{name: "format-unknown", plan: func(p *acrapi.DeltaPlan) { p.Format = "tardelta/9" }},
 				{name: "recipe-empty-object", plan: func(p *acrapi.DeltaPlan) { p.Recipe = json.RawMessage(`{}`) }},
 				{name: "recipe-null", plan: func(p *acrapi.DeltaPlan) { p.Recipe = nil }},
 				{name: "recipe-unknown-field", plan: func(p *acrapi.DeltaPlan) {

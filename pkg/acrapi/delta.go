@@ -6,8 +6,13 @@ import (
 	"encoding/json"
 )
 
-// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 1).
-const DeltaFormat = "tardelta/1"
+// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 2:
+// version 1 and approximate-match patches for executables). DeltaFormatV1 is version 1,
+// which a child still applies when a parent offers only that.
+const (
+	DeltaFormat   = "tardelta/2"
+	DeltaFormatV1 = "tardelta/1"
+)
 
 // Delta sync settings of a connected registry.
 const (

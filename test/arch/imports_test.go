@@ -24,6 +24,8 @@ var layer = map[string]int{
 	"internal/delta":          2,
 	"internal/delta/recipe":   1,
 	"internal/delta/tardelta": 1,
+	"internal/delta/pflate":   0,
+	"internal/delta/bsdiff":   0,
 	"internal/config":         2,
 	"internal/observe":        1,
 	"internal/logging":        1,

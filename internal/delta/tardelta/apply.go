@@ -10,6 +10,8 @@ import (
 	"io"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
 )
 
 // SizedReaderAt is random access to a base tar of known size, such as
@@ -23,7 +25,7 @@ type SizedReaderAt interface {
 // against (same order as given to Encode) and writes it to w. It returns the
 // number of bytes written.
 //
-// Apply streams: memory stays below about 64 MiB whatever the delta says,
+// Apply streams: memory stays below about 70 MiB whatever the delta says,
 // because every length is checked against fixed limits before anything is
 // allocated or read. A malformed delta yields an error matching ErrCorrupt,
 // never a panic; the end record carries a CRC-32C of the target, so a
@@ -71,6 +73,7 @@ type applier struct {
 	// are coded relative to it.
 	lastEnd []int64
 	out     outWriter
+	version byte
 	block   int
 	opNo    int
 
@@ -140,8 +143,9 @@ func (a *applier) readHeader() error {
 	if string(h[:len(deltaMagic)]) != deltaMagic {
 		return corruptf("not a tar delta (bad magic)")
 	}
-	if v := h[len(deltaMagic)]; v != deltaVersion {
-		return corruptf("unsupported delta version %d (want %d)", v, deltaVersion)
+	a.version = h[len(deltaMagic)]
+	if a.version < minDeltaVersion || a.version > deltaVersion {
+		return corruptf("unsupported delta version %d (want %d to %d)", a.version, minDeltaVersion, deltaVersion)
 	}
 	if f := h[len(deltaMagic)+1]; f != 0 {
 		return corruptf("unsupported delta flags 0x%02x", f)
@@ -392,6 +396,25 @@ func (a *applier) applyBlock() error {
 			if err := a.patch(int(b), off, baseLen, targetLen, payLen); err != nil {
 				return err
 			}
+		case opBsdiff:
+			if a.version < 2 {
+				return corruptf("op %d: unknown op 0x%02x in a version %d delta", a.opNo, kind, a.version)
+			}
+			b := r.uvarint()
+			d := r.varint()
+			oldLen := r.uvarint()
+			targetLen := r.uvarint()
+			payLen := r.uvarint()
+			if !r.ok {
+				return corruptf("op %d: truncated bsdiff", a.opNo)
+			}
+			off, err := a.baseRange("bsdiff", b, d, oldLen)
+			if err != nil {
+				return err
+			}
+			if err := a.bsdiff(int(b), off, oldLen, targetLen, payLen); err != nil {
+				return err
+			}
 		default:
 			return corruptf("op %d: unknown op 0x%02x", a.opNo, kind)
 		}
@@ -488,4 +511,43 @@ func (a *applier) patch(b int, off int64, baseLen, targetLen, payLen uint64) err
 	}
 	_, err = a.out.Write(out)
 	return err
+}
+
+// bsdiff applies a bsdiff patch to base bytes [off, off+oldLen), read
+// through the base's ReaderAt as the patch needs them: unlike a PATCH
+// dictionary, the old range is never held in memory. The package's
+// decoders add at most 4 MiB of windows.
+func (a *applier) bsdiff(b int, off int64, oldLen, targetLen, payLen uint64) error {
+	if oldLen == 0 || oldLen > maxPatchBase {
+		return corruptf("op %d: bsdiff of %d base bytes (limit %d)", a.opNo, oldLen, maxPatchBase)
+	}
+	if targetLen == 0 || targetLen > maxPatchTarget {
+		return corruptf("op %d: bsdiff output of %d bytes (limit %d)", a.opNo, targetLen, maxPatchTarget)
+	}
+	if int64(oldLen) > maxDictFor(int(targetLen)) {
+		return corruptf("op %d: bsdiff of %d base bytes for %d output bytes", a.opNo, oldLen, targetLen)
+	}
+	if payLen == 0 || payLen > maxPatchPayload {
+		return corruptf("op %d: bsdiff payload of %d bytes (limit %d)", a.opNo, payLen, maxPatchPayload)
+	}
+	a.scratch = grow(a.scratch, int(payLen), maxPatchPayload)
+	if _, err := io.ReadFull(a.br, a.scratch); err != nil {
+		return a.readErr("bsdiff payload", err)
+	}
+	// The size check comes first: Apply would otherwise write whatever a
+	// damaged patch claims.
+	if n, err := bsdiff.NewSize(a.scratch); err != nil || n != int64(targetLen) {
+		if err == nil {
+			err = fmt.Errorf("it describes %d bytes", n)
+		}
+		return corruptf("op %d: bsdiff against base %d at %d for %d bytes: %v", a.opNo, b, off, targetLen, err)
+	}
+	old := io.NewSectionReader(a.bases[b], off, int64(oldLen))
+	if _, err := bsdiff.Apply(old, int64(oldLen), a.scratch, &a.out); err != nil {
+		if errors.Is(err, bsdiff.ErrCorrupt) {
+			return corruptf("op %d: bsdiff against base %d at %d: %v", a.opNo, b, off, err)
+		}
+		return fmt.Errorf("tardelta: op %d: %w", a.opNo, err)
+	}
+	return nil
 }

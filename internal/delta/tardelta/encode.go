@@ -15,6 +15,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
 )
 
 // Base is a tar the receiver already holds: its index and random access to
@@ -49,9 +51,12 @@ type Stats struct {
 	Entries      int   // tar entries in the target
 	CopyBytes    int64 // target bytes reproduced by COPY operations
 	CopyOps      int64
-	PatchIn      int64 // target bytes reproduced by PATCH operations
+	PatchIn      int64 // target bytes reproduced by PATCH and BSDIFF operations
 	PatchOut     int64 // their payload bytes
 	Patches      int64
+	BsdiffIn     int64 // part of PatchIn reproduced by BSDIFF operations
+	BsdiffOut    int64 // part of PatchOut
+	Bsdiffs      int64 // part of Patches
 	LiteralIn    int64 // content bytes sent as literals
 	LiteralOut   int64 // compressed literal sections
 	HeaderIn     int64 // header, padding and trailer bytes sent (not copied)
@@ -80,6 +85,9 @@ const (
 // variable so that tests can make blocks close early.
 var patchBlockLimit = 8 << 20
 
+// bsdiffEnabled lets tests compare deltas made without BSDIFF.
+var bsdiffEnabled = true
+
 // Encode reads the target tar once and writes a delta that Apply turns back
 // into the exact same bytes given the same bases in the same order.
 //
@@ -89,7 +97,12 @@ var patchBlockLimit = 8 << 20
 // about 40 MiB when large patches pile up), the zstd encoders' match tables
 // (about 70 MiB per best-level encoder in use: up to one for large patches,
 // one per block compressor, one for literal estimates) and lookup tables
-// built from the base indexes, proportional to their entry counts.
+// built from the base indexes, proportional to their entry counts. Trying
+// bsdiff on a binary-looking segment adds, for its duration, the suffix
+// array and search tables of the dictionary (about 6 bytes per byte: up to
+// about 110 MiB for a full segment) and the patch's streams; bsdiff costs
+// about 0.3 s of CPU per MiB, which is why it is tried only where it may
+// pay (see tryBsdiff).
 //
 // Any byte stream is accepted as target: what does not parse as tar is
 // carried as trailer bytes.
@@ -907,8 +920,10 @@ func commonSuffix(a, b []byte) int {
 	return n - i
 }
 
-// tryPatch encodes t as a zstd frame with dict (base bytes at dictOff of
-// base b) as raw dictionary, and emits it if that beats compressing t alone.
+// tryPatch codes t against dict (base bytes at dictOff of base b): as a zstd
+// frame with dict as raw dictionary, or as a bsdiff patch against dict when
+// that is plausible and smaller, and emits it if that beats compressing t
+// alone.
 func (e *encoder) tryPatch(t, dict []byte, b int, dictOff int64) (bool, error) {
 	if len(t) < minPatch {
 		return false, nil
@@ -927,9 +942,14 @@ func (e *encoder) tryPatch(t, dict []byte, b int, dictOff int64) (bool, error) {
 	if err := enc.Close(); err != nil {
 		return false, err
 	}
-	p := e.patchOut.Bytes()
+	p, kind := e.patchOut.Bytes(), byte(opPatch)
 	if len(p) > maxPatchPayload {
 		return false, nil
+	}
+	if bp, err := e.tryBsdiff(t, dict, len(p)); err != nil {
+		return false, err
+	} else if bp != nil {
+		p, kind = bp, opBsdiff
 	}
 	// A patch far smaller than its input obviously beats literal
 	// compression. For large inputs the patch is made at the literal level,
@@ -951,8 +971,72 @@ func (e *encoder) tryPatch(t, dict []byte, b int, dictOff int64) (bool, error) {
 			return false, nil
 		}
 	}
-	e.em.patch(b, dictOff, int64(len(dict)), len(t), p)
+	e.em.patch(kind, b, dictOff, int64(len(dict)), len(t), p)
 	return true, nil
+}
+
+const (
+	// bsdiffMinSaving: bsdiff is tried only when the zstd patch is at
+	// least this large, since it can save at most that much and costs
+	// about 0.3 s per MiB.
+	bsdiffMinSaving = 1 << 10
+	// bsdiffSample is how many bytes from each of three places of a
+	// content looksBinary inspects.
+	bsdiffSample = 16 << 10
+)
+
+// tryBsdiff returns a bsdiff patch of t against dict if bsdiff is worth
+// trying and beats the zstd patch of zstdLen bytes, else nil.
+//
+// bsdiff pays where a rebuild moved code and data: executables and
+// libraries, whose changed addresses each cost zstd a new match (measured on
+// two Go builds 20 commits apart: 1.19 MB instead of 3.19 MB for a 26 MB
+// binary). It is tried only when the zstd patch is neither tiny (little to
+// save) nor close to the input's size (unrelated or incompressible content,
+// where bsdiff would search at every other byte for nothing), and on
+// binary-looking content: text gains little, and text trees are many small
+// files whose encoding should stay fast.
+func (e *encoder) tryBsdiff(t, dict []byte, zstdLen int) ([]byte, error) {
+	if !bsdiffEnabled || zstdLen < bsdiffMinSaving || zstdLen*4 >= len(t)*3 || !looksBinary(t) {
+		return nil, nil
+	}
+	p, err := bsdiff.Diff(dict, t)
+	if err != nil {
+		return nil, fmt.Errorf("tardelta: %w", err)
+	}
+	if len(p) >= zstdLen || len(p) > maxPatchPayload {
+		return nil, nil
+	}
+	return p, nil
+}
+
+// looksBinary reports whether content looks like machine code or binary
+// data rather than text or compressed data: it starts with an executable's
+// magic number, or NUL bytes make up 1/32 or more of samples from its
+// start, middle and end (text has none, compressed data about 1/256, code
+// and data sections far more).
+func looksBinary(t []byte) bool {
+	for _, magic := range []string{
+		"\x7fELF",                              // ELF
+		"\xfe\xed\xfa\xce", "\xfe\xed\xfa\xcf", // Mach-O, big endian
+		"\xce\xfa\xed\xfe", "\xcf\xfa\xed\xfe", // Mach-O, little endian
+		"\xca\xfe\xba\xbe", // Mach-O universal, Java class
+		"MZ",               // PE
+		"\x00asm",          // WebAssembly
+		"!<arch>\n",        // static libraries
+	} {
+		if bytes.HasPrefix(t, []byte(magic)) {
+			return true
+		}
+	}
+	zeros, n := 0, 0
+	for _, at := range [3]int{0, len(t)/2 - bsdiffSample/2, len(t) - bsdiffSample} {
+		s := t[max(at, 0):]
+		s = s[:min(len(s), bsdiffSample)]
+		zeros += bytes.Count(s, []byte{0})
+		n += len(s)
+	}
+	return n > 0 && zeros*32 >= n
 }
 
 // emitter turns operations into blocks: it merges adjacent operations,
@@ -1120,12 +1204,13 @@ func (m *emitter) section(kind byte, p []byte) {
 	}
 }
 
-func (m *emitter) patch(b int, off, baseLen int64, targetLen int, payload []byte) {
+// patch emits a PATCH or BSDIFF op (kind) and its payload.
+func (m *emitter) patch(kind byte, b int, off, baseLen int64, targetLen int, payload []byte) {
 	if len(m.cur.patches) > 0 && len(m.cur.patches)+len(payload) > patchBlockLimit {
 		m.flushBlock()
 	}
 	m.flushPending()
-	o := append(m.cur.ops, opPatch)
+	o := append(m.cur.ops, kind)
 	o = binary.AppendUvarint(o, uint64(b))
 	o = binary.AppendVarint(o, off-m.lastEnd[b])
 	o = binary.AppendUvarint(o, uint64(baseLen))
@@ -1137,6 +1222,11 @@ func (m *emitter) patch(b int, off, baseLen int64, targetLen int, payload []byte
 	m.st.Patches++
 	m.st.PatchIn += int64(targetLen)
 	m.st.PatchOut += int64(len(payload))
+	if kind == opBsdiff {
+		m.st.Bsdiffs++
+		m.st.BsdiffIn += int64(targetLen)
+		m.st.BsdiffOut += int64(len(payload))
+	}
 	m.checkOps()
 }
 

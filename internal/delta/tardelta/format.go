@@ -9,7 +9,11 @@ import (
 // Delta stream constants; the layout is described in doc.go.
 const (
 	deltaMagic   = "OTDL"
-	deltaVersion = 1
+	deltaVersion = 2
+	// minDeltaVersion is the oldest version Apply reads: version 1 is
+	// version 2 without the BSDIFF operation, so deltas cached before the
+	// upgrade still apply.
+	minDeltaVersion = 1
 
 	recBlock = 'B'
 	recEnd   = 'E'
@@ -20,6 +24,9 @@ const (
 	opPatch   = 4
 	// opHeaderXor: header section bytes XOR a base range of equal length.
 	opHeaderXor = 5
+	// opBsdiff: a bsdiff patch (package bsdiff) against a base range;
+	// version 2 on.
+	opBsdiff = 6
 
 	// maxBases bounds the per-base state Apply allocates from the header.
 	maxBases = 1024

@@ -12,22 +12,29 @@ import (
 
 // fuzzCorpus is a small base, a target derived from it, and deltas that
 // exercise every operation (copies, header XORs, patches of small and
-// segment-trimmed contents, literals).
+// segment-trimmed contents, bsdiff patches of a rebuilt executable,
+// literals).
 var fuzzCorpus = sync.OnceValues(func() ([]byte, [][]byte) {
 	rng := rand.New(rand.NewPCG(77, 77))
 	tr := randomTree(rng, 40, 40<<10)
 	// One content large enough for prefix/suffix trimming.
 	tr = append(tr, tfile{name: "big/file.bin", typ: '0', data: binData(rng, 200<<10), mode: 0o644})
+	exe := newToyExec(rng, 600)
+	rebuilt := exe.rebuild(rng, 2).render()
+	tr = append(tr, tfile{name: "bin/tool", typ: '0', data: exe.render(), mode: 0o755})
 	base := buildTar(tr, tarOpts{})
 	var deltas [][]byte
 	for i, k := range []int{0, 3, 15} {
 		tg := mutate(rng, tr, k)
 		if i == 2 {
-			big := &tg[len(tg)-1]
+			big := &tg[len(tg)-2]
 			if big.name == "big/file.bin" {
 				big.data = bytes.Clone(big.data)
 				big.data[100<<10] ^= 1
 			}
+		}
+		if i == 1 {
+			tg = append(tg, tfile{name: "bin/tool", typ: '0', data: rebuilt, mode: 0o755, mtime: 1})
 		}
 		target := buildTar(tg, tarOpts{trailing: []byte("trailing")})
 		idx, err := BuildIndex(bytes.NewReader(base))

@@ -3,6 +3,7 @@ package tardelta
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -509,4 +510,93 @@ func rawSparse(f tfile) []byte {
 		out = append(out, h...)
 		return padTo(append(out, phys...), false)
 	}
+}
+
+// toyExec is a toy executable: an ELF magic, then functions of code bytes
+// (a small opcode alphabet, NUL-rich like real code) holding absolute
+// addresses of other functions. Inserting or removing a function moves all
+// later ones, so every address pointing past the change shifts, as in a
+// rebuilt binary: the content bsdiff is for.
+type toyExec struct {
+	funcs [][]byte
+	refs  [][]execRef
+}
+
+type execRef struct{ at, target int }
+
+func newToyExec(rng *rand.Rand, nfuncs int) *toyExec {
+	x := &toyExec{}
+	for range nfuncs {
+		x.addFunc(rng, len(x.funcs), nfuncs)
+	}
+	return x
+}
+
+// addFunc inserts a function at index at. Like real code, it mostly calls
+// functions nearby (its package), sometimes anywhere.
+func (x *toyExec) addFunc(rng *rand.Rand, at, nfuncs int) {
+	code := make([]byte, 16+rng.IntN(200))
+	var refs []execRef
+	for i := 0; i < len(code); {
+		if i+5 <= len(code) && rng.IntN(5) == 0 {
+			target := at + rng.IntN(64) - 32
+			if rng.IntN(8) == 0 {
+				target = rng.IntN(nfuncs)
+			}
+			code[i] = 0xe8
+			refs = append(refs, execRef{at: i + 1, target: max(target, 0)})
+			i += 5
+			continue
+		}
+		code[i] = []byte{0x00, 0x00, 0x48, 0x89, 0x8b, 0x0f, 0x24, 0xc3}[rng.IntN(8)]
+		i++
+	}
+	if at < len(x.funcs) {
+		// Calls to the functions that move up keep calling them.
+		for _, rs := range x.refs {
+			for i := range rs {
+				if rs[i].target >= at {
+					rs[i].target++
+				}
+			}
+		}
+	}
+	x.funcs = append(x.funcs[:at], append([][]byte{code}, x.funcs[at:]...)...)
+	x.refs = append(x.refs[:at], append([][]execRef{refs}, x.refs[at:]...)...)
+}
+
+func (x *toyExec) render() []byte {
+	out := []byte("\x7fELF\x02\x01\x01\x00")
+	addr := make([]uint32, len(x.funcs))
+	size := len(out)
+	for i, f := range x.funcs {
+		addr[i] = 0x401000 + uint32(size)
+		size += len(f)
+	}
+	for i, f := range x.funcs {
+		start := len(out)
+		out = append(out, f...)
+		for _, r := range x.refs[i] {
+			binary.LittleEndian.PutUint32(out[start+r.at:], addr[r.target%len(addr)])
+		}
+	}
+	return out
+}
+
+// rebuild returns a copy of x with k functions inserted or edited.
+func (x *toyExec) rebuild(rng *rand.Rand, k int) *toyExec {
+	y := &toyExec{}
+	for i := range x.funcs {
+		y.funcs = append(y.funcs, bytes.Clone(x.funcs[i]))
+		y.refs = append(y.refs, append([]execRef(nil), x.refs[i]...))
+	}
+	for range k {
+		if rng.IntN(2) == 0 {
+			y.addFunc(rng, rng.IntN(len(y.funcs)/4+1), len(y.funcs))
+		} else {
+			f := y.funcs[rng.IntN(len(y.funcs))]
+			f[rng.IntN(len(f))] ^= 0x55
+		}
+	}
+	return y
 }

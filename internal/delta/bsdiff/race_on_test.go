@@ -1,0 +1,5 @@
+//go:build race
+
+package bsdiff
+
+const raceEnabled = true
