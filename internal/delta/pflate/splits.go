@@ -14,8 +14,13 @@ import (
 // segments in flight stay within a few megabytes. Tests under the race detector lower it.
 var splitEvery int64 = 2 << 20
 
-// maxTries bounds the candidates checked for each split point.
-const maxTries = 24
+// maxTries bounds the candidates checked for each split point, and probeBudget the bytes
+// all probes compress, as a multiple of the input: a layer crafted so that candidates keep
+// failing must not cost its parent more than a few compressions of it.
+const (
+	maxTries    = 24
+	probeBudget = 2
+)
 
 // FindSplits finds split points for NewWriter: block boundaries of the deflate stream
 // (deflateSize bytes read from deflate, written by compress/flate at level) at which a
@@ -51,6 +56,7 @@ func FindSplits(ctx context.Context, deflate io.ReaderAt, deflateSize int64, tar
 	var splits []int64
 	prev := int64(0)
 	i := 0 // next candidate block
+	budget := probeBudget*tarSize + 2*MaxSegment
 	for tarSize-prev > splitEvery*3/2 {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -65,9 +71,12 @@ func FindSplits(ctx context.Context, deflate io.ReaderAt, deflateSize int64, tar
 			if u-prev > MaxSegment || tarSize-u < MinSegment {
 				break
 			}
-			ok, err := probe(deflate, blocks, i, tar, tarSize, level)
+			ok, cost, err := probe(deflate, blocks, i, tar, tarSize, level)
 			if err != nil {
 				return nil, err
+			}
+			if budget -= cost; budget < 0 {
+				return nil, nil
 			}
 			if ok {
 				found = true
@@ -102,24 +111,26 @@ func FindSplits(ctx context.Context, deflate io.ReaderAt, deflateSize int64, tar
 // probe checks a candidate split at blocks[i]: a compressor restarted there must emit the
 // stream's own blocks up to and including the first Huffman block that starts 32 KiB or more
 // after it.
-func probe(deflate io.ReaderAt, blocks []Block, i int, tar io.ReaderAt, tarSize int64, level int) (bool, error) {
+// It returns the bytes it compressed too.
+func probe(deflate io.ReaderAt, blocks []Block, i int, tar io.ReaderAt, tarSize int64, level int) (ok bool, cost int64, err error) {
 	u := blocks[i].Offset
 	last := i
 	for last < len(blocks) && (blocks[last].Offset < u+windowSize+8 || blocks[last].Type == Stored) {
 		last++
 	}
 	if last == len(blocks) || blocks[last].Offset+blocks[last].Size-u > MaxSegment {
-		return false, nil // too far to check, or the stream ends first
+		return false, 0, nil // too far to check, or the stream ends first
 	}
 	s := leadStart(u)
 	end := min(blocks[last].Offset+blocks[last].Size+lookahead, tarSize)
 	data := make([]byte, end-s)
 	if _, err := tar.ReadAt(data, s); err != nil && !(errors.Is(err, io.EOF) && end == tarSize) {
-		return false, err
+		return false, 0, err
 	}
+	cost = end - s
 	seg, err := compressSegment(level, data, int(u-s))
 	if err != nil {
-		return false, err
+		return false, cost, err
 	}
 	j := i
 	done := errors.New("done")
@@ -147,11 +158,11 @@ func probe(deflate io.ReaderAt, blocks []Block, i int, tar io.ReaderAt, tarSize 
 	})
 	switch {
 	case err == done:
-		return true, nil
+		return true, cost, nil
 	case err == nil, errors.Is(err, ErrMismatch):
-		return false, nil
+		return false, cost, nil
 	default:
-		return false, err
+		return false, cost, err
 	}
 }
 
