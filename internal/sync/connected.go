@@ -133,8 +133,15 @@ func (e *Engine) reportSyncing(ctx context.Context) {
 	if e.connected == nil || !e.pass.syncing.CompareAndSwap(false, true) {
 		return
 	}
-	now := time.Now().UTC()
-	st := acrapi.NodeStatus{ConnectionState: acrapi.StateSyncing, Version: version.Version, LastActivityTime: now}
+	report := e.statusReport(acrapi.StateSyncing, time.Now().UTC())
+	if _, err := e.acr.ReportStatus(ctx, report); err != nil && ctx.Err() == nil {
+		e.log.Debug("reporting the sync to the parent failed", zap.Error(err))
+	}
+}
+
+// statusReport is the node's status in state at now, with what the app adds (Describe).
+func (e *Engine) statusReport(state string, now time.Time) acrapi.StatusReport {
+	st := acrapi.NodeStatus{ConnectionState: state, Version: version.Version, LastActivityTime: now}
 	e.progress.mu.Lock()
 	st.LastSyncTime = e.progress.lastSuccess
 	e.progress.mu.Unlock()
@@ -142,9 +149,7 @@ func (e *Engine) reportSyncing(ctx context.Context) {
 	if e.connected.Describe != nil {
 		e.connected.Describe(&report)
 	}
-	if _, err := e.acr.ReportStatus(ctx, report); err != nil && ctx.Err() == nil {
-		e.log.Debug("reporting the sync to the parent failed", zap.Error(err))
-	}
+	return report
 }
 
 // reportStatus sends the node's status after a pass, while the link is open.
@@ -153,20 +158,16 @@ func (e *Engine) reportStatus(ctx context.Context, pass acrapi.PassSummary) {
 		return
 	}
 	now := time.Now().UTC()
-	st := acrapi.NodeStatus{ConnectionState: acrapi.StateOnline, Version: version.Version, LastActivityTime: now}
-	e.progress.mu.Lock()
-	st.LastSyncTime = e.progress.lastSuccess
-	e.progress.mu.Unlock()
+	state := acrapi.StateOnline
 	if pass.Result != "ok" {
-		st.ConnectionState = acrapi.StateUnhealthy
-		st.StatusDetails = append(st.StatusDetails, acrapi.StatusDetail{
+		state = acrapi.StateUnhealthy
+	}
+	report := e.statusReport(state, now)
+	if pass.Result != "ok" {
+		report.Status.StatusDetails = append(report.Status.StatusDetails, acrapi.StatusDetail{
 			Type: "SyncFailed", Code: pass.Result, Description: pass.Error, Timestamp: now,
 			CorrelationID: pass.Started.Format("20060102T150405.000Z"),
 		})
-	}
-	report := acrapi.StatusReport{Status: st}
-	if e.connected.Describe != nil {
-		e.connected.Describe(&report)
 	}
 	inventory, hash := e.describeInventory(ctx, &report)
 	ans, err := e.acr.ReportStatus(ctx, report)

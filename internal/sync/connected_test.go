@@ -71,6 +71,20 @@ func newRoot(t *testing.T) *root {
 	return rt
 }
 
+// observeStatus has fn see every status report the root receives.
+func (r *root) observeStatus(fn func(acrapi.StatusReport)) {
+	r.observe = func(req *http.Request) {
+		if req.URL.Path != "/acr/v1/status" {
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		var rep acrapi.StatusReport
+		_ = json.Unmarshal(b, &rep)
+		fn(rep)
+	}
+}
+
 // define creates a connected registry at the root and returns the engine options of a node
 // activated with its connection string.
 func (r *root) define(t *testing.T, spec acrapi.ConnectedRegistrySpec) (sync.Options, *appliedConfigs) {
@@ -102,18 +116,11 @@ func TestConnectedRegistryFollowsItsParent(t *testing.T) {
 	opts, applied := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteA01", Mode: acrapi.ModeReadOnly, Repositories: []string{"team/app"}})
 	var statesMu gosync.Mutex
 	var states []string // the states the node reported, in order
-	root.observe = func(req *http.Request) {
-		if req.URL.Path != "/acr/v1/status" {
-			return
-		}
-		b, _ := io.ReadAll(req.Body)
-		req.Body = io.NopCloser(bytes.NewReader(b))
-		var rep acrapi.StatusReport
-		_ = json.Unmarshal(b, &rep)
+	root.observeStatus(func(rep acrapi.StatusReport) {
 		statesMu.Lock()
 		states = append(states, rep.Status.ConnectionState)
 		statesMu.Unlock()
-	}
+	})
 	child := newNode(t, nil)
 	e := newEngine(t, opts, child)
 	if s := e.RunPass(context.Background(), false); s.Result != "ok" {

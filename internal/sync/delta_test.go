@@ -616,20 +616,13 @@ func TestInventoryReportedAsChanges(t *testing.T) {
 
 	var mu gosync.Mutex
 	var reports []acrapi.StatusReport
-	root.observe = func(r *http.Request) {
-		if r.URL.Path != "/acr/v1/status" {
-			return
-		}
-		b, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(b))
-		var rep acrapi.StatusReport
-		_ = json.Unmarshal(b, &rep)
+	root.observeStatus(func(rep acrapi.StatusReport) {
 		if rep.LayersHash != "" { // not the report that the pass started fetching
 			mu.Lock()
 			reports = append(reports, rep)
 			mu.Unlock()
 		}
-	}
+	})
 	last := func() acrapi.StatusReport {
 		mu.Lock()
 		defer mu.Unlock()
