@@ -228,7 +228,8 @@ func (s *Service) cachedPlan(key string) (acrapi.DeltaPlan, bool) {
 type facts struct {
 	Recipe      *recipe.Recipe `json:"recipe,omitempty"`
 	Unsupported string         `json:"unsupported,omitempty"`
-	// Splits are the recipe's split points (recipe.FindSplits), once SplitsChecked.
+	// Splits are the recipe's split points (recipe.FindSplits), once SplitsChecked (also set
+	// when the recipe is unsupported).
 	Splits        []int64 `json:"splits,omitempty"`
 	SplitsChecked bool    `json:"splitsChecked,omitempty"`
 	DiffID        string  `json:"diffId,omitempty"`
@@ -245,7 +246,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		return acrapi.DeltaPlan{}, err
 	}
 	defer targetTar.Close()
-	f, err := s.facts(ctx, req.Repository, target, true)
+	f, err := s.facts(ctx, req.Repository, target, targetTar, targetIndex.Size)
 	if err != nil {
 		return acrapi.DeltaPlan{}, err
 	}
@@ -255,7 +256,6 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if f.DiffID == "" {
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the diff-id of %s is not known", ErrUnavailable, target)
 	}
-	splits := s.splits(ctx, req.Repository, target, f, targetTar, targetIndex.Size)
 	var bases []base
 	if slices.Contains(req.Formats, acrapi.DeltaFormat) {
 		bases = s.chooseBases(ctx, req, targetIndex)
@@ -316,7 +316,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	}
 	rb, _ := json.Marshal(f.Recipe)
 	plan := acrapi.DeltaPlan{ID: id.String(), Format: format, Size: stats.EncodedBytes, Bases: names,
-		Recipe: rb, Splits: splits, DiffID: f.DiffID, Digest: target.String(), LayerSize: layerSize}
+		Recipe: rb, Splits: f.Splits, DiffID: f.DiffID, Digest: target.String(), LayerSize: layerSize}
 	pb, _ := json.Marshal(plan)
 	if err := atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), pb, 0o600); err != nil {
 		return acrapi.DeltaPlan{}, err
@@ -336,63 +336,48 @@ func blobSize(ctx context.Context, src BlobSource, repo string, d digest.Digest)
 	return size
 }
 
-// facts returns the cached facts of blob d, working them out if needed: the recipe only when
-// wantRecipe (bases need only their tar).
-func (s *Service) facts(ctx context.Context, repo string, d digest.Digest, wantRecipe bool) (facts, error) {
+// facts returns the cached facts of blob d, working out its recipe and split points if
+// needed from the blob and its tar (tarSize bytes), at hand. Split points are an
+// optimisation: failing to find them is logged and leaves them out.
+func (s *Service) facts(ctx context.Context, repo string, d digest.Digest, tar *os.File, tarSize int64) (facts, error) {
 	path := filepath.Join(s.dir, "recipes", d.Encoded()+".json")
 	var f facts
-	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &f) == nil && (f.Recipe != nil || f.Unsupported != "" || !wantRecipe) {
+	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &f) == nil && (f.Recipe != nil && f.SplitsChecked || f.Unsupported != "") {
 		return f, nil
 	}
-	if !wantRecipe {
-		return f, nil
-	}
-	rc, _, err := s.src.OpenBlob(ctx, repo, d)
+	rc, size, err := s.src.OpenBlob(ctx, repo, d)
 	if err != nil {
 		return f, fmt.Errorf("%w: layer %s: %v", ErrUnavailable, d, err)
 	}
 	defer rc.Close()
-	rcp, err := recipe.DetectAndConfirm(ctx, rc)
-	switch {
-	case errors.Is(err, recipe.ErrUnsupported), errors.Is(err, recipe.ErrCorrupt):
-		f.Unsupported = err.Error()
-	case err != nil:
+	blob := &seekReaderAt{r: rc}
+	start := time.Now()
+	if f.Recipe != nil {
+		// Facts cached before split points were: the recipe stands.
+		if f.Splits, err = recipe.FindSplits(ctx, blob, size, *f.Recipe, tar, tarSize); err != nil && ctx.Err() == nil {
+			s.log.Warn("finding split points for a parallel rebuild", zap.Stringer("digest", d), zap.Error(err))
+		}
+	} else {
+		rcp, splits, err := recipe.DetectAndConfirmSplits(ctx, blob, size, tar, tarSize)
+		switch {
+		case errors.Is(err, recipe.ErrUnsupported), errors.Is(err, recipe.ErrCorrupt):
+			f.Unsupported = err.Error()
+		case err != nil:
+			return f, err
+		default:
+			f.Recipe, f.Splits = &rcp, splits
+		}
+	}
+	if err := ctx.Err(); err != nil {
 		return f, err
-	default:
-		f.Recipe = &rcp
+	}
+	f.SplitsChecked = true
+	if len(f.Splits) > 0 {
+		s.log.Info("recipe and split points found", zap.Stringer("digest", d), zap.Stringer("recipe", f.Recipe),
+			zap.Int("segments", len(f.Splits)), zap.Duration("took", time.Since(start)))
 	}
 	b, _ := json.Marshal(f)
 	return f, atomicfile.Write(path, b, 0o600)
-}
-
-// splits returns the split points of blob d for a parallel rebuild, finding them the first
-// time and caching them with its facts f. They are an optimisation: any failure is logged
-// and the plan goes without them.
-func (s *Service) splits(ctx context.Context, repo string, d digest.Digest, f facts, tar *os.File, tarSize int64) []int64 {
-	if f.SplitsChecked {
-		return f.Splits
-	}
-	rc, size, err := s.src.OpenBlob(ctx, repo, d)
-	if err != nil {
-		return nil
-	}
-	defer rc.Close()
-	start := time.Now()
-	splits, err := recipe.FindSplits(ctx, &seekReaderAt{r: rc}, size, *f.Recipe, tar, tarSize)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("finding split points for a parallel rebuild", zap.Stringer("digest", d), zap.Error(err))
-		}
-		return nil
-	}
-	if len(splits) > 0 {
-		s.log.Info("split points found", zap.Stringer("digest", d), zap.Int("segments", len(splits)), zap.Duration("took", time.Since(start)))
-	}
-	f.Splits, f.SplitsChecked = splits, true
-	if b, err := json.Marshal(f); err == nil {
-		_ = atomicfile.Write(filepath.Join(s.dir, "recipes", d.Encoded()+".json"), b, 0o600)
-	}
-	return splits
 }
 
 // seekReaderAt reads at offsets from a blob opened as a stream, one read at a time.

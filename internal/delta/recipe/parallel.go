@@ -83,3 +83,28 @@ func wrapMismatch(err error) error {
 	}
 	return err
 }
+
+// DetectAndConfirmSplits is DetectAndConfirm followed by FindSplits, for a blob whose content
+// is at hand: tar, tarSize bytes, as NewReader decompressed it (so the blob is one gzip member,
+// its trailer checked, nothing after it). For a go-gzip recipe at levels 4 to 9 the last check
+// of FindSplits, recompressing the whole stream in parallel and comparing it with the blob,
+// also confirms the recipe, which saves DetectAndConfirm's serial recompression; when that
+// finds no split points, or for other recipes, it is DetectAndConfirm then FindSplits. The
+// errors are DetectAndConfirm's; a failure to find split points only leaves them nil.
+func DetectAndConfirmSplits(ctx context.Context, blob io.ReaderAt, blobSize int64, tar io.ReaderAt, tarSize int64) (Recipe, []int64, error) {
+	if rc, err := Detect(ctx, io.NewSectionReader(blob, 0, blobSize)); err == nil && parallelRecipe(rc) {
+		// The header is the blob's own, verbatim; the trailer is that of the content.
+		if splits, err := FindSplits(ctx, blob, blobSize, rc, tar, tarSize); err == nil && splits != nil {
+			return rc, splits, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return Recipe{}, nil, err
+		}
+	}
+	rc, err := DetectAndConfirm(ctx, io.NewSectionReader(blob, 0, blobSize))
+	if err != nil {
+		return Recipe{}, nil, err
+	}
+	splits, _ := FindSplits(ctx, blob, blobSize, rc, tar, tarSize)
+	return rc, splits, ctx.Err()
+}

@@ -72,3 +72,39 @@ func TestSplitsOnlyForGoGzip(t *testing.T) {
 		}
 	}
 }
+
+// DetectAndConfirmSplits finds the recipe DetectAndConfirm finds, with split points for go-gzip
+// at levels 4 to 9, and the recipe reproduces the blob serially too.
+func TestDetectAndConfirmSplits(t *testing.T) {
+	if raceEnabled {
+		t.Skip("compress/flate on 5 MiB is too slow under the race detector")
+	}
+	data := testTar(t, 5<<20, 24)
+	for _, c := range []struct {
+		name      string
+		compress  func(testing.TB, []byte) []byte
+		wantSplit bool
+	}{
+		{"go-gzip 6", stdGzip(6), true},
+		{"go-gzip 4", stdGzip(4), true},
+		{"go-gzip 1", stdGzip(1), false},
+		{"klauspost-gzip 5", kpGzip(5), false},
+		{"pgzip", pGzip(5, 1<<20, 4), false},
+	} {
+		blob := c.compress(t, data)
+		rc, splits, err := DetectAndConfirmSplits(context.Background(), bytes.NewReader(blob), int64(len(blob)), bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if (len(splits) > 0) != c.wantSplit {
+			t.Errorf("%s: %s with split points %v", c.name, rc, splits)
+		}
+		want, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob))
+		if err != nil || want.String() != rc.String() {
+			t.Errorf("%s: recipe %s, DetectAndConfirm %s (%v)", c.name, rc, want, err)
+		}
+		if got := recompress(t, rc, data, 1); !bytes.Equal(got, blob) {
+			t.Errorf("%s: %s does not reproduce the blob serially", c.name, rc)
+		}
+	}
+}
