@@ -66,6 +66,9 @@ func (n *Node) clientChanged(p registry.Pushed) {
 		return // pushed by digest: the tagged manifest that references it makes the event
 	}
 	n.appendEvent(e)
+	if n.engine != nil {
+		n.engine.StoreChanged()
+	}
 	if n.engine != nil && n.cfg.Connected() && !p.Deleted {
 		if err := n.engine.Enqueue(p.Repository, p.Tag, p.Digest); err != nil {
 			n.log.Error("queueing a push for the parent failed", zap.String("repository", p.Repository), zap.String("tag", p.Tag), zap.Error(err))

@@ -68,16 +68,11 @@ func (e *Engine) describeInventory(ctx context.Context, r *acrapi.StatusReport) 
 	if !e.opts.Delta || e.deltaOff.Load() || e.deltaUnsupported.Load() {
 		return nil, ""
 	}
-	layers, err := e.heldLayers(ctx, "", acrapi.MaxInventory)
+	layers, err := e.inventoryOfStore(ctx)
 	if err != nil {
 		e.log.Warn("listing the layers held for the status report", zap.Error(err))
 		return nil, ""
 	}
-	if layers == nil {
-		layers = []acrapi.HeldLayer{}
-	}
-	// In digest order, so that the parent applying changes gets the same list, and hash.
-	slices.SortFunc(layers, func(a, b acrapi.HeldLayer) int { return strings.Compare(a.Digest, b.Digest) })
 	hash := acrapi.InventoryHash(layers)
 	r.LayersHash = hash
 	if ackedLayers, acked := e.acknowledgedInventory(); acked != hash {
@@ -90,6 +85,39 @@ func (e *Engine) describeInventory(ctx context.Context, r *acrapi.StatusReport) 
 	}
 	return layers, hash
 }
+
+// inventoryOfStore lists the layers the store holds, in digest order (so that the parent
+// applying changes gets the same list, and hash), walking the store only when something may
+// have changed it since the last walk.
+func (e *Engine) inventoryOfStore(ctx context.Context) ([]acrapi.HeldLayer, error) {
+	p := e.pass
+	changed := p.blobsFetched.Load()+p.blobsMounted.Load()+p.manifests.Load()+p.tagsRemoved.Load()+p.deltaLayers.Load() > 0
+	e.inventoryMu.Lock()
+	held := e.held
+	e.inventoryMu.Unlock()
+	if held != nil && !changed && !e.heldStale.Load() {
+		return held, nil
+	}
+	e.heldStale.Store(false) // before the walk: a change during it marks it stale again
+	e.heldWalks.Add(1)
+	layers, err := e.heldLayers(ctx, "", acrapi.MaxInventory)
+	if err != nil {
+		e.heldStale.Store(true)
+		return nil, err
+	}
+	if layers == nil {
+		layers = []acrapi.HeldLayer{}
+	}
+	slices.SortFunc(layers, func(a, b acrapi.HeldLayer) int { return strings.Compare(a.Digest, b.Digest) })
+	e.inventoryMu.Lock()
+	e.held = layers
+	e.inventoryMu.Unlock()
+	return layers, nil
+}
+
+// StoreChanged tells the engine that a client changed the store (a push, a delete): the
+// inventory of layers held is listed anew for the next status report.
+func (e *Engine) StoreChanged() { e.heldStale.Store(true) }
 
 // inventoryChanges lists what turns inventory from into to, both in digest order: the layers
 // added (or moved to another repository or position) and the digests removed.

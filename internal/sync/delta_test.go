@@ -680,6 +680,20 @@ func TestInventoryReportedAsChanges(t *testing.T) {
 		t.Fatalf("report after a dropped change: %d layers, base %q; want the 8 whole", len(r.Layers), r.LayersBase)
 	}
 	holds(last().LayersHash)
+
+	// A quiet pass reports the inventory without listing the store again; a client's change
+	// makes the next report list it.
+	walks := e.InventoryWalks()
+	pass("v3", 0)
+	if got := e.InventoryWalks(); got != walks {
+		t.Errorf("a quiet pass listed the store's layers (%d walks, %d before)", got, walks)
+	}
+	e.StoreChanged()
+	pass("v3", 0)
+	if got := e.InventoryWalks(); got != walks+1 {
+		t.Errorf("after a client's change: %d walks, want %d", got, walks+1)
+	}
+	holds(last().LayersHash)
 }
 
 func TestInventoryChanges(t *testing.T) {

@@ -88,6 +88,13 @@ type Engine struct {
 	inventoryMu   stdsync.Mutex
 	inventory     []acrapi.HeldLayer
 	inventoryHash string
+	// held is the last inventory listed from the store (it walks every tag's manifests),
+	// reused while nothing changed the store: no pass stored or removed anything and no
+	// client changed anything (StoreChanged) since. (Garbage collection removes only what no
+	// tag references, which is not in the inventory.) heldWalks counts the walks.
+	held      []acrapi.HeldLayer
+	heldStale atomic.Bool
+	heldWalks atomic.Int64
 	include       []*regexp.Regexp
 	exclude       []*regexp.Regexp
 	platforms     platformFilter
