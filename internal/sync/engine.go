@@ -92,17 +92,17 @@ type Engine struct {
 	// reused while nothing changed the store: no pass stored or removed anything and no
 	// client changed anything (StoreChanged) since. (Garbage collection removes only what no
 	// tag references, which is not in the inventory.) heldWalks counts the walks.
-	held      []acrapi.HeldLayer
-	heldStale atomic.Bool
-	heldWalks atomic.Int64
-	include       []*regexp.Regexp
-	exclude       []*regexp.Regexp
-	platforms     platformFilter
-	checkpoints   checkpoints
-	outbox        outbox
-	flight        singleflight.Group
-	metrics       *metrics
-	progress      *progress
+	held        []acrapi.HeldLayer
+	heldStale   atomic.Bool
+	heldWalks   atomic.Int64
+	include     []*regexp.Regexp
+	exclude     []*regexp.Regexp
+	platforms   platformFilter
+	checkpoints checkpoints
+	outbox      outbox
+	flight      singleflight.Group
+	metrics     *metrics
+	progress    *progress
 
 	trigger chan bool // a pass is wanted; true when forced outside the window
 	running atomic.Bool
