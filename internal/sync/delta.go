@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	stdsync "sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -99,8 +100,7 @@ func (e *Engine) inventoryOfStore(ctx context.Context) ([]acrapi.HeldLayer, erro
 		return held, nil
 	}
 	e.heldStale.Store(false) // before the walk: a change during it marks it stale again
-	e.heldWalks.Add(1)
-	layers, err := e.heldLayers(ctx, "", acrapi.MaxInventory)
+	layers, err := e.heldLayers(ctx, acrapi.MaxInventory)
 	if err != nil {
 		e.heldStale.Store(true)
 		return nil, err
@@ -152,6 +152,7 @@ func (e *Engine) fetchLayer(ctx context.Context, repo string, d Descriptor) erro
 	}
 	err := e.fetchByDelta(ctx, repo, d)
 	if err == nil {
+		e.heldAdd(repo, d)
 		return nil
 	}
 	if ctx.Err() != nil || errors.Is(err, ErrOutsideWindow) {
@@ -163,7 +164,59 @@ func (e *Engine) fetchLayer(ctx context.Context, repo string, d Descriptor) erro
 	} else {
 		e.log.Debug("layer fetched whole", zap.Stringer("digest", d.Digest), zap.Error(err))
 	}
-	return e.fetchBlob(ctx, repo, d)
+	if err := e.fetchBlob(ctx, repo, d); err != nil {
+		return err
+	}
+	e.heldAdd(repo, d)
+	return nil
+}
+
+// passHeld is a pass's list of the layers held: listing them walks every tag's manifests,
+// so it is done once per pass, and the layers the pass stores are added as they come.
+type passHeld struct {
+	mu     stdsync.Mutex
+	listed bool
+	layers []acrapi.HeldLayer // the most recently stored first
+}
+
+// heldFor lists the layers held to offer as bases for a layer of repo: repo's first, at most
+// maxHeld.
+func (e *Engine) heldFor(ctx context.Context, repo string) ([]acrapi.HeldLayer, error) {
+	ph := &e.pass.held
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	if !ph.listed {
+		layers, err := e.heldLayers(ctx, acrapi.MaxInventory)
+		if err != nil {
+			return nil, err
+		}
+		ph.layers, ph.listed = layers, true
+	}
+	out := make([]acrapi.HeldLayer, 0, min(len(ph.layers), maxHeld))
+	for _, mine := range []bool{true, false} {
+		for _, l := range ph.layers {
+			if (l.Repository == repo) == mine && len(out) < maxHeld {
+				out = append(out, l)
+			}
+		}
+	}
+	return out, nil
+}
+
+// heldAdd records a layer the pass stored, as a base for its next delta requests.
+func (e *Engine) heldAdd(repo string, d Descriptor) {
+	ph := &e.pass.held
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	if !ph.listed || d.position == 0 || !slices.Contains(layerMediaTypes, d.MediaType) {
+		return
+	}
+	for _, l := range ph.layers {
+		if l.Digest == d.Digest.String() {
+			return
+		}
+	}
+	ph.layers = slices.Insert(ph.layers, 0, acrapi.HeldLayer{Digest: d.Digest.String(), Repository: repo, Position: d.position - 1})
 }
 
 // deltaWanted says whether to ask for d as a delta.
@@ -192,7 +245,7 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 		plan, err = e.planDelta(ctx, req)
 	}
 	if errors.Is(err, errInventoryStale) {
-		if held, err = e.heldLayers(ctx, repo, maxHeld); err != nil {
+		if held, err = e.heldFor(ctx, repo); err != nil {
 			return fmt.Errorf("%w: listing the layers held: %v", errNoDelta, err)
 		}
 		req.HaveHash, req.Have = "", held
@@ -512,22 +565,14 @@ func (e *Engine) decompressBase(ctx context.Context, repo string, d digest.Diges
 	return f, nil
 }
 
-// heldLayers lists the layers the node holds, for the parent to choose bases from: those of
-// repo first, by tag, then those of other repositories.
-func (e *Engine) heldLayers(ctx context.Context, repo string, limit int) ([]acrapi.HeldLayer, error) {
+// heldLayers lists the layers the node holds (at most limit), for the parent to choose bases
+// from, walking every tag's manifests: repository by repository, newer tags first.
+func (e *Engine) heldLayers(ctx context.Context, limit int) ([]acrapi.HeldLayer, error) {
+	e.heldWalks.Add(1)
 	repos, err := e.store.Repositories(ctx)
 	if err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(repos, func(a, b string) int {
-		switch {
-		case a == repo && b != repo:
-			return -1
-		case b == repo && a != repo:
-			return 1
-		}
-		return 0
-	})
 	var out []acrapi.HeldLayer
 	seen := map[string]bool{}
 	for _, r := range repos {

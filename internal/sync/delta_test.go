@@ -716,3 +716,31 @@ func TestInventoryChanges(t *testing.T) {
 		t.Errorf("from nothing: %v %v", a, r)
 	}
 }
+
+// TestHeldLayersListedOncePerPass: a mirror asking for several layers as deltas in one pass
+// lists the layers it holds once, not once per layer.
+func TestHeldLayersListedOncePerPass(t *testing.T) {
+	parent := deltaParent(t, nil)
+	trees := []map[string][]byte{tree(71, 30), tree(72, 30), tree(73, 30)}
+	var v1, v2 []ggcrv1.Layer
+	for _, tr := range trees {
+		v1 = append(v1, gzipLayer(t, tr))
+		v2 = append(v2, gzipLayer(t, edited(tr)))
+	}
+	parent.push(t, "team/app:v1", layeredImage(t, v1...))
+	child := newNode(t, nil)
+	e := newEngine(t, deltaOptions(t, parent, "team/app"), child)
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("first pass: %+v", s)
+	}
+	parent.push(t, "team/app:v2", layeredImage(t, v2...))
+	walks := e.InventoryWalks()
+	s := e.RunPass(context.Background(), true)
+	if s.Result != "ok" || s.DeltaLayers != 3 {
+		t.Fatalf("second pass: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v2")
+	if got := e.InventoryWalks() - walks; got != 1 {
+		t.Errorf("the pass listed the layers held %d times for 3 delta requests, want once", got)
+	}
+}

@@ -117,6 +117,8 @@ type passCounters struct {
 	deltaLayers, deltaBytes, deltaSaved atomic.Int64
 	// syncing is set once the pass has told the parent it is transferring.
 	syncing atomic.Bool
+	// held lists the layers held, as bases for the pass's delta requests.
+	held passHeld
 }
 
 // ErrOutsideWindow is returned by Trigger when no window is open and the pass is not forced.

@@ -18,5 +18,6 @@ func (e *Engine) OpenWindow(end time.Time) { e.gate.Open(end) }
 // InventoryChanges lists what turns one inventory into another.
 var InventoryChanges = inventoryChanges
 
-// InventoryWalks is how many times the engine listed the layers of its store.
+// InventoryWalks is how many times the engine listed the layers of its store (walked every
+// tag's manifests).
 func (e *Engine) InventoryWalks() int64 { return e.heldWalks.Load() }
