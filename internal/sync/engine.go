@@ -193,6 +193,7 @@ func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
 		metrics:     newMetrics(meter), progress: newProgress(),
 		trigger:   make(chan bool, 1),
 		connected: opts.Connected,
+		pass:      &passCounters{}, // replaced by each pass
 	}
 	if e.connected != nil {
 		e.initConnected(link)
