@@ -9,9 +9,11 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +39,20 @@ type root struct {
 	deltas *delta.Service // every Outpost node serves deltas
 	// observe, when set, sees every /acr request before it is served (its body unread).
 	observe func(*http.Request)
+	// v2, and v2Faults when set, serve /v2.
+	v2       http.Handler
+	v2Faults atomic.Pointer[faultnet.HTTPFaults]
+}
+
+// faultV2 puts faults in front of the root's /v2 API.
+func (r *root) faultV2(rules ...faultnet.Rule) []*faultnet.RuleHandle {
+	f := faultnet.NewHTTPFaults(r.v2)
+	var hs []*faultnet.RuleHandle
+	for _, rule := range rules {
+		hs = append(hs, f.Add(rule))
+	}
+	r.v2Faults.Store(f)
+	return hs
 }
 
 func newRoot(t *testing.T) *root {
@@ -65,7 +81,14 @@ func newRoot(t *testing.T) *root {
 			}
 			acrHandler.ServeHTTP(w, req)
 		}))
-		r.PathPrefix("/v2").Handler(v2)
+		rt.v2 = v2
+		r.PathPrefix("/v2").Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if f := rt.v2Faults.Load(); f != nil {
+				f.ServeHTTP(w, req)
+				return
+			}
+			v2.ServeHTTP(w, req)
+		}))
 		return r
 	})
 	return rt
@@ -287,6 +310,37 @@ func TestNestedConnectedRegistries(t *testing.T) {
 
 // TestReadWriteOutboxPushesUp: an image pushed to a ReadWrite connected registry reaches the
 // root during the next pass, over a link that resets, and is not removed locally meanwhile.
+// TestOutboxChunkAnswerLost: a chunk the parent stored but whose answer was lost, and then a
+// failed status request, leave the node with a stale upload state; the parent answers the
+// next chunk with 416, and the node asks where the upload got to and goes on from there.
+func TestOutboxChunkAnswerLost(t *testing.T) {
+	root := newRoot(t)
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayRW2", Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})
+	opts.ChunkSize = 256 << 10
+	uploads := regexp.MustCompile(`/blobs/uploads/.+`)
+	rules := root.faultV2(
+		faultnet.Rule{Method: http.MethodPatch, Path: uploads, Skip: 1, Times: 1, Action: faultnet.LoseResponse()},
+		faultnet.Rule{Method: http.MethodGet, Path: uploads, Times: 1, Action: faultnet.Status(http.StatusInternalServerError)},
+	)
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+	child.reg.OnPush(func(p registry.Pushed) {
+		if err := e.Enqueue(p.Repository, p.Tag, p.Digest); err != nil {
+			t.Error(err)
+		}
+	})
+	child.push(t, "edge/camera:v1", randomImage(t, 1<<20, 1))
+	if s := e.RunPass(context.Background(), true); s.Result != "ok" {
+		t.Fatalf("pass: %+v", s)
+	}
+	requireSame(t, child, root.node, "edge/camera:v1")
+	for i, r := range rules {
+		if r.Applied() != 1 {
+			t.Errorf("fault %d applied %d times, want once", i, r.Applied())
+		}
+	}
+}
+
 func TestReadWriteOutboxPushesUp(t *testing.T) {
 	root := newRoot(t)
 	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayRW", Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})

@@ -242,7 +242,11 @@ func (e *Engine) pushBlob(ctx context.Context, repo string, d Descriptor) error 
 		}
 		resp, err := e.parent.Send(ctx, http.MethodPatch, location, h, chunk[:n])
 		if err != nil {
-			if !retryable(err) {
+			// 416: the upload is not where this node thinks. A PATCH whose answer was lost
+			// may have been stored after all, which makes the Location's state (its offset)
+			// stale; the parent's upload status tells where to go on from.
+			var pe *ParentError
+			if !retryable(err) && !(errors.As(err, &pe) && pe.Status == http.StatusRequestedRangeNotSatisfiable) {
 				return err
 			}
 			failures++

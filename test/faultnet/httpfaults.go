@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
@@ -231,6 +232,17 @@ func LieLength(delta int64) Action {
 func Abort() Action {
 	return func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+			panic(http.ErrAbortHandler)
+		})
+	}
+}
+
+// LoseResponse lets the handler serve the request, then drops the connection without its
+// answer: the server has done the work (stored a chunk, say) and the client cannot know.
+func LoseResponse() Action {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(httptest.NewRecorder(), r)
 			panic(http.ErrAbortHandler)
 		})
 	}
