@@ -242,6 +242,9 @@ func (e *Engine) pushBlob(ctx context.Context, repo string, d Descriptor) error 
 		}
 		resp, err := e.parent.Send(ctx, http.MethodPatch, location, h, chunk[:n])
 		if err != nil {
+			// The transport may still be reading a failed request's body after Send returns:
+			// the next chunk goes into a buffer of its own.
+			chunk = make([]byte, len(chunk))
 			// 416: the upload is not where this node thinks. A PATCH whose answer was lost
 			// may have been stored after all, which makes the Location's state (its offset)
 			// stale; the parent's upload status tells where to go on from.
