@@ -276,28 +276,15 @@ func TestDeltaFallsBack(t *testing.T) {
 	// A parent whose plans name the wrong compression level: the rebuilt layer does not hash
 	// to its digest and is never committed.
 	var altered atomic.Int64
-	wrongRecipe := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method != http.MethodPost {
-				next.ServeHTTP(w, r)
-				return
-			}
-			rec := httptest.NewRecorder()
-			next.ServeHTTP(rec, r)
-			var plan map[string]any
-			body := rec.Body.Bytes()
-			if rec.Code == http.StatusOK && json.Unmarshal(body, &plan) == nil {
-				if rcp, ok := plan["recipe"].(map[string]any); ok {
-					rcp["level"] = 1.0
-					body, _ = json.Marshal(plan)
-					altered.Add(1)
-				}
-			}
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(rec.Code)
-			_, _ = w.Write(body)
-		})
-	}
+	wrongRecipe := alterPlans(func(p *acrapi.DeltaPlan) bool {
+		var rcp map[string]any
+		if json.Unmarshal(p.Recipe, &rcp) != nil {
+			return false
+		}
+		rcp["level"] = 1
+		p.Recipe, _ = json.Marshal(rcp)
+		return true
+	}, &altered)
 	wrong := deltaParent(t, wrongRecipe)
 	wrong.push(t, "team/app:v1", img)
 	child3 := newNode(t, nil)
