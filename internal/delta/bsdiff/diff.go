@@ -276,7 +276,7 @@ func (d *differ) longest(t []byte) (pos, n int) {
 	for _, i := range [2]int{l - 1, l} {
 		if i >= lo && i < hi {
 			p := int(sa[i])
-			if m := skip + commonPrefix(old[p+skip:], rest); m > n {
+			if m := skip + CommonPrefix(old[p+skip:], rest); m > n {
 				pos, n = p, m
 			}
 		}
@@ -285,7 +285,9 @@ func (d *differ) longest(t []byte) (pos, n int) {
 	return pos, n
 }
 
-func commonPrefix(a, b []byte) int {
+// CommonPrefix returns how many bytes a and b share at their start, comparing 8 at a time:
+// how a match is measured here, and in tardelta.
+func CommonPrefix(a, b []byte) int {
 	n := min(len(a), len(b))
 	i := 0
 	for ; i+8 <= n; i += 8 {

@@ -865,11 +865,11 @@ func (e *encoder) patch(seg []byte, r ref, i int) error {
 // aligned position, or else where t's first bytes occur.
 func findPrefix(t, dict []byte, align int64) (pos, n int) {
 	if align >= 0 && align < int64(len(dict)) {
-		pos, n = int(align), commonPrefix(t, dict[align:])
+		pos, n = int(align), bsdiff.CommonPrefix(t, dict[align:])
 	}
 	if n < minTrim && len(t) >= anchorLen {
 		if q := bytes.Index(dict, t[:anchorLen]); q >= 0 {
-			if m := commonPrefix(t, dict[q:]); m > n {
+			if m := bsdiff.CommonPrefix(t, dict[q:]); m > n {
 				pos, n = q, m
 			}
 		}
@@ -891,19 +891,6 @@ func findSuffix(t, dict []byte, alignEnd int64) (end, n int) {
 		}
 	}
 	return end, n
-}
-
-func commonPrefix(a, b []byte) int {
-	n := min(len(a), len(b))
-	i := 0
-	for ; i+8 <= n; i += 8 {
-		if x := binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:]); x != 0 {
-			return i + bits.TrailingZeros64(x)/8
-		}
-	}
-	for ; i < n && a[i] == b[i]; i++ {
-	}
-	return i
 }
 
 func commonSuffix(a, b []byte) int {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
 )
 
 // encodeApply encodes target against bases, applies the delta and checks
@@ -656,8 +658,8 @@ func TestCommonPrefixSuffix(t *testing.T) {
 		for p < min(len(a), len(b)) && a[p] == b[p] {
 			p++
 		}
-		if got := commonPrefix(a, b); got != p {
-			t.Fatalf("commonPrefix(%x, %x) = %d, want %d", a, b, got, p)
+		if got := bsdiff.CommonPrefix(a, b); got != p {
+			t.Fatalf("bsdiff.CommonPrefix(%x, %x) = %d, want %d", a, b, got, p)
 		}
 		s := 0
 		for s < min(len(a), len(b)) && a[len(a)-1-s] == b[len(b)-1-s] {
