@@ -111,18 +111,24 @@ func (img *Image) Push(ctx context.Context, c *http.Client, base string) error {
 }
 
 func pushBlob(ctx context.Context, c *http.Client, base string, b []byte, d digest.Digest) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v2/"+Repo+"/blobs/uploads/", nil)
+	return UploadBlob(ctx, c, base, Repo, d.String(), bytes.NewReader(b), int64(len(b)))
+}
+
+// UploadBlob uploads size bytes read from body as blob dgst of repo, in one PUT (a monolithic
+// upload), and checks that the registry stored it.
+func UploadBlob(ctx context.Context, c *http.Client, base, repo, dgst string, body io.Reader, size int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v2/"+repo+"/blobs/uploads/", nil)
 	if err != nil {
 		return err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("starting an upload: %w", err)
+		return fmt.Errorf("starting an upload to %s: %w", repo, err)
 	}
-	body := ReadSome(resp.Body)
+	msg := ReadSome(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("starting an upload: %w %s: %s", ErrStatus, resp.Status, body)
+		return fmt.Errorf("starting an upload to %s: %w %s: %s", repo, ErrStatus, resp.Status, msg)
 	}
 	loc, err := url.Parse(base + "/v2/")
 	if err != nil {
@@ -132,21 +138,22 @@ func pushBlob(ctx context.Context, c *http.Client, base string, b []byte, d dige
 		return fmt.Errorf("upload location %q: %w", resp.Header.Get("Location"), err)
 	}
 	q := loc.Query()
-	q.Set("digest", d.String())
+	q.Set("digest", dgst)
 	loc.RawQuery = q.Encode()
-	req, err = http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), bytes.NewReader(b))
+	req, err = http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), body)
 	if err != nil {
 		return err
 	}
+	req.ContentLength = size
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err = c.Do(req)
 	if err != nil {
-		return fmt.Errorf("uploading %s: %w", d, err)
+		return fmt.Errorf("uploading %s: %w", dgst, err)
 	}
-	body = ReadSome(resp.Body)
+	msg = ReadSome(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("uploading %s: %w %s: %s", d, ErrStatus, resp.Status, body)
+		return fmt.Errorf("uploading %s: %w %s: %s", dgst, ErrStatus, resp.Status, msg)
 	}
 	return nil
 }

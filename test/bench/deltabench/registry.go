@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,50 +76,12 @@ func pushBlob(ctx context.Context, c *http.Client, base, repo, digest string, si
 	if resp.StatusCode == http.StatusOK {
 		return nil
 	}
-	req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+"/v2/"+repo+"/blobs/uploads/", nil)
-	if err != nil {
-		return err
-	}
-	resp, err = c.Do(req)
-	if err != nil {
-		return fmt.Errorf("starting an upload: %w", err)
-	}
-	msg := benchkit.ReadSome(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("starting an upload to %s: %w %s: %s", repo, benchkit.ErrStatus, resp.Status, msg)
-	}
-	loc, err := url.Parse(base + "/v2/")
-	if err != nil {
-		return err
-	}
-	if loc, err = loc.Parse(resp.Header.Get("Location")); err != nil {
-		return fmt.Errorf("upload location %q: %w", resp.Header.Get("Location"), err)
-	}
-	q := loc.Query()
-	q.Set("digest", digest)
-	loc.RawQuery = q.Encode()
 	body, err := open()
 	if err != nil {
 		return err
 	}
 	defer body.Close()
-	req, err = http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), body)
-	if err != nil {
-		return err
-	}
-	req.ContentLength = size
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err = c.Do(req)
-	if err != nil {
-		return fmt.Errorf("uploading %s: %w", digest, err)
-	}
-	msg = benchkit.ReadSome(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("uploading %s: %w %s: %s", digest, benchkit.ErrStatus, resp.Status, msg)
-	}
-	return nil
+	return benchkit.UploadBlob(ctx, c, base, repo, digest, body, size)
 }
 
 // headTag returns the digest base serves for repo:tag, or an error.
