@@ -3,11 +3,14 @@ package recipe
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
+	"sync"
 )
 
 // maxLag bounds the blob bytes kept for comparison: from the candidate furthest behind to
@@ -41,7 +44,10 @@ func Confirm(ctx context.Context, r io.Reader, rc Recipe) error {
 // errors are those of Detect, plus ErrUnsupported when the candidates that matched the prefix
 // do not reproduce the whole blob.
 func DetectAndConfirm(ctx context.Context, r io.Reader) (Recipe, error) {
-	cands, h, err := detect(ctx, r)
+	cands, h, miss, err := detect(ctx, r)
+	if miss != nil {
+		return confirmLegacy(ctx, r, miss, err)
+	}
 	if err != nil {
 		return Recipe{}, err
 	}
@@ -61,6 +67,91 @@ func DetectAndConfirm(ctx context.Context, r io.Reader) (Recipe, error) {
 		return Recipe{}, err
 	}
 	return cands[i], nil
+}
+
+// confirmLegacy looks for the recipe of a gzip blob that this binary's encoders do not
+// reproduce (detectErr says why) among the legacy helper's: it tries them on the content
+// detect decompressed, and confirms the likeliest on the whole blob, reading it from the
+// history detect kept and then from r. Without a helper, or when none of its recipes
+// reproduces the blob either, the answer is detectErr.
+func confirmLegacy(ctx context.Context, r io.Reader, miss *detectMiss, detectErr error) (Recipe, error) {
+	cands := legacyCandidates(miss.header, miss.closest)
+	if len(cands) == 0 {
+		return Recipe{}, detectErr
+	}
+	results := make([]trialResult, len(cands))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range work {
+				results[i] = trialLegacy(ctx, cands[i], miss.plain, miss.h)
+			}
+		})
+	}
+	for i := range cands {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return Recipe{}, err
+	}
+	if miss.h.eof {
+		// The trials ran on the whole blob: one that matched it reproduces it.
+		for _, res := range results {
+			if res.err == nil {
+				return res.rc, nil
+			}
+		}
+		return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helper", detectErr, confirmLabel(cands))
+	}
+	// A trial closes the stream where the prefix ends, so even the right recipe differs from
+	// the blob in its last block: the likeliest are those whose output matched longest.
+	slices.SortStableFunc(results, func(a, b trialResult) int { return cmp.Compare(b.matched, a.matched) })
+	var likely []Recipe
+	for _, res := range results {
+		if len(likely) < maxConfirm && res.matched > int64(len(miss.header))+64 && res.matched*2 >= results[0].matched {
+			likely = append(likely, res.rc)
+		}
+	}
+	if len(likely) == 0 {
+		return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helper", detectErr, confirmLabel(cands))
+	}
+	i, err := confirm(ctx, io.MultiReader(bytes.NewReader(miss.h.buf), r), likely)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return Recipe{}, ctxErr
+		}
+		if errors.Is(err, ErrMismatch) || errors.Is(err, ErrUnsupported) {
+			return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helper: %v", detectErr, confirmLabel(likely), err)
+		}
+		return Recipe{}, err
+	}
+	return likely[i], nil
+}
+
+// trialLegacy runs the helper for rc on plain, closing the stream at its end, and compares
+// the output with the history as far as it goes.
+func trialLegacy(ctx context.Context, rc Recipe, plain []byte, h *history) trialResult {
+	m := &matcher{h: h, prefix: !h.eof}
+	w := newWriter(m, rc, writerOptions{workers: 1})
+	for fed := 0; fed < len(plain) && ctx.Err() == nil; {
+		n := min(trialChunk, len(plain)-fed)
+		if _, err := w.Write(plain[fed : fed+n]); err != nil {
+			break
+		}
+		fed += n
+	}
+	w.Close()
+	if h.eof {
+		m.finish()
+	}
+	res := trialResult{rc: rc, matched: m.off, err: m.err}
+	if errors.Is(res.err, errPrefixEnd) {
+		res.err = nil
+	}
+	return res
 }
 
 // confirm recompresses the blob from r with each recipe at once and returns the index of the

@@ -48,33 +48,43 @@ var pgzipBlockSizes = []int{1 << 20, 256 << 10, 512 << 10, 2 << 20}
 // multi-member gzip or data after the stream, give an error wrapping ErrUnsupported; damaged
 // ones an error wrapping ErrCorrupt.
 func Detect(ctx context.Context, r io.Reader) (Recipe, error) {
-	cands, _, err := detect(ctx, r)
+	cands, _, _, err := detect(ctx, r)
 	if err != nil {
 		return Recipe{}, err
 	}
 	return cands[0], nil
 }
 
+// detectMiss is what detect learnt of a gzip blob that no candidate reproduces: the history
+// of what it read (from the start of the blob), the blob's header, and the candidate whose
+// output matched the most.
+type detectMiss struct {
+	h       *history
+	plain   []byte // the content the candidates were tried on
+	header  []byte
+	closest Recipe
+}
+
 // detect returns the candidates that reproduce the prefix, most common first, and the
 // history of the blob bytes it read, from the start of the blob; its eof is set when that is
-// the whole blob, in which case the candidates reproduce it entirely.
-func detect(ctx context.Context, r io.Reader) ([]Recipe, *history, error) {
-	h := &history{}
+// the whole blob, in which case the candidates reproduce it entirely. When no candidate
+// reproduces a gzip blob, the error wraps ErrUnsupported and miss says what was learnt.
+func detect(ctx context.Context, r io.Reader) (cands []Recipe, h *history, miss *detectMiss, err error) {
+	h = &history{}
 	rr := &recordingReader{r: r, h: h, limit: int64(trialCompressed)}
 	br := bufio.NewReaderSize(rr, 64<<10)
-	var cands []Recipe
 	if magic, _ := br.Peek(4); len(magic) == 4 && string(magic) == string(zstdMagic) {
 		fh, err := peekZstdHeader(br)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if cands = zstdCandidates(fh); len(cands) == 0 {
-			return nil, nil, unsupported("zstd window of %d bytes is not one klauspost's encoder uses", fh.window)
+			return nil, nil, nil, unsupported("zstd window of %d bytes is not one klauspost's encoder uses", fh.window)
 		}
 	}
 	dec, header, err := newDecoder(br)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer dec.Close()
 	if header != nil {
@@ -82,13 +92,13 @@ func detect(ctx context.Context, r io.Reader) ([]Recipe, *history, error) {
 	}
 	plain, complete, err := readPrefix(ctx, dec, rr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	h.eof = complete
 
 	results, err := runTrials(ctx, cands, plain, h)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var best int64
 	for _, res := range results {
@@ -113,12 +123,15 @@ func detect(ctx context.Context, r io.Reader) ([]Recipe, *history, error) {
 				closest = res
 			}
 		}
-		if closest.err == nil {
-			return nil, nil, unsupported("no candidate compressor reproduces the blob")
+		if header != nil {
+			miss = &detectMiss{h: h, plain: plain, header: header, closest: closest.rc}
 		}
-		return nil, nil, unsupported("no candidate compressor reproduces the blob (closest: %s, %v)", closest.rc, closest.err)
+		if closest.err == nil {
+			return nil, nil, miss, unsupported("no candidate compressor reproduces the blob")
+		}
+		return nil, nil, miss, unsupported("no candidate compressor reproduces the blob (closest: %s, %v)", closest.rc, closest.err)
 	}
-	return survivors, h, nil
+	return survivors, h, nil, nil
 }
 
 // readPrefix decompresses up to trialPlain bytes. complete reports that this is the whole

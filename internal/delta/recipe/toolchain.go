@@ -92,11 +92,19 @@ func Toolchain(compressor string, level int) (string, error) {
 
 // checkToolchain refuses a recipe whose family this binary does not reproduce.
 func checkToolchain(rc Recipe) error {
-	if local := family(rc.Compressor, rc.Level); rc.Toolchain != local {
-		return unsupported("%s level %d recipe of toolchain family %q; this binary produces %q",
-			rc.Compressor, rc.Level, rc.Toolchain, local)
+	local := family(rc.Compressor, rc.Level)
+	if rc.Toolchain == local {
+		return nil
 	}
-	return nil
+	if lf := legacyFamily(rc.Compressor, rc.Level); lf != "" && rc.Toolchain == lf {
+		return nil
+	}
+	if legacyPath() == "" && (rc.Compressor == CompressorPgzip || rc.Compressor == CompressorKlauspostGzip) {
+		return unsupported("%s level %d recipe of toolchain family %q; this binary produces %q and has no %s beside it for older klauspost/compress output",
+			rc.Compressor, rc.Level, rc.Toolchain, local, LegacyHelperName)
+	}
+	return unsupported("%s level %d recipe of toolchain family %q; this binary produces %q",
+		rc.Compressor, rc.Level, rc.Toolchain, local)
 }
 
 // family returns the family of a valid compressor and level.

@@ -72,12 +72,16 @@ func newWriter(w io.Writer, rc Recipe, opt writerOptions) io.WriteCloser {
 		return &zstdWriter{enc: enc, bw: bw}
 	}
 	gw := &gzipWriter{w: w, bw: bw, header: rc.Header}
-	switch rc.Compressor {
-	case CompressorGoGzip:
+	switch {
+	case usesLegacy(rc):
+		// Another process: nothing to gain from the asynchronous writer.
+		gw.body = newHelperBody(legacyPath(), w, rc, opt.workers)
+		return gw
+	case rc.Compressor == CompressorGoGzip:
 		gw.body = getStdFlate(w, rc.Level)
-	case CompressorKlauspostGzip:
+	case rc.Compressor == CompressorKlauspostGzip:
 		gw.body = getKpFlate(w, rc.Level)
-	case CompressorPgzip:
+	case rc.Compressor == CompressorPgzip:
 		if opt.workers > 1 {
 			gw.body = newPgzipParallel(w, rc.Level, rc.BlockSize, opt.workers)
 		} else {

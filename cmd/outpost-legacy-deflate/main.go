@@ -1,0 +1,156 @@
+// Command outpost-legacy-deflate compresses its standard input with klauspost/compress v1.18.0, whose deflate output later releases changed, so that a node can reproduce layers written by the podman, buildah and skopeo builds that use it.
+//
+// A layer blob is rebuilt on a child by recompressing its tar into the exact bytes the
+// builder wrote. podman, buildah and skopeo compress with klauspost/pgzip over
+// klauspost/compress, and klauspost/compress v1.18.1 changed the deflate output of every
+// level from 1 to 9: layers written by the builds most distributions ship (v1.15 to v1.18.0)
+// cannot be reproduced by a binary built with a later release. Go builds one version of a
+// module into a binary, so this older version lives in a module and a process of its own;
+// outpost (internal/delta/recipe) runs it when a blob's recipe names its output family.
+//
+// It reads the content on standard input and writes the deflate stream of the gzip member
+// the library writes, without the gzip header and trailer (the caller replays the blob's own
+// header verbatim and computes the trailer):
+//
+//	outpost-legacy-deflate -compressor pgzip -level 5 -block 1048576 [-workers N]
+//	outpost-legacy-deflate -compressor klauspost-gzip -level 5
+//	outpost-legacy-deflate -version
+//
+// The output does not depend on -workers. Bad flags exit with status 2 and a message naming
+// the flag.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/klauspost/pgzip"
+)
+
+// Version is what -version prints; outpost checks it before using the helper.
+const Version = "outpost-legacy-deflate klauspost/compress v1.18.0 klauspost/pgzip v1.2.5"
+
+// gzipHeaderLen is the size of the header both libraries write for a Header with no name,
+// comment or extra field.
+const gzipHeaderLen = 10
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("outpost-legacy-deflate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	compressor := fs.String("compressor", "", "pgzip or klauspost-gzip")
+	level := fs.Int("level", 5, "compression level, -2 to 9")
+	block := fs.Int("block", 1<<20, "pgzip block size in bytes (more than 16 KiB)")
+	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "pgzip blocks compressed at once (the output does not depend on it)")
+	version := fs.Bool("version", false, "print the library versions and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, Version)
+		return 0
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "outpost-legacy-deflate: "+format+"\n", a...)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q: the content is read from standard input", fs.Arg(0))
+	}
+	if *level < -2 || *level > 9 || *level == -1 {
+		return usage("-level %d: want -2 (Huffman only), 0 (stored) or 1 to 9", *level)
+	}
+	out := &bodyWriter{w: bufio.NewWriterSize(stdout, 256<<10), skip: gzipHeaderLen}
+	var zw io.WriteCloser
+	switch *compressor {
+	case "pgzip":
+		if *block <= 16<<10 || *block > 32<<20 {
+			return usage("-block %d: want more than 16 KiB and at most 32 MiB", *block)
+		}
+		if *workers < 1 {
+			return usage("-workers %d: want at least 1", *workers)
+		}
+		w, err := pgzip.NewWriterLevel(out, *level)
+		if err != nil {
+			return usage("-level %d: %v", *level, err)
+		}
+		if err := w.SetConcurrency(*block, *workers); err != nil {
+			return usage("-block %d: %v", *block, err)
+		}
+		zw = w
+	case "klauspost-gzip":
+		w, err := kgzip.NewWriterLevel(out, *level)
+		if err != nil {
+			return usage("-level %d: %v", *level, err)
+		}
+		zw = w
+	case "":
+		return usage("-compressor is required: pgzip or klauspost-gzip")
+	default:
+		return usage("-compressor %q: want pgzip or klauspost-gzip", *compressor)
+	}
+	if _, err := io.Copy(zw, stdin); err != nil {
+		fmt.Fprintf(stderr, "outpost-legacy-deflate: %v\n", err)
+		return 1
+	}
+	if err := zw.Close(); err != nil {
+		fmt.Fprintf(stderr, "outpost-legacy-deflate: %v\n", err)
+		return 1
+	}
+	if err := out.finish(); err != nil {
+		fmt.Fprintf(stderr, "outpost-legacy-deflate: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// bodyWriter passes on a gzip member's deflate stream: it drops the header's first skip
+// bytes and holds back the last 8 bytes written, the trailer, which finish discards.
+type bodyWriter struct {
+	w    *bufio.Writer
+	skip int
+	tail []byte // the last bytes written, at most 8
+}
+
+const trailerLen = 8
+
+func (b *bodyWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if b.skip > 0 {
+		k := min(b.skip, len(p))
+		b.skip -= k
+		p = p[k:]
+	}
+	// Everything but the last 8 bytes seen so far can go out.
+	all := len(b.tail) + len(p)
+	if out := all - trailerLen; out > 0 {
+		fromTail := min(out, len(b.tail))
+		if _, err := b.w.Write(b.tail[:fromTail]); err != nil {
+			return 0, err
+		}
+		b.tail = b.tail[fromTail:]
+		if _, err := b.w.Write(p[:out-fromTail]); err != nil {
+			return 0, err
+		}
+		p = p[out-fromTail:]
+	}
+	b.tail = append(append(make([]byte, 0, trailerLen), b.tail...), p...)
+	return n, nil
+}
+
+// finish flushes the stream; the trailer must have been seen whole.
+func (b *bodyWriter) finish() error {
+	if b.skip > 0 || len(b.tail) != trailerLen {
+		return errors.New("the library wrote no complete gzip member")
+	}
+	return b.w.Flush()
+}
