@@ -28,6 +28,7 @@ RUN variant="${TARGETVARIANT#v}" \
  && go build -trimpath \
       -ldflags "-s -w -X github.com/outpost-registry/outpost/internal/version.Version=${VERSION} -X github.com/outpost-registry/outpost/internal/version.Commit=${COMMIT}" \
       -o /out/outpost ./cmd/outpost \
+ && (cd cmd/outpost-legacy-deflate && go build -trimpath -ldflags "-s -w" -o /out/outpost-legacy-deflate .) \
  && mkdir -p /out/data
 
 FROM ${BASE_IMAGE}
@@ -41,7 +42,7 @@ LABEL org.opencontainers.image.title="outpost" \
       org.opencontainers.image.licenses="${LICENSES}" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${COMMIT}"
-COPY --from=build /out/outpost /outpost
+COPY --from=build /out/outpost /out/outpost-legacy-deflate /
 COPY --from=build --chown=65532:65532 /out/data /var/acr/data
 ENV OUTPOST_DATADIR=/var/acr/data \
     OUTPOST_LOG_FORMAT=json

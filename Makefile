@@ -18,11 +18,18 @@ RUN_ARGS ?= --addr 127.0.0.1:8080 --data ./data
 
 all: build
 
+# The legacy deflate helper is a module of its own (it pins an older klauspost/compress, see
+# cmd/outpost-legacy-deflate); the node finds it beside its binary.
+LEGACY     := cmd/outpost-legacy-deflate
+LEGACY_BIN := bin/outpost-legacy-deflate
+
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/outpost
+	cd $(LEGACY) && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(CURDIR)/$(LEGACY_BIN) .
 
 # make dist: static release binaries for the platforms edge devices run, with their sha256 sums:
-# dist/outpost-linux-amd64, dist/outpost-linux-arm64, dist/outpost-linux-armv7, dist/sha256sums.
+# dist/outpost-linux-amd64, dist/outpost-linux-arm64, dist/outpost-linux-armv7, dist/sha256sums,
+# and the legacy deflate helper for each (install it beside outpost as outpost-legacy-deflate).
 DIST_PLATFORMS := linux/amd64 linux/arm64 linux/arm/v7
 dist:
 	@rm -rf dist && mkdir -p dist
@@ -33,6 +40,8 @@ dist:
 		echo "$(GO) build $$p -> $$out"; \
 		GOOS=$$os GOARCH=$$arch GOARM=$${variant#v} CGO_ENABLED=0 \
 			$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/outpost; \
+		(cd $(LEGACY) && GOOS=$$os GOARCH=$$arch GOARM=$${variant#v} CGO_ENABLED=0 \
+			$(GO) build -trimpath -ldflags '-s -w' -o $(CURDIR)/dist/outpost-legacy-deflate-$$os-$$arch$$variant .); \
 	done
 	cd dist && sha256sum outpost-* > sha256sums && cat sha256sums
 
@@ -74,9 +83,11 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	cd $(LEGACY) && $(GO) vet ./...
 
 staticcheck: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...
+	cd $(LEGACY) && $(TOOLS)/staticcheck ./...
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -29,6 +29,7 @@ import (
 	"github.com/outpost-registry/outpost/internal/config"
 	"github.com/outpost-registry/outpost/internal/controlplane"
 	"github.com/outpost-registry/outpost/internal/delta"
+	"github.com/outpost-registry/outpost/internal/delta/recipe"
 	"github.com/outpost-registry/outpost/internal/logging"
 	"github.com/outpost-registry/outpost/internal/observe"
 	"github.com/outpost-registry/outpost/internal/registry"
@@ -111,6 +112,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	}
 	n.registry = reg
 	n.storage = observe.NewStorageCollector(reg.DataDir(), 30*time.Second)
+	useLegacyDeflate(log.Named("delta"))
 	// Every node can serve its children layers as deltas (they ask; it computes and caches).
 	deltas, err := delta.NewService(filepath.Join(reg.DataDir(), "outpost", "delta"), reg, log.Named("delta"), deltaCacheBudget(reg.DataDir()))
 	if err != nil {
@@ -426,4 +428,20 @@ func (n *Node) closeStores() error {
 		}
 	}
 	return err
+}
+
+// useLegacyDeflate sets up the helper that reproduces layers written with klauspost/compress
+// before v1.18.1 (the podman, buildah and skopeo distributions ship), when it is installed
+// beside the binary; without it those layers travel whole.
+func useLegacyDeflate(log *zap.Logger) {
+	path := recipe.FindLegacyHelper()
+	if path == "" {
+		log.Info("no " + recipe.LegacyHelperName + " beside the binary: layers that podman, buildah or skopeo built with klauspost/compress before v1.18.1 wrote are sent whole, not as deltas")
+		return
+	}
+	if err := recipe.UseLegacyHelper(path); err != nil {
+		log.Warn("the legacy deflate helper does not work; layers that need it are sent whole", zap.Error(err))
+		return
+	}
+	log.Debug("legacy deflate helper", zap.String("path", path))
 }

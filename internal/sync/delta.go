@@ -22,6 +22,7 @@ import (
 
 	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/internal/delta/pflate"
+	"github.com/outpost-registry/outpost/internal/delta/recipe"
 	"github.com/outpost-registry/outpost/internal/delta/tardelta"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
@@ -265,6 +266,15 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 		if _, ok := byDigest[b]; !ok {
 			return fmt.Errorf("the parent's delta uses %s, which this node did not offer", b)
 		}
+	}
+	// A recipe this node cannot write (its compressor needs the legacy helper, say) would
+	// make the delta useless: the layer is fetched whole without fetching the delta first.
+	rc, err := recipe.ParseRecipe(plan.Recipe)
+	if err == nil {
+		err = recipe.Reproducible(rc)
+	}
+	if err != nil {
+		return fmt.Errorf("the parent's delta plan: %w", err)
 	}
 	id, err := digest.Parse(plan.ID)
 	if err != nil || plan.Size < 0 {
