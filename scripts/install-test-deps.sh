@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests use besides Go, each only when it is missing, from the
 # distribution's packages: nginx (the IoT Edge API proxy; test/e2e/nginx_test.go), containerd and
-# ctr (test/e2e/containerd_test.go), the Docker engine (test/e2e/docker_test.go).
+# ctr (test/e2e/containerd_test.go), the Docker engine (test/e2e/docker_test.go), skopeo
+# (test/e2e/delta_docker_test.go: layers compressed as podman and buildah do).
 # Idempotent and quiet. It never fails the build: what cannot be installed (no apt-get, not root,
 # no network) is said in one line, and the test that needs it skips with its reason.
 set -u
@@ -52,4 +53,5 @@ install() {
 install nginx "nginx e2e" nginx
 install containerd "containerd e2e" containerd ctr
 install docker.io "Docker engine e2e" dockerd docker
+install skopeo "skopeo delta e2e" skopeo
 exit 0

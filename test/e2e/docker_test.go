@@ -123,11 +123,17 @@ func startDockerd(t *testing.T, dockerd, docker string) *dockerEngine {
 // docker runs the client against the engine, with its own --config directory.
 func (e *dockerEngine) docker(t *testing.T, limit time.Duration, args ...string) (string, error) {
 	t.Helper()
+	return e.dockerEnv(t, limit, nil, args...)
+}
+
+// dockerEnv is docker with more environment variables for the client.
+func (e *dockerEngine) dockerEnv(t *testing.T, limit time.Duration, env []string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), limit)
 	defer cancel()
 	full := append([]string{"--config", e.clientConfig, "-H", "unix://" + e.sock}, args...)
 	cmd := exec.CommandContext(ctx, e.client, full...)
-	cmd.Env = append(baseEnv(), "DOCKER_CLI_HINTS=false")
+	cmd.Env = append(append(baseEnv(), "DOCKER_CLI_HINTS=false"), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
