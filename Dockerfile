@@ -42,7 +42,8 @@ LABEL org.opencontainers.image.title="outpost" \
       org.opencontainers.image.licenses="${LICENSES}" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${COMMIT}"
-COPY --from=build /out/outpost /out/outpost-legacy-deflate /
+COPY --from=build /out/outpost /outpost
+COPY --from=build /out/outpost-legacy-deflate /outpost-legacy-deflate
 COPY --from=build --chown=65532:65532 /out/data /var/acr/data
 ENV OUTPOST_DATADIR=/var/acr/data \
     OUTPOST_LOG_FORMAT=json

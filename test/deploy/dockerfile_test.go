@@ -202,7 +202,7 @@ func TestDockerfile(t *testing.T) {
 	if len(users) == 0 || !slices.Contains([]string{"65532", "65532:65532"}, users[len(users)-1].args) {
 		t.Errorf("the runtime stage's USER is %v, want 65532:65532 (nonroot)", users)
 	}
-	var dataOwned, binCopied bool
+	var dataOwned, binCopied, helperCopied bool
 	for _, in := range rt.all("COPY") {
 		f := strings.Fields(in.args)
 		if f[len(f)-1] == "/var/acr/data" && slices.Contains(f, "--chown=65532:65532") {
@@ -211,6 +211,12 @@ func TestDockerfile(t *testing.T) {
 		if f[len(f)-1] == "/outpost" && slices.Contains(f, "--from=build") {
 			binCopied = true
 		}
+		if f[len(f)-1] == "/outpost-legacy-deflate" && slices.Contains(f, "--from=build") {
+			helperCopied = true
+		}
+	}
+	if !helperCopied {
+		t.Error("no COPY --from=build … /outpost-legacy-deflate: the node looks for the legacy deflate helper beside /outpost")
 	}
 	if !dataOwned {
 		t.Error("no COPY --chown=65532:65532 … /var/acr/data: the data directory would be root's, and the node could not write it")
