@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
+	"io"
 	"strconv"
 	"sync"
 )
@@ -144,14 +146,24 @@ func fingerprintRecipe(compressor string, level int) Recipe {
 // fingerprint returns a digest of what compressor writes at level for the fixed sample.
 func fingerprint(compressor string, level int) string {
 	h := sha256.New()
-	w := newWriter(h, fingerprintRecipe(compressor, level), writerOptions{workers: 1})
-	if _, err := w.Write(fingerprintSample()); err != nil {
+	fp, err := sampleFingerprint(h, newWriter(h, fingerprintRecipe(compressor, level), writerOptions{workers: 1}))
+	if err != nil {
 		panic(fmt.Sprintf("recipe: fingerprinting %s level %d: %v", compressor, level, err))
+	}
+	return fp
+}
+
+// sampleFingerprint writes the fixed sample through w, which writes to h, and returns the
+// digest: the same for every engine that writes the same stream.
+func sampleFingerprint(h hash.Hash, w io.WriteCloser) (string, error) {
+	if _, err := w.Write(fingerprintSample()); err != nil {
+		w.Close()
+		return "", err
 	}
 	if err := w.Close(); err != nil {
-		panic(fmt.Sprintf("recipe: fingerprinting %s level %d: %v", compressor, level, err))
+		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil)[:8])
+	return hex.EncodeToString(h.Sum(nil)[:8]), nil
 }
 
 // fingerprintSample returns 320 KiB that make the encoders use all their paths: text with
