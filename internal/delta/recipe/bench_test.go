@@ -28,12 +28,7 @@ func BenchmarkNewWriter(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				for off := 0; off < len(data); off += 64 << 10 {
-					w.Write(data[off:min(off+64<<10, len(data))])
-				}
-				if err := w.Close(); err != nil {
-					b.Fatal(err)
-				}
+				writeChunked(b, w, data)
 			}
 			b.ReportMetric(float64(len(data))*float64(b.N)/(1<<20)/b.Elapsed().Seconds(), "MiB/s")
 		})
@@ -111,12 +106,7 @@ func BenchmarkNewWriterSplits(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					for off := 0; off < len(data); off += 64 << 10 {
-						w.Write(data[off:min(off+64<<10, len(data))])
-					}
-					if err := w.Close(); err != nil {
-						b.Fatal(err)
-					}
+					writeChunked(b, w, data)
 				}
 				b.ReportMetric(float64(len(data))*float64(b.N)/(1<<20)/b.Elapsed().Seconds(), "MiB/s")
 				if c.splits != nil {
@@ -125,5 +115,16 @@ func BenchmarkNewWriterSplits(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// writeChunked writes data to w in 64 KiB writes, as a rebuild does, and closes it.
+func writeChunked(b *testing.B, w io.WriteCloser, data []byte) {
+	b.Helper()
+	for off := 0; off < len(data); off += 64 << 10 {
+		w.Write(data[off:min(off+64<<10, len(data))])
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
 	}
 }
