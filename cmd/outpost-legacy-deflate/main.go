@@ -1,23 +1,28 @@
-// Command outpost-legacy-deflate compresses its standard input with klauspost/compress v1.18.0, whose deflate output later releases changed, so that a node can reproduce layers written by the podman, buildah and skopeo builds that use it.
+// Command outpost-legacy-deflate compresses its standard input with klauspost/compress v1.18.0, whose deflate and zstd output later releases changed, so that a node can reproduce layers written by the podman, buildah and skopeo builds that use it.
 //
 // A layer blob is rebuilt on a child by recompressing its tar into the exact bytes the
 // builder wrote. podman, buildah and skopeo compress with klauspost/pgzip over
-// klauspost/compress, and klauspost/compress v1.18.1 changed the deflate output of every
-// level from 1 to 9: layers written by the builds most distributions ship (v1.15 to v1.18.0)
-// cannot be reproduced by a binary built with a later release. Go builds one version of a
-// module into a binary, so this older version lives in a module and a process of its own;
-// outpost (internal/delta/recipe) runs it when a blob's recipe names its output family.
+// klauspost/compress (zstd layers with its zstd encoder). klauspost/compress v1.18.1 changed
+// the deflate output of every level from 1 to 9, and v1.20.2 or v1.20.3 the zstd output of
+// every level: layers written by the builds most distributions ship (deflate of v1.15 to
+// v1.18.0, zstd of v1.17 to v1.20.1) cannot be reproduced by a binary built with a later
+// release. Go builds one version of a module into a binary, so this older version lives in a
+// module and a process of its own; outpost (internal/delta/recipe) runs it when a blob's
+// recipe names its output family.
 //
 // It reads the content on standard input and writes the deflate stream of the gzip member
 // the library writes, without the gzip header and trailer (the caller replays the blob's own
-// header verbatim and computes the trailer):
+// header verbatim and computes the trailer); for zstd, the whole frame:
 //
 //	outpost-legacy-deflate -compressor pgzip -level 5 -block 1048576 [-workers N]
 //	outpost-legacy-deflate -compressor klauspost-gzip -level 5
+//	outpost-legacy-deflate -compressor klauspost-zstd -level 2 -window 8388608 -checksum [-lead 8]
 //	outpost-legacy-deflate -version
 //
-// The output does not depend on -workers. Bad flags exit with status 2 and a message naming
-// the flag.
+// For zstd, -level is the zstd.EncoderLevel (1 fastest to 4 best), -window the encoder window
+// when it is not the level's default, and -lead the size of a first block ended early by a
+// flush (containers/image writes its 8-byte compression probe before the rest). The output
+// does not depend on -workers. Bad flags exit with status 2 and a message naming the flag.
 package main
 
 import (
@@ -30,11 +35,12 @@ import (
 	"runtime"
 
 	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
 )
 
 // Version is what -version prints; outpost checks it before using the helper.
-const Version = "outpost-legacy-deflate klauspost/compress v1.18.0 klauspost/pgzip v1.2.5"
+const Version = "outpost-legacy-deflate klauspost/compress v1.18.0 klauspost/pgzip v1.2.5 zstd"
 
 // gzipHeaderLen is the size of the header both libraries write for a Header with no name,
 // comment or extra field.
@@ -47,8 +53,11 @@ func main() {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("outpost-legacy-deflate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	compressor := fs.String("compressor", "", "pgzip or klauspost-gzip")
-	level := fs.Int("level", 5, "compression level, -2 to 9")
+	compressor := fs.String("compressor", "", "pgzip, klauspost-gzip or klauspost-zstd")
+	level := fs.Int("level", 5, "compression level: -2 to 9 for gzip, 1 to 4 for zstd")
+	window := fs.Int("window", 0, "zstd window in bytes, a power of two from 1 KiB to 16 MiB (default: the level's)")
+	checksum := fs.Bool("checksum", false, "end the zstd frame with a content checksum")
+	lead := fs.Int("lead", 0, "zstd: bytes written and flushed as a block of their own before the rest")
 	block := fs.Int("block", 1<<20, "pgzip block size in bytes (more than 16 KiB)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "pgzip blocks compressed at once (the output does not depend on it)")
 	version := fs.Bool("version", false, "print the library versions and exit")
@@ -65,6 +74,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		return usage("unexpected argument %q: the content is read from standard input", fs.Arg(0))
+	}
+	if *compressor == "klauspost-zstd" {
+		return runZstd(stdin, stdout, stderr, *level, *window, *checksum, *lead, usage)
+	}
+	if *window != 0 || *checksum || *lead != 0 {
+		return usage("-window, -checksum and -lead are zstd flags, not for -compressor %q", *compressor)
 	}
 	if *level < -2 || *level > 9 || *level == -1 {
 		return usage("-level %d: want -2 (Huffman only), 0 (stored) or 1 to 9", *level)
@@ -94,9 +109,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		zw = w
 	case "":
-		return usage("-compressor is required: pgzip or klauspost-gzip")
+		return usage("-compressor is required: pgzip, klauspost-gzip or klauspost-zstd")
 	default:
-		return usage("-compressor %q: want pgzip or klauspost-gzip", *compressor)
+		return usage("-compressor %q: want pgzip, klauspost-gzip or klauspost-zstd", *compressor)
 	}
 	if _, err := io.Copy(zw, stdin); err != nil {
 		fmt.Fprintf(stderr, "outpost-legacy-deflate: %v\n", err)
@@ -107,6 +122,61 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if err := out.finish(); err != nil {
+		fmt.Fprintf(stderr, "outpost-legacy-deflate: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// runZstd writes the zstd frame of stdin with the encoder configured as outpost's recipes
+// configure the current one (internal/delta/recipe zstdOptions): the level, then the
+// checksum, then the window only when it is not the level's default.
+func runZstd(stdin io.Reader, stdout, stderr io.Writer, level, window int, checksum bool, lead int, usage func(string, ...any) int) int {
+	if level < 1 || level > 4 {
+		return usage("-level %d: want a zstd encoder level, 1 (fastest) to 4 (best)", level)
+	}
+	defaultWindow := 8 << 20
+	if zstd.EncoderLevel(level) == zstd.SpeedFastest {
+		defaultWindow = 4 << 20
+	}
+	if window == 0 {
+		window = defaultWindow
+	}
+	if window < 1<<10 || window > 16<<20 || window&(window-1) != 0 {
+		return usage("-window %d: want a power of two from 1 KiB to 16 MiB", window)
+	}
+	if lead < 0 || lead >= 128<<10 {
+		return usage("-lead %d: want 0 to 131071 bytes", lead)
+	}
+	opts := []zstd.EOption{zstd.WithEncoderLevel(zstd.EncoderLevel(level)), zstd.WithEncoderCRC(checksum), zstd.WithEncoderConcurrency(1)}
+	if window != defaultWindow {
+		opts = append(opts, zstd.WithWindowSize(window))
+	}
+	out := bufio.NewWriterSize(stdout, 256<<10)
+	enc, err := zstd.NewWriter(out, opts...)
+	if err != nil {
+		return usage("zstd options: %v", err)
+	}
+	fail := func(err error) int {
+		enc.Close()
+		fmt.Fprintf(stderr, "outpost-legacy-deflate: %v\n", err)
+		return 1
+	}
+	if lead > 0 {
+		if _, err := io.CopyN(enc, stdin, int64(lead)); err != nil && err != io.EOF {
+			return fail(err)
+		}
+		if err := enc.Flush(); err != nil {
+			return fail(err)
+		}
+	}
+	if _, err := io.Copy(enc, stdin); err != nil {
+		return fail(err)
+	}
+	if err := enc.Close(); err != nil {
+		return fail(err)
+	}
+	if err := out.Flush(); err != nil {
 		fmt.Fprintf(stderr, "outpost-legacy-deflate: %v\n", err)
 		return 1
 	}

@@ -69,13 +69,13 @@ func DetectAndConfirm(ctx context.Context, r io.Reader) (Recipe, error) {
 	return cands[i], nil
 }
 
-// confirmLegacy looks for the recipe of a gzip blob that this binary's encoders do not
+// confirmLegacy looks for the recipe of a blob that this binary's encoders do not
 // reproduce (detectErr says why) among the legacy helper's: it tries them on the content
 // detect decompressed, and confirms the likeliest on the whole blob, reading it from the
 // history detect kept and then from r. Without a helper, or when none of its recipes
 // reproduces the blob either, the answer is detectErr.
 func confirmLegacy(ctx context.Context, r io.Reader, miss *detectMiss, detectErr error) (Recipe, error) {
-	cands := legacyCandidates(miss.header, miss.closest)
+	cands := legacyCandidates(miss)
 	if len(cands) == 0 {
 		return Recipe{}, detectErr
 	}

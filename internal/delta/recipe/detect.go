@@ -55,30 +55,32 @@ func Detect(ctx context.Context, r io.Reader) (Recipe, error) {
 	return cands[0], nil
 }
 
-// detectMiss is what detect learnt of a gzip blob that no candidate reproduces: the history
-// of what it read (from the start of the blob), the blob's header, and the candidate whose
-// output matched the most.
+// detectMiss is what detect learnt of a blob that no candidate reproduces: the history of
+// what it read (from the start of the blob), the content the candidates were tried on, and
+// for gzip the blob's header and the candidate whose output matched the most, for zstd the
+// candidates.
 type detectMiss struct {
 	h       *history
-	plain   []byte // the content the candidates were tried on
+	plain   []byte
 	header  []byte
 	closest Recipe
+	zstd    []Recipe
 }
 
 // detect returns the candidates that reproduce the prefix, most common first, and the
 // history of the blob bytes it read, from the start of the blob; its eof is set when that is
 // the whole blob, in which case the candidates reproduce it entirely. When no candidate
-// reproduces a gzip blob, the error wraps ErrUnsupported and miss says what was learnt.
+// reproduces a blob, the error wraps ErrUnsupported and miss says what was learnt.
 func detect(ctx context.Context, r io.Reader) (cands []Recipe, h *history, miss *detectMiss, err error) {
 	h = &history{}
 	rr := &recordingReader{r: r, h: h, limit: int64(trialCompressed)}
 	br := bufio.NewReaderSize(rr, 64<<10)
 	if magic, _ := br.Peek(4); len(magic) == 4 && string(magic) == string(zstdMagic) {
-		fh, err := peekZstdHeader(br)
+		fh, lead, err := peekZstdHeader(br)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if cands = zstdCandidates(fh); len(cands) == 0 {
+		if cands = zstdCandidates(fh, lead); len(cands) == 0 {
 			return nil, nil, nil, unsupported("zstd window of %d bytes is not one klauspost's encoder uses", fh.window)
 		}
 	}
@@ -123,8 +125,11 @@ func detect(ctx context.Context, r io.Reader) (cands []Recipe, h *history, miss 
 				closest = res
 			}
 		}
-		if header != nil {
+		switch {
+		case header != nil:
 			miss = &detectMiss{h: h, plain: plain, header: header, closest: closest.rc}
+		case len(cands) > 0 && cands[0].Format == FormatZstd:
+			miss = &detectMiss{h: h, plain: plain, zstd: cands}
 		}
 		if closest.err == nil {
 			return nil, nil, miss, unsupported("no candidate compressor reproduces the blob")
@@ -281,16 +286,40 @@ func trial(ctx context.Context, rc Recipe, plain []byte, h *history) trialResult
 	return res
 }
 
-// peekZstdHeader parses the frame header at the start of br without consuming it.
-func peekZstdHeader(br *bufio.Reader) (zstdFrameHeader, error) {
+// peekZstdHeader parses the frame header at the start of br without consuming it, and
+// returns the size of the frame's lead block (see Recipe.LeadBlock), 0 if it has none.
+func peekZstdHeader(br *bufio.Reader) (zstdFrameHeader, int, error) {
 	b, err := br.Peek(5)
 	if err != nil {
-		return zstdFrameHeader{}, corrupt("zstd frame header truncated")
+		return zstdFrameHeader{}, 0, corrupt("zstd frame header truncated")
 	}
-	if b, err = br.Peek(zstdHeaderLen(b[4])); err != nil {
-		return zstdFrameHeader{}, corrupt("zstd frame header truncated")
+	n := zstdHeaderLen(b[4])
+	if b, err = br.Peek(n); err != nil {
+		return zstdFrameHeader{}, 0, corrupt("zstd frame header truncated")
 	}
-	return parseZstdFrameHeader(b)
+	fh, err := parseZstdFrameHeader(b)
+	if err != nil {
+		return fh, 0, err
+	}
+	lead := 0
+	if b, err := br.Peek(n + 3); err == nil {
+		lead = zstdLeadBlock(b[n:])
+	}
+	return fh, lead, nil
+}
+
+// zstdLeadBlock returns the size of the content of the first block, whose 3-byte header is
+// bh, when it shows that the encoder was flushed early: a block stored raw or as a run (so its
+// content size is in its header) that is not the frame's last and is shorter than any block
+// klauspost's encoder ends by itself (64 KiB at SpeedFastest, 128 KiB otherwise). Otherwise 0.
+// A short first block in another form is not recognised, and its blob not reproduced.
+func zstdLeadBlock(bh []byte) int {
+	h := uint32(bh[0]) | uint32(bh[1])<<8 | uint32(bh[2])<<16
+	last, kind, size := h&1 != 0, (h>>1)&3, int(h>>3)
+	if last || kind > 1 || size == 0 || size >= 64<<10 {
+		return 0
+	}
+	return size
 }
 
 // gzipCandidates lists the gzip recipes to try, most common first: Go's compress/gzip at its
@@ -328,9 +357,10 @@ func gzipCandidates(header []byte) []Recipe {
 }
 
 // zstdCandidates lists the klauspost encoder levels to try with the window and checksum the
-// frame header shows: SpeedDefault first (containerd, containers/image and BuildKit map the
-// default zstd level 3 to it), then the others.
-func zstdCandidates(fh zstdFrameHeader) []Recipe {
+// frame header shows, and the lead block the first block shows: SpeedDefault first
+// (containerd, containers/image and BuildKit map the default zstd level 3 to it), then the
+// others.
+func zstdCandidates(fh zstdFrameHeader, lead int) []Recipe {
 	var out []Recipe
 	for _, level := range []int{2, 1, 3, 4} {
 		window := int(fh.window)
@@ -339,7 +369,7 @@ func zstdCandidates(fh zstdFrameHeader) []Recipe {
 			// block; the header then gives no window, so assume the level's default.
 			window = zstdDefaultWindow(level)
 		}
-		rc := Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: level, WindowSize: window, Checksum: fh.checksum}
+		rc := Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: level, WindowSize: window, Checksum: fh.checksum, LeadBlock: lead}
 		rc.Toolchain = "x" // for Validate only
 		if rc.Validate() == nil {
 			rc.Toolchain = ""

@@ -163,6 +163,35 @@ func kpZstd(opts ...zstd.EOption) func(testing.TB, []byte) []byte {
 	}
 }
 
+// ciZstd compresses as containers/image (podman, buildah, skopeo) does: it reads 8 bytes to
+// detect the layer's compression, then io.Copy's the compressor a multi-reader of those bytes
+// and the rest, so the encoder is given the 8 bytes with Write and the rest with ReadFrom,
+// which flushes them as a block of their own.
+func ciZstd(level zstd.EncoderLevel) func(testing.TB, []byte) []byte {
+	return func(tb testing.TB, data []byte) []byte {
+		var buf bytes.Buffer
+		w, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(level))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		src := bytes.NewReader(data)
+		var probe [8]byte
+		n, _ := io.ReadAtLeast(src, probe[:], len(probe))
+		if _, err := io.Copy(w, io.MultiReader(bytes.NewReader(probe[:n]), onlyReader{src})); err != nil {
+			tb.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			tb.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+}
+
+// onlyReader hides every method but Read, as the readers behind containers/image's probe do.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
 func mustWriteClose(tb testing.TB, w io.WriteCloser, data []byte) {
 	tb.Helper()
 	if _, err := w.Write(data); err != nil {
@@ -195,12 +224,16 @@ var producers = []producer{
 		Recipe{Format: FormatGzip, Compressor: CompressorKlauspostGzip, Level: 7}, false},
 	{"containerd/zstd-default", kpZstd(),
 		Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true}, true},
-	{"containers-image/zstd-level-3", kpZstd(zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(3))),
+	{"zstd-level-3", kpZstd(zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(3))),
 		Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true}, false},
 	{"zstd-fastest-nocrc", kpZstd(zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(false)),
 		Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 1, WindowSize: 4 << 20}, false},
 	{"zstd-best", kpZstd(zstd.WithEncoderLevel(zstd.SpeedBestCompression)),
 		Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 4, WindowSize: 8 << 20, Checksum: true}, false},
+	{"podman/zstd-default", ciZstd(zstd.SpeedDefault),
+		Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true, LeadBlock: 8}, true},
+	{"podman/zstd-fastest", ciZstd(zstd.SpeedFastest),
+		Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 1, WindowSize: 4 << 20, Checksum: true, LeadBlock: 8}, false},
 }
 
 // fixture caches the test tar and its compressed forms; producing them under -race is slow.

@@ -2,12 +2,18 @@ package recipe
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func needLegacyHelper(t *testing.T) {
@@ -37,10 +43,22 @@ func withoutLegacyHelper(t *testing.T, f func()) {
 var containersImageHeader = []byte{0x1f, 0x8b, 8, 0, 0, 9, 0x6e, 0x88, 0, 0xff}
 
 // legacyBlob is data compressed as a podman built with klauspost/compress v1.18.0 or earlier
-// writes it: the helper's deflate stream between that header and the trailer.
+// writes it: the helper's deflate stream between that header and the trailer; for zstd, the
+// helper's frame with containers/image's 8-byte lead block.
 func legacyBlob(t *testing.T, compressor string, level, blockSize int, data []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
+	if compressor == CompressorKlauspostZstd {
+		rc := Recipe{Format: FormatZstd, Compressor: compressor, Level: level, WindowSize: zstdDefaultWindow(level), Checksum: true, LeadBlock: 8}
+		w := newHelperBody(legacyPath(), &buf, rc, 1)
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
 	buf.Write(containersImageHeader[:8])
 	switch level { // XFL, as klauspost's writers set it
 	case 9:
@@ -65,8 +83,9 @@ func legacyBlob(t *testing.T, compressor string, level, blockSize int, data []by
 	return buf.Bytes()
 }
 
-// TestLegacyFamiliesKnown pins the helper's output families: its own at levels 1 to 9, and
-// at levels -2 and 0, where it writes this binary's bytes, none.
+// TestLegacyFamiliesKnown pins the helper's output families: its own at gzip levels 1 to 9
+// and zstd levels 1 to 4, and at gzip levels -2 and 0, where it writes this binary's bytes,
+// none.
 func TestLegacyFamiliesKnown(t *testing.T) {
 	needLegacyHelper(t)
 	if raceEnabled {
@@ -74,8 +93,12 @@ func TestLegacyFamiliesKnown(t *testing.T) {
 	}
 	var table strings.Builder
 	failed := false
-	for _, c := range []string{CompressorKlauspostGzip, CompressorPgzip} {
-		for _, l := range []int{-2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9} {
+	for _, c := range []string{CompressorKlauspostGzip, CompressorPgzip, CompressorKlauspostZstd} {
+		levels := []int{-2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+		if c == CompressorKlauspostZstd {
+			levels = []int{1, 2, 3, 4}
+		}
+		for _, l := range levels {
 			got := legacyFamily(c, l)
 			fp, err := legacyFingerprint(legacyPath(), c, l)
 			if err != nil {
@@ -118,6 +141,8 @@ func TestLegacyRoundTrip(t *testing.T) {
 		{"pgzip level 9", CompressorPgzip, 9, 1 << 20},
 		{"pgzip level 7", CompressorPgzip, 7, 1 << 20},
 		{"klauspost gzip default", CompressorKlauspostGzip, 5, 0},
+		{"zstd default (containers/image)", CompressorKlauspostZstd, 2, 0},
+		{"zstd fastest", CompressorKlauspostZstd, 1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			blob := legacyBlob(t, tc.compressor, tc.level, tc.blockSize, data)
@@ -133,7 +158,11 @@ func TestLegacyRoundTrip(t *testing.T) {
 			if rc.Compressor != tc.compressor || rc.Level != tc.level || rc.BlockSize != tc.blockSize || rc.Toolchain != familyKlauspostLegacy {
 				t.Fatalf("recipe %s; want %s level %d block %d of family %s", rc, tc.compressor, tc.level, tc.blockSize, familyKlauspostLegacy)
 			}
-			if !bytes.Equal(rc.Header, blob[:10]) {
+			if tc.compressor == CompressorKlauspostZstd {
+				if rc.LeadBlock != 8 {
+					t.Fatalf("recipe %s; want a lead block of 8 bytes", rc)
+				}
+			} else if !bytes.Equal(rc.Header, blob[:10]) {
 				t.Fatalf("recipe header %x; want the blob's %x", rc.Header, blob[:10])
 			}
 			if got := recompress(t, rc, data, 3); !bytes.Equal(got, blob) {
@@ -153,6 +182,45 @@ func TestLegacyRoundTrip(t *testing.T) {
 	}
 }
 
+// TestLegacySkopeoZstd: a zstd layer written by a real containers/image, Debian 12's skopeo
+// 1.9.3 (skopeo copy --dest-compress-format zstd), whose 8-byte compression probe is flushed
+// as a block of its own, is reproduced with the helper and only with it. skopeo's
+// klauspost/compress v1.15.12 and the helper's v1.18.0 compress this content alike at the
+// default level; on other content they differ (TestDeltaOfSkopeoZstdLayers in test/e2e), so
+// the helper's zstd family is v1.17 to v1.20.1's.
+func TestLegacySkopeoZstd(t *testing.T) {
+	needLegacyHelper(t)
+	blob, err := os.ReadFile(filepath.Join("testdata", "skopeo-1.9.3-zstd.blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	data, err := dec.DecodeAll(blob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withoutLegacyHelper(t, func() {
+		if rc, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob)); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("without the helper: DetectAndConfirm = %s, %v; want ErrUnsupported", rc, err)
+		}
+	})
+	rc, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob))
+	if err != nil {
+		t.Fatalf("DetectAndConfirm: %v", err)
+	}
+	want := Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true, LeadBlock: 8, Toolchain: familyKlauspostLegacy}
+	if rc.String() != want.String() {
+		t.Fatalf("recipe %s; want %s", rc, want)
+	}
+	if got := recompress(t, rc, data, 5); !bytes.Equal(got, blob) {
+		t.Fatalf("recompressing with %s does not give skopeo's blob (%d bytes, want %d)", rc, len(got), len(blob))
+	}
+}
+
 // TestLegacyWrongBlob: the helper's output is compared as it comes and a wrong blob is
 // refused: one byte changed in a podman-like blob, or the content of another blob.
 func TestLegacyWrongBlob(t *testing.T) {
@@ -169,4 +237,55 @@ func TestLegacyWrongBlob(t *testing.T) {
 	if err := Confirm(context.Background(), bytes.NewReader(other), rc); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("Confirm of a level-6 blob with a level-5 recipe: %v; want ErrMismatch", err)
 	}
+}
+
+// TestLegacyHelperKilled: a helper that dies mid-stream (killed, out of memory) makes the
+// writer fail with ErrUnsupported, without hanging or leaking goroutines, so that the layer is
+// fetched whole; and Confirm against such a helper reports the failure rather than a match.
+func TestLegacyHelperKilled(t *testing.T) {
+	needLegacyHelper(t)
+	data := layer(t)
+	for _, rc := range []Recipe{
+		{Format: FormatGzip, Compressor: CompressorPgzip, Level: 5, BlockSize: 1 << 20, Header: containersImageHeader, Toolchain: familyKlauspostLegacy},
+		{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true, LeadBlock: 8, Toolchain: familyKlauspostLegacy},
+	} {
+		t.Run(rc.Compressor, func(t *testing.T) {
+			var out bytes.Buffer
+			w, err := NewWriter(&out, rc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(data[:1<<20]); err != nil {
+				t.Fatal(err)
+			}
+			body := helperOf(t, w)
+			if err := body.cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			_, werr := w.Write(data[1<<20:])
+			cerr := w.Close()
+			if werr == nil && cerr == nil {
+				t.Fatal("writing through a killed helper succeeded")
+			}
+			if err := cmp.Or(werr, cerr); !errors.Is(err, ErrUnsupported) {
+				t.Fatalf("error %v; want ErrUnsupported", err)
+			}
+			t.Logf("write: %v; close: %v", werr, cerr)
+		})
+	}
+}
+
+// helperOf digs the helper out of a writer NewWriter returned for a legacy recipe.
+func helperOf(t *testing.T, w io.WriteCloser) *helperBody {
+	t.Helper()
+	switch w := w.(type) {
+	case *gzipWriter:
+		if b, ok := w.body.(*helperBody); ok {
+			return b
+		}
+	case *helperStream:
+		return w.body
+	}
+	t.Fatalf("%T does not run the legacy helper", w)
+	return nil
 }

@@ -100,6 +100,11 @@ type Recipe struct {
 	WindowSize int `json:"windowSize,omitempty"`
 	// Checksum tells whether the zstd frame ends with a content checksum.
 	Checksum bool `json:"checksum,omitempty"`
+	// LeadBlock is, for zstd, the size of a first block the compressor was made to end
+	// early; 0 if there is none. containers/image (podman, buildah, skopeo) reads the first 8
+	// bytes of a layer to detect its compression, writes them to the encoder and hands it the
+	// rest with io.Copy, whose ReadFrom flushes those 8 bytes as a block of their own.
+	LeadBlock int `json:"leadBlock,omitempty"`
 	// Header is the gzip header exactly as the blob has it: 10 bytes, then FEXTRA, FNAME,
 	// FCOMMENT and FHCRC when its flags say so. It is replayed verbatim, never regenerated,
 	// because the modification time, OS and XFL bytes differ between tools.
@@ -120,6 +125,9 @@ func (rc Recipe) String() string {
 	}
 	if rc.Format == FormatZstd {
 		fmt.Fprintf(&b, " checksum %t", rc.Checksum)
+	}
+	if rc.LeadBlock != 0 {
+		fmt.Fprintf(&b, " lead block %d", rc.LeadBlock)
 	}
 	if rc.Toolchain != "" {
 		b.WriteString(" (" + rc.Toolchain + ")")
@@ -146,8 +154,8 @@ func (rc Recipe) Validate() error {
 		if rc.Level < -2 || rc.Level > 9 {
 			return invalid("%s level %d out of range -2..9", rc.Compressor, rc.Level)
 		}
-		if rc.WindowSize != 0 || rc.Checksum {
-			return invalid("windowSize and checksum are zstd settings, not %s", rc.Compressor)
+		if rc.WindowSize != 0 || rc.Checksum || rc.LeadBlock != 0 {
+			return invalid("windowSize, checksum and leadBlock are zstd settings, not %s", rc.Compressor)
 		}
 		if rc.Compressor == CompressorPgzip {
 			if rc.BlockSize < MinBlockSize || rc.BlockSize > MaxBlockSize {
@@ -178,6 +186,9 @@ func (rc Recipe) Validate() error {
 		}
 		if rc.BlockSize != 0 || len(rc.Header) != 0 {
 			return invalid("blockSize and header are gzip settings, not %s", rc.Compressor)
+		}
+		if rc.LeadBlock < 0 || rc.LeadBlock >= zstdMaxBlock {
+			return invalid("zstd lead block of %d bytes out of range 0..%d", rc.LeadBlock, zstdMaxBlock-1)
 		}
 	case "":
 		return invalid("no compressor")

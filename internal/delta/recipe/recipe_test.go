@@ -31,7 +31,8 @@ func TestRoundTrip(t *testing.T) {
 			}
 			t.Logf("%d bytes → %d: %s in %v", len(data), len(blob), rc, time.Since(start))
 			if rc.Format != p.want.Format || rc.Compressor != p.want.Compressor || rc.Level != p.want.Level ||
-				rc.BlockSize != p.want.BlockSize || rc.WindowSize != p.want.WindowSize || rc.Checksum != p.want.Checksum {
+				rc.BlockSize != p.want.BlockSize || rc.WindowSize != p.want.WindowSize || rc.Checksum != p.want.Checksum ||
+				rc.LeadBlock != p.want.LeadBlock {
 				t.Errorf("detected %s, want %s", rc, p.want)
 			}
 			if err := rc.Validate(); err != nil {
@@ -450,6 +451,13 @@ func TestValidate(t *testing.T) {
 		},
 		"zstd window missing": func(r *Recipe) {
 			*r = Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, Toolchain: "x"}
+		},
+		"gzip with lead block": func(r *Recipe) { r.LeadBlock = 8 },
+		"zstd lead block negative": func(r *Recipe) {
+			*r = Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 1 << 20, LeadBlock: -1, Toolchain: "x"}
+		},
+		"zstd lead block of 128 KiB": func(r *Recipe) {
+			*r = Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 1 << 20, LeadBlock: 128 << 10, Toolchain: "x"}
 		},
 		"zstd with block size": func(r *Recipe) {
 			*r = Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 1 << 20, BlockSize: 1 << 20, Toolchain: "x"}

@@ -59,6 +59,9 @@ func newWriter(w io.Writer, rc Recipe, opt writerOptions) io.WriteCloser {
 		bw = bufio.NewWriterSize(w, 64<<10)
 		w = bw
 	}
+	if rc.Format == FormatZstd && usesLegacy(rc) {
+		return &helperStream{body: newHelperBody(legacyPath(), w, rc, opt.workers), bw: bw}
+	}
 	if rc.Format == FormatZstd {
 		concurrency := 1
 		if opt.async {
@@ -69,7 +72,7 @@ func newWriter(w io.Writer, rc Recipe, opt writerOptions) io.WriteCloser {
 			// Validate admits only options the encoder accepts.
 			panic("recipe: zstd options of a valid recipe refused: " + err.Error())
 		}
-		return &zstdWriter{enc: enc, bw: bw}
+		return &zstdWriter{enc: enc, bw: bw, lead: rc.LeadBlock}
 	}
 	gw := &gzipWriter{w: w, bw: bw, header: rc.Header}
 	switch {
@@ -157,10 +160,27 @@ func (g *gzipWriter) Close() error {
 	return g.err
 }
 
-// zstdWriter flushes the buffer behind the encoder on Close.
+// helperStream is the legacy helper writing a whole stream; Close flushes the buffer behind it.
+type helperStream struct {
+	body *helperBody
+	bw   *bufio.Writer
+}
+
+func (s *helperStream) Write(p []byte) (int, error) { return s.body.Write(p) }
+
+func (s *helperStream) Close() error {
+	err := s.body.Close()
+	if err == nil && s.bw != nil {
+		err = s.bw.Flush()
+	}
+	return err
+}
+
+// zstdWriter ends the recipe's lead block and flushes the buffer behind the encoder on Close.
 type zstdWriter struct {
 	enc    *zstd.Encoder
 	bw     *bufio.Writer
+	lead   int // bytes of the lead block still to write
 	closed bool
 	err    error
 }
@@ -169,7 +189,23 @@ func (z *zstdWriter) Write(p []byte) (int, error) {
 	if z.closed {
 		return 0, errClosed
 	}
-	return z.enc.Write(p)
+	n := 0
+	if z.lead > 0 {
+		k := min(z.lead, len(p))
+		if _, err := z.enc.Write(p[:k]); err != nil {
+			return 0, err
+		}
+		n, p, z.lead = k, p[k:], z.lead-k
+		if z.lead == 0 {
+			// What the encoder's ReadFrom does with data written before it: a block of
+			// its own.
+			if err := z.enc.Flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	m, err := z.enc.Write(p)
+	return n + m, err
 }
 
 func (z *zstdWriter) Close() error {
