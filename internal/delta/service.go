@@ -228,6 +228,9 @@ func (s *Service) cachedPlan(key string) (acrapi.DeltaPlan, bool) {
 type facts struct {
 	Recipe      *recipe.Recipe `json:"recipe,omitempty"`
 	Unsupported string         `json:"unsupported,omitempty"`
+	// UnsupportedBy is the recipe.Detector that found no recipe: a node that detects more
+	// (a newer release, the legacy helper installed since) tries the blob again.
+	UnsupportedBy string `json:"unsupportedBy,omitempty"`
 	// Splits are the recipe's split points (recipe.FindSplits), once SplitsChecked (also set
 	// when the recipe is unsupported).
 	Splits        []int64 `json:"splits,omitempty"`
@@ -342,8 +345,11 @@ func blobSize(ctx context.Context, src BlobSource, repo string, d digest.Digest)
 func (s *Service) facts(ctx context.Context, repo string, d digest.Digest, tar *os.File, tarSize int64) (facts, error) {
 	path := filepath.Join(s.dir, "recipes", d.Encoded()+".json")
 	var f facts
-	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &f) == nil && (f.Recipe != nil && f.SplitsChecked || f.Unsupported != "") {
-		return f, nil
+	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &f) == nil {
+		if f.Recipe != nil && f.SplitsChecked || f.Unsupported != "" && f.UnsupportedBy == recipe.Detector() {
+			return f, nil
+		}
+		f.Unsupported, f.UnsupportedBy, f.SplitsChecked = "", "", false
 	}
 	rc, size, err := s.src.OpenBlob(ctx, repo, d)
 	if err != nil {
@@ -361,7 +367,7 @@ func (s *Service) facts(ctx context.Context, repo string, d digest.Digest, tar *
 		rcp, splits, err := recipe.DetectAndConfirmSplits(ctx, blob, size, tar, tarSize)
 		switch {
 		case errors.Is(err, recipe.ErrUnsupported), errors.Is(err, recipe.ErrCorrupt):
-			f.Unsupported = err.Error()
+			f.Unsupported, f.UnsupportedBy = err.Error(), recipe.Detector()
 		case err != nil:
 			return f, err
 		default:

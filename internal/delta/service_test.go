@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash"
 	"maps"
 	"math/rand/v2"
@@ -863,5 +864,56 @@ func TestUpdateInventory(t *testing.T) {
 	}
 	if h, got, _ := svc.Inventory("site"); h != h2 || !slices.Equal(got, v2) {
 		t.Errorf("after the changes: %s %v, want %s %v", h, got, h2, v2)
+	}
+}
+
+// TestPlanRetriesUnsupported: "no recipe" is cached per blob, but only for the detector that
+// found none; a blob a previous release (or a node without the legacy helper) could not
+// reproduce is tried again, and a detector's own verdict is kept.
+func TestPlanRetriesUnsupported(t *testing.T) {
+	t.Parallel()
+	base := baseTree(1, layerBytes()/2)
+	src := newDiskBlobs(t)
+	b1 := src.putLayer(t, base, dockerGzip)
+	b2 := src.putLayer(t, base.v2(2), dockerGzip)
+	dir := t.TempDir()
+	log, _ := testLogger(t)
+	svc, err := delta.NewService(dir, src, log, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	factsPath := filepath.Join(dir, "recipes", b2.digest.Encoded()+".json")
+	if err := os.MkdirAll(filepath.Dir(factsPath), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale := `{"unsupported":"recipe: unsupported: no candidate compressor reproduces the blob","splitsChecked":true}`
+	if err := os.WriteFile(factsPath, []byte(stale), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req := request(b2, b1)
+	req.Formats = []string{acrapi.DeltaFormat}
+	p := mustPlan(t, svc, req)
+	ch := newChild(t, b1)
+	ch.mustRebuild(p, ch.fetch(svc, p), b2)
+	b, err := os.ReadFile(factsPath)
+	if err != nil || !strings.Contains(string(b), `"recipe"`) || strings.Contains(string(b), "unsupported") {
+		t.Fatalf("facts after the retry: %s (%v); want the recipe found", b, err)
+	}
+
+	// The current detector's own verdict stands: it is not detected again.
+	verdict := fmt.Sprintf(`{"unsupported":"recipe: unsupported: checked","unsupportedBy":%q,"splitsChecked":true}`, recipe.Detector())
+	b3 := src.putLayer(t, base.v2(3), dockerGzip)
+	factsPath3 := filepath.Join(dir, "recipes", b3.digest.Encoded()+".json")
+	if err := os.WriteFile(factsPath3, []byte(verdict), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req3 := request(b3, b1)
+	req3.Formats = []string{acrapi.DeltaFormat}
+	if p3, err := plan(t, svc, req3); err == nil {
+		t.Fatalf("a blob cached as unsupported by this detector got a tardelta plan: %s", delta.Describe(p3))
+	}
+	var kept struct{ Unsupported, UnsupportedBy string }
+	if b, _ := os.ReadFile(factsPath3); json.Unmarshal(b, &kept) != nil || kept.Unsupported != "recipe: unsupported: checked" || kept.UnsupportedBy != recipe.Detector() {
+		t.Fatalf("the verdict was not kept: %s", b)
 	}
 }
