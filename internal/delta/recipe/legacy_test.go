@@ -83,6 +83,22 @@ func legacyBlob(t *testing.T, compressor string, level, blockSize int, data []by
 	return buf.Bytes()
 }
 
+// detectOnlyWithHelper checks that blob has no recipe without the helper and returns the one
+// DetectAndConfirm finds with it.
+func detectOnlyWithHelper(t *testing.T, blob []byte) Recipe {
+	t.Helper()
+	withoutLegacyHelper(t, func() {
+		if rc, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob)); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("without the helper: DetectAndConfirm = %s, %v; want ErrUnsupported", rc, err)
+		}
+	})
+	rc, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob))
+	if err != nil {
+		t.Fatalf("DetectAndConfirm: %v", err)
+	}
+	return rc
+}
+
 // TestLegacyFamiliesKnown pins the helper's output families: its own at gzip levels 1 to 9
 // and zstd levels 1 to 4, and at gzip levels -2 and 0, where it writes this binary's bytes,
 // none.
@@ -146,15 +162,7 @@ func TestLegacyRoundTrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			blob := legacyBlob(t, tc.compressor, tc.level, tc.blockSize, data)
-			withoutLegacyHelper(t, func() {
-				if rc, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob)); !errors.Is(err, ErrUnsupported) {
-					t.Errorf("without the helper: DetectAndConfirm = %s, %v; want ErrUnsupported", rc, err)
-				}
-			})
-			rc, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob))
-			if err != nil {
-				t.Fatalf("DetectAndConfirm: %v", err)
-			}
+			rc := detectOnlyWithHelper(t, blob)
 			if rc.Compressor != tc.compressor || rc.Level != tc.level || rc.BlockSize != tc.blockSize || rc.Toolchain != familyKlauspostLegacy {
 				t.Fatalf("recipe %s; want %s level %d block %d of family %s", rc, tc.compressor, tc.level, tc.blockSize, familyKlauspostLegacy)
 			}
@@ -203,15 +211,7 @@ func TestLegacySkopeoZstd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	withoutLegacyHelper(t, func() {
-		if rc, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob)); !errors.Is(err, ErrUnsupported) {
-			t.Errorf("without the helper: DetectAndConfirm = %s, %v; want ErrUnsupported", rc, err)
-		}
-	})
-	rc, err := DetectAndConfirm(context.Background(), bytes.NewReader(blob))
-	if err != nil {
-		t.Fatalf("DetectAndConfirm: %v", err)
-	}
+	rc := detectOnlyWithHelper(t, blob)
 	want := Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true, LeadBlock: 8, Toolchain: familyKlauspostLegacy}
 	if rc.String() != want.String() {
 		t.Fatalf("recipe %s; want %s", rc, want)
