@@ -50,13 +50,7 @@ func legacyBlob(t *testing.T, compressor string, level, blockSize int, data []by
 	var buf bytes.Buffer
 	if compressor == CompressorKlauspostZstd {
 		rc := Recipe{Format: FormatZstd, Compressor: compressor, Level: level, WindowSize: zstdDefaultWindow(level), Checksum: true, LeadBlock: 8}
-		w := newHelperBody(legacyPath(), &buf, rc, 1)
-		if _, err := w.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
+		mustWriteClose(t, newHelperBody(legacyPath(), &buf, rc, 1), data)
 		return buf.Bytes()
 	}
 	buf.Write(containersImageHeader[:8])
@@ -69,13 +63,7 @@ func legacyBlob(t *testing.T, compressor string, level, blockSize int, data []by
 		buf.WriteByte(0)
 	}
 	buf.WriteByte(containersImageHeader[9])
-	w := newHelperBody(legacyPath(), &buf, Recipe{Compressor: compressor, Level: level, BlockSize: blockSize}, 2)
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	mustWriteClose(t, newHelperBody(legacyPath(), &buf, Recipe{Compressor: compressor, Level: level, BlockSize: blockSize}, 2), data)
 	var trailer [8]byte
 	binary.LittleEndian.PutUint32(trailer[:4], crc32.ChecksumIEEE(data))
 	binary.LittleEndian.PutUint32(trailer[4:], uint32(len(data)))

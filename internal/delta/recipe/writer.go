@@ -59,10 +59,10 @@ func newWriter(w io.Writer, rc Recipe, opt writerOptions) io.WriteCloser {
 		bw = bufio.NewWriterSize(w, 64<<10)
 		w = bw
 	}
-	if rc.Format == FormatZstd && usesLegacy(rc) {
-		return &helperStream{body: newHelperBody(legacyPath(), w, rc, opt.workers), bw: bw}
-	}
 	if rc.Format == FormatZstd {
+		if usesLegacy(rc) {
+			return &helperStream{body: newHelperBody(legacyPath(), w, rc, opt.workers), bw: bw}
+		}
 		concurrency := 1
 		if opt.async {
 			concurrency = opt.workers
