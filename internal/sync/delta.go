@@ -37,6 +37,12 @@ var layerMediaTypes = []string{
 	v1.MediaTypeImageLayerGzip, v1.MediaTypeImageLayerZstd, "application/vnd.docker.image.rootfs.diff.tar.gzip",
 }
 
+// deltaLayer tells whether d may travel as a delta, or be a delta's base: a layer of an image
+// manifest (it has a position) that is a compressed tar.
+func (d Descriptor) deltaLayer() bool {
+	return d.position > 0 && slices.Contains(layerMediaTypes, d.MediaType)
+}
+
 // deltaPendingLimit bounds how long the node waits for its parent to compute a delta.
 const deltaPendingLimit = 10 * time.Minute
 
@@ -209,7 +215,7 @@ func (e *Engine) heldAdd(repo string, d Descriptor) {
 	ph := &e.pass.held
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
-	if !ph.listed || d.position == 0 || !slices.Contains(layerMediaTypes, d.MediaType) {
+	if !ph.listed || !d.deltaLayer() {
 		return
 	}
 	for _, l := range ph.layers {
@@ -222,7 +228,7 @@ func (e *Engine) heldAdd(repo string, d Descriptor) {
 
 // deltaWanted says whether to ask for d as a delta.
 func (e *Engine) deltaWanted(d Descriptor) bool {
-	if !e.opts.Delta || e.deltaOff.Load() || e.deltaUnsupported.Load() || d.position == 0 || !slices.Contains(layerMediaTypes, d.MediaType) {
+	if !e.opts.Delta || e.deltaOff.Load() || e.deltaUnsupported.Load() || !d.deltaLayer() {
 		return false
 	}
 	// A whole fetch already under way resumes instead: its bytes are paid for.
@@ -622,7 +628,7 @@ func (e *Engine) addHeld(ctx context.Context, repo string, md digest.Digest, out
 		e.addHeld(ctx, repo, c.Digest, out, seen, depth+1, limit)
 	}
 	for _, b := range p.blobs {
-		if b.position == 0 || seen[b.Digest.String()] || !slices.Contains(layerMediaTypes, b.MediaType) || len(*out) >= limit {
+		if !b.deltaLayer() || seen[b.Digest.String()] || len(*out) >= limit {
 			continue
 		}
 		if ok, err := e.store.HasBlob(ctx, repo, b.Digest); err != nil || !ok {
