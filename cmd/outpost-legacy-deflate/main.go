@@ -1,14 +1,15 @@
-// Command outpost-legacy-deflate compresses its standard input with klauspost/compress v1.18.0, whose deflate and zstd output later releases changed, so that a node can reproduce layers written by the podman, buildah and skopeo builds that use it.
+// Command outpost-legacy-deflate compresses its standard input with the klauspost/compress release its module file pins, one whose deflate or zstd output later releases changed, so that a node can reproduce layers written by the podman, buildah and skopeo builds that use it.
 //
 // A layer blob is rebuilt on a child by recompressing its tar into the exact bytes the
 // builder wrote. podman, buildah and skopeo compress with klauspost/pgzip over
-// klauspost/compress (zstd layers with its zstd encoder). klauspost/compress v1.18.1 changed
-// the deflate output of every level from 1 to 9, and v1.20.2 or v1.20.3 the zstd output of
-// every level: layers written by the builds most distributions ship (deflate of v1.15 to
-// v1.18.0, zstd of v1.17 to v1.20.1) cannot be reproduced by a binary built with a later
-// release. Go builds one version of a module into a binary, so this older version lives in a
-// module and a process of its own; outpost (internal/delta/recipe) runs it when a blob's
-// recipe names its output family.
+// klauspost/compress (zstd layers with its zstd encoder). Its releases changed their output
+// several times: deflate at every level from 1 to 9 in v1.18.1; zstd in v1.16.4 (on long
+// layers), v1.17.0 and v1.20.2 or v1.20.3. Go builds one version of a module into a binary,
+// so each older version lives in a process of its own, built from this directory: with go.mod
+// (v1.18.0: deflate of v1.15 to v1.18.0, zstd of v1.17 to v1.20.1) as outpost-legacy-deflate,
+// and with -modfile=klauspost1.15.mod (v1.15.12, Debian 12's: zstd of v1.14 to v1.16.3) as
+// outpost-legacy-deflate-klauspost1.15. outpost (internal/delta/recipe) runs the one whose
+// output family a blob's recipe names.
 //
 // It reads the content on standard input and writes the deflate stream of the gzip member
 // the library writes, without the gzip header and trailer (the caller replays the blob's own
@@ -33,14 +34,34 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 
 	kgzip "github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
 )
 
-// Version is what -version prints; outpost checks it before using the helper.
-const Version = "outpost-legacy-deflate klauspost/compress v1.18.0 klauspost/pgzip v1.2.5 zstd"
+// version is what -version prints: the library versions this build pins, which outpost
+// checks and names its output families after. " zstd" says the helper writes zstd frames.
+func version() string {
+	return "outpost-legacy-deflate klauspost/compress " + moduleVersion("github.com/klauspost/compress") +
+		" klauspost/pgzip " + moduleVersion("github.com/klauspost/pgzip") + " zstd"
+}
+
+// moduleVersion returns the version of the module path built into this binary.
+func moduleVersion(path string) string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == path {
+				if m.Replace != nil {
+					return m.Replace.Version
+				}
+				return m.Version
+			}
+		}
+	}
+	return "unknown"
+}
 
 // gzipHeaderLen is the size of the header both libraries write for a Header with no name,
 // comment or extra field.
@@ -60,12 +81,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	lead := fs.Int("lead", 0, "zstd: bytes written and flushed as a block of their own before the rest")
 	block := fs.Int("block", 1<<20, "pgzip block size in bytes (more than 16 KiB)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "pgzip blocks compressed at once (the output does not depend on it)")
-	version := fs.Bool("version", false, "print the library versions and exit")
+	showVersion := fs.Bool("version", false, "print the library versions and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *version {
-		fmt.Fprintln(stdout, Version)
+	if *showVersion {
+		fmt.Fprintln(stdout, version())
 		return 0
 	}
 	usage := func(format string, a ...any) int {
