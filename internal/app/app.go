@@ -430,18 +430,17 @@ func (n *Node) closeStores() error {
 	return err
 }
 
-// useLegacyDeflate sets up the helper that reproduces layers written with klauspost/compress
-// before v1.18.1 (the podman, buildah and skopeo distributions ship), when it is installed
-// beside the binary; without it those layers travel whole.
+// useLegacyDeflate sets up the helpers that reproduce layers written with older
+// klauspost/compress releases (the podman, buildah and skopeo distributions ship), those
+// installed beside the binary; without them those layers travel whole.
 func useLegacyDeflate(log *zap.Logger) {
-	path := recipe.FindLegacyHelper()
-	if path == "" {
+	paths := recipe.FindLegacyHelpers()
+	if len(paths) == 0 {
 		log.Info("no " + recipe.LegacyHelperName + " beside the binary: layers that podman, buildah or skopeo built with klauspost/compress before v1.18.1 wrote are sent whole, not as deltas")
 		return
 	}
-	if err := recipe.UseLegacyHelper(path); err != nil {
-		log.Warn("the legacy deflate helper does not work; layers that need it are sent whole", zap.Error(err))
-		return
+	if err := recipe.UseLegacyHelpers(paths...); err != nil {
+		log.Warn("a legacy deflate helper does not work; layers that need it are sent whole", zap.Error(err))
 	}
-	log.Debug("legacy deflate helper", zap.String("path", path))
+	log.Debug("legacy deflate helpers", zap.Strings("paths", recipe.LegacyHelpers()))
 }

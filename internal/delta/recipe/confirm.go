@@ -70,9 +70,9 @@ func DetectAndConfirm(ctx context.Context, r io.Reader) (Recipe, error) {
 }
 
 // confirmLegacy looks for the recipe of a blob that this binary's encoders do not
-// reproduce (detectErr says why) among the legacy helper's: it tries them on the content
+// reproduce (detectErr says why) among the legacy helpers': it tries them on the content
 // detect decompressed, and confirms the likeliest on the whole blob, reading it from the
-// history detect kept and then from r. Without a helper, or when none of its recipes
+// history detect kept and then from r. Without a helper, or when none of their recipes
 // reproduces the blob either, the answer is detectErr.
 func confirmLegacy(ctx context.Context, r io.Reader, miss *detectMiss, detectErr error) (Recipe, error) {
 	cands := legacyCandidates(miss)
@@ -104,7 +104,7 @@ func confirmLegacy(ctx context.Context, r io.Reader, miss *detectMiss, detectErr
 				return res.rc, nil
 			}
 		}
-		return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helper", detectErr, confirmLabel(cands))
+		return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helpers", detectErr, confirmLabel(cands))
 	}
 	// A trial closes the stream where the prefix ends, so even the right recipe differs from
 	// the blob in its last block: the likeliest are those whose output matched longest.
@@ -116,7 +116,7 @@ func confirmLegacy(ctx context.Context, r io.Reader, miss *detectMiss, detectErr
 		}
 	}
 	if len(likely) == 0 {
-		return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helper", detectErr, confirmLabel(cands))
+		return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helpers", detectErr, confirmLabel(cands))
 	}
 	i, err := confirm(ctx, io.MultiReader(bytes.NewReader(miss.h.buf), r), likely)
 	if err != nil {
@@ -124,7 +124,7 @@ func confirmLegacy(ctx context.Context, r io.Reader, miss *detectMiss, detectErr
 			return Recipe{}, ctxErr
 		}
 		if errors.Is(err, ErrMismatch) || errors.Is(err, ErrUnsupported) {
-			return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helper: %v", detectErr, confirmLabel(likely), err)
+			return Recipe{}, fmt.Errorf("%w; nor does %s of the legacy helpers: %v", detectErr, confirmLabel(likely), err)
 		}
 		return Recipe{}, err
 	}

@@ -81,7 +81,7 @@ func detect(ctx context.Context, r io.Reader) (cands []Recipe, h *history, miss 
 			return nil, nil, nil, err
 		}
 		if cands = zstdCandidates(fh, lead); len(cands) == 0 {
-			return nil, nil, nil, unsupported("zstd window of %d bytes is not one klauspost's encoder uses", fh.window)
+			return nil, nil, nil, unsupported("zstd window of %d bytes: a rebuild uses a power of two from %d to %d bytes", fh.window, MinWindowSize, MaxWindowSize)
 		}
 	}
 	dec, header, err := newDecoder(br)

@@ -23,15 +23,21 @@ func needLegacyHelper(t *testing.T) {
 	}
 }
 
-// withoutLegacyHelper runs f as a node without the helper runs.
+// withoutLegacyHelper runs f as a node without the helpers runs.
 func withoutLegacyHelper(t *testing.T, f func()) {
 	t.Helper()
-	path := legacyPath()
-	if err := UseLegacyHelper(""); err != nil {
+	withLegacyHelpers(t, f)
+}
+
+// withLegacyHelpers runs f as a node with only the helpers at paths runs.
+func withLegacyHelpers(t *testing.T, f func(), paths ...string) {
+	t.Helper()
+	saved := LegacyHelpers()
+	if err := UseLegacyHelpers(paths...); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		if err := UseLegacyHelper(path); err != nil {
+		if err := UseLegacyHelpers(saved...); err != nil {
 			t.Fatal(err)
 		}
 	}()
@@ -42,15 +48,18 @@ func withoutLegacyHelper(t *testing.T, f func()) {
 // through pgzip: a modification time and OS 255. Seen on a skopeo 1.9.3 blob.
 var containersImageHeader = []byte{0x1f, 0x8b, 8, 0, 0, 9, 0x6e, 0x88, 0, 0xff}
 
-// legacyBlob is data compressed as a podman built with klauspost/compress v1.18.0 or earlier
-// writes it: the helper's deflate stream between that header and the trailer; for zstd, the
-// helper's frame with containers/image's 8-byte lead block.
-func legacyBlob(t *testing.T, compressor string, level, blockSize int, data []byte) []byte {
+// legacyBlob is data compressed as a podman built with an older klauspost/compress (the
+// release of the helper of family fam) writes it: the helper's deflate stream between that
+// header and the trailer; for zstd, the helper's frame with containers/image's 8-byte lead
+// block.
+func legacyBlob(t *testing.T, fam, compressor string, level, blockSize int, data []byte) []byte {
 	t.Helper()
+	helper := testHelpers[fam]
 	var buf bytes.Buffer
 	if compressor == CompressorKlauspostZstd {
-		rc := Recipe{Format: FormatZstd, Compressor: compressor, Level: level, WindowSize: zstdDefaultWindow(level), Checksum: true, LeadBlock: 8}
-		mustWriteClose(t, newHelperBody(legacyPath(), &buf, rc, 1), data)
+		// Window 0: the release's default for the level, as containers/image leaves it.
+		rc := Recipe{Format: FormatZstd, Compressor: compressor, Level: level, Checksum: true, LeadBlock: 8}
+		mustWriteClose(t, newHelperBody(helper, &buf, rc, 1), data)
 		return buf.Bytes()
 	}
 	buf.Write(containersImageHeader[:8])
@@ -63,7 +72,7 @@ func legacyBlob(t *testing.T, compressor string, level, blockSize int, data []by
 		buf.WriteByte(0)
 	}
 	buf.WriteByte(containersImageHeader[9])
-	mustWriteClose(t, newHelperBody(legacyPath(), &buf, Recipe{Compressor: compressor, Level: level, BlockSize: blockSize}, 2), data)
+	mustWriteClose(t, newHelperBody(helper, &buf, Recipe{Compressor: compressor, Level: level, BlockSize: blockSize}, 2), data)
 	var trailer [8]byte
 	binary.LittleEndian.PutUint32(trailer[:4], crc32.ChecksumIEEE(data))
 	binary.LittleEndian.PutUint32(trailer[4:], uint32(len(data)))
@@ -87,9 +96,9 @@ func detectOnlyWithHelper(t *testing.T, blob []byte) Recipe {
 	return rc
 }
 
-// TestLegacyFamiliesKnown pins the helper's output families: its own at gzip levels 1 to 9
-// and zstd levels 1 to 4, and at gzip levels -2 and 0, where it writes this binary's bytes,
-// none.
+// TestLegacyFamiliesKnown pins the helpers' output: each its own family at gzip levels 1 to 9
+// and zstd levels 1 to 4, with the fingerprints knownLegacyFingerprints holds, and none at
+// gzip levels -2 and 0, where they write this binary's bytes.
 func TestLegacyFamiliesKnown(t *testing.T) {
 	needLegacyHelper(t)
 	if raceEnabled {
@@ -97,34 +106,42 @@ func TestLegacyFamiliesKnown(t *testing.T) {
 	}
 	var table strings.Builder
 	failed := false
-	for _, c := range []string{CompressorKlauspostGzip, CompressorPgzip, CompressorKlauspostZstd} {
-		levels := []int{-2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
-		if c == CompressorKlauspostZstd {
-			levels = []int{1, 2, 3, 4}
-		}
-		for _, l := range levels {
-			got := legacyFamily(c, l)
-			fp, err := legacyFingerprint(legacyPath(), c, l)
-			if err != nil {
-				t.Fatal(err)
+	for _, own := range []string{familyKlauspost1_18, familyKlauspost1_15} {
+		path := testHelpers[own]
+		for _, c := range []string{CompressorKlauspostGzip, CompressorPgzip, CompressorKlauspostZstd} {
+			levels := []int{-2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+			if c == CompressorKlauspostZstd {
+				levels = []int{1, 2, 3, 4}
 			}
-			want := familyKlauspostLegacy
-			if l == -2 || l == 0 {
-				want = ""
-				if local := fingerprint(c, l); fp != local {
-					t.Errorf("%s level %d: the helper's sample output %s is not this binary's %s", c, l, fp, local)
+			for _, l := range levels {
+				fp, err := legacyFingerprint(path, c, l)
+				if err != nil {
+					t.Fatal(err)
 				}
-			} else {
-				table.WriteString("\t\"" + c + "/" + itoa(l) + "/" + fp + "\": familyKlauspostLegacy,\n")
-			}
-			if got != want {
-				t.Logf("%s level %d: family %q, want %q", c, l, got, want)
-				failed = true
+				want := own
+				if l == -2 || l == 0 {
+					want = ""
+					if local := fingerprint(c, l); fp != local {
+						t.Errorf("%s level %d: the helper's sample output %s is not this binary's %s", c, l, fp, local)
+					}
+				} else {
+					table.WriteString("\t\"" + own + "/" + c + "/" + itoa(l) + "\": \"" + fp + "\",\n")
+				}
+				var got string
+				for _, hf := range legacyFamilies(c, l) {
+					if hf.path == path {
+						got = hf.family
+					}
+				}
+				if got != want {
+					t.Logf("%s: %s level %d: family %q, want %q", filepath.Base(path), c, l, got, want)
+					failed = true
+				}
 			}
 		}
 	}
 	if failed {
-		t.Errorf("the legacy helper's output families changed; if intended, knownLegacyFamilies becomes:\n%s", table.String())
+		t.Errorf("the legacy helpers' output changed; if intended, knownLegacyFingerprints becomes:\n%s", table.String())
 	}
 }
 
@@ -134,25 +151,40 @@ func TestLegacyFamiliesKnown(t *testing.T) {
 // the blob byte for byte.
 func TestLegacyRoundTrip(t *testing.T) {
 	needLegacyHelper(t)
-	data := layer(t)
 	for _, tc := range []struct {
 		name       string
+		family     string // the helper that writes the blob
 		compressor string
 		level      int
 		blockSize  int
+		minSize    int // content at least this long (v1.15.12's zstd differs from v1.18.0's after 2 MiB)
 	}{
-		{"pgzip default (containers/image)", CompressorPgzip, 5, 1 << 20},
-		{"pgzip level 9", CompressorPgzip, 9, 1 << 20},
-		{"pgzip level 7", CompressorPgzip, 7, 1 << 20},
-		{"klauspost gzip default", CompressorKlauspostGzip, 5, 0},
-		{"zstd default (containers/image)", CompressorKlauspostZstd, 2, 0},
-		{"zstd fastest", CompressorKlauspostZstd, 1, 0},
+		{"pgzip default (containers/image)", familyKlauspost1_18, CompressorPgzip, 5, 1 << 20, 0},
+		{"pgzip level 9", familyKlauspost1_18, CompressorPgzip, 9, 1 << 20, 0},
+		{"pgzip level 7", familyKlauspost1_18, CompressorPgzip, 7, 1 << 20, 0},
+		{"klauspost gzip default", familyKlauspost1_18, CompressorKlauspostGzip, 5, 0, 0},
+		{"zstd default (containers/image)", familyKlauspost1_18, CompressorKlauspostZstd, 2, 0, 0},
+		{"zstd fastest", familyKlauspost1_18, CompressorKlauspostZstd, 1, 0, 0},
+		{"v1.15 pgzip level 9", familyKlauspost1_15, CompressorPgzip, 9, 1 << 20, 0},
+		{"v1.15 zstd default (Debian 12)", familyKlauspost1_15, CompressorKlauspostZstd, 2, 0, 3 << 20},
+		{"v1.15 zstd better (16 MiB window)", familyKlauspost1_15, CompressorKlauspostZstd, 3, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			blob := legacyBlob(t, tc.compressor, tc.level, tc.blockSize, data)
+			data := layer(t)
+			if len(data) < tc.minSize {
+				data = testTar(t, tc.minSize, 1)
+			}
+			blob := legacyBlob(t, tc.family, tc.compressor, tc.level, tc.blockSize, data)
+			want := tc.family
+			if tc.family != familyKlauspost1_18 && bytes.Equal(blob, legacyBlob(t, familyKlauspost1_18, tc.compressor, tc.level, tc.blockSize, data)) {
+				want = familyKlauspost1_18 // both write this blob: detection names the first helper's family
+				if tc.minSize > 0 {
+					t.Fatalf("%d bytes of content: the helpers write the same blob, the test shows nothing", len(data))
+				}
+			}
 			rc := detectOnlyWithHelper(t, blob)
-			if rc.Compressor != tc.compressor || rc.Level != tc.level || rc.BlockSize != tc.blockSize || rc.Toolchain != familyKlauspostLegacy {
-				t.Fatalf("recipe %s; want %s level %d block %d of family %s", rc, tc.compressor, tc.level, tc.blockSize, familyKlauspostLegacy)
+			if rc.Compressor != tc.compressor || rc.Level != tc.level || rc.BlockSize != tc.blockSize || rc.Toolchain != want {
+				t.Fatalf("recipe %s; want %s level %d block %d of family %s", rc, tc.compressor, tc.level, tc.blockSize, want)
 			}
 			if tc.compressor == CompressorKlauspostZstd {
 				if rc.LeadBlock != 8 {
@@ -167,23 +199,34 @@ func TestLegacyRoundTrip(t *testing.T) {
 			if err := Confirm(context.Background(), bytes.NewReader(blob), rc); err != nil {
 				t.Fatalf("Confirm: %v", err)
 			}
-			// A node without the helper refuses the recipe, saying what it lacks.
-			withoutLegacyHelper(t, func() {
-				_, err := NewWriter(&bytes.Buffer{}, rc)
-				if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), LegacyHelperName) {
-					t.Errorf("without the helper: NewWriter(%s) = %v; want ErrUnsupported naming %s", rc, err, LegacyHelperName)
+			// A node without this family's helper (with or without the other) refuses the
+			// recipe, naming the helper it lacks.
+			var other []string
+			for fam, path := range testHelpers {
+				if fam != rc.Toolchain {
+					other = append(other, path)
 				}
-			})
+			}
+			lacking := legacyHelperNames[rc.Toolchain]
+			for _, helpers := range [][]string{nil, other} {
+				withLegacyHelpers(t, func() {
+					_, err := NewWriter(&bytes.Buffer{}, rc)
+					if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), lacking) {
+						t.Errorf("with helpers %q: NewWriter(%s) = %v; want ErrUnsupported naming %s", helpers, rc, err, lacking)
+					}
+				}, helpers...)
+			}
 		})
 	}
 }
 
 // TestLegacySkopeoZstd: a zstd layer written by a real containers/image, Debian 12's skopeo
 // 1.9.3 (skopeo copy --dest-compress-format zstd), whose 8-byte compression probe is flushed
-// as a block of its own, is reproduced with the helper and only with it. skopeo's
-// klauspost/compress v1.15.12 and the helper's v1.18.0 compress this content alike at the
-// default level; on other content they differ (TestDeltaOfSkopeoZstdLayers in test/e2e), so
-// the helper's zstd family is v1.17 to v1.20.1's.
+// as a block of its own, is reproduced with the helpers and only with them. skopeo's
+// klauspost/compress v1.15.12 and v1.18.0 compress this short content alike at the default
+// level, so the first helper's family, v1.18.0's, is named; on longer layers they differ and
+// only v1.15.12's helper reproduces skopeo's (TestLegacyRoundTrip, and
+// TestDeltaOfSkopeoZstdLayers in test/e2e).
 func TestLegacySkopeoZstd(t *testing.T) {
 	needLegacyHelper(t)
 	blob, err := os.ReadFile(filepath.Join("testdata", "skopeo-1.9.3-zstd.blob"))
@@ -200,7 +243,7 @@ func TestLegacySkopeoZstd(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc := detectOnlyWithHelper(t, blob)
-	want := Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true, LeadBlock: 8, Toolchain: familyKlauspostLegacy}
+	want := Recipe{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true, LeadBlock: 8, Toolchain: familyKlauspost1_18}
 	if rc.String() != want.String() {
 		t.Fatalf("recipe %s; want %s", rc, want)
 	}
@@ -214,14 +257,14 @@ func TestLegacySkopeoZstd(t *testing.T) {
 func TestLegacyWrongBlob(t *testing.T) {
 	needLegacyHelper(t)
 	data := layer(t)
-	blob := legacyBlob(t, CompressorPgzip, 5, 1<<20, data)
-	rc := Recipe{Format: FormatGzip, Compressor: CompressorPgzip, Level: 5, BlockSize: 1 << 20, Header: containersImageHeader, Toolchain: familyKlauspostLegacy}
+	blob := legacyBlob(t, familyKlauspost1_18, CompressorPgzip, 5, 1<<20, data)
+	rc := Recipe{Format: FormatGzip, Compressor: CompressorPgzip, Level: 5, BlockSize: 1 << 20, Header: containersImageHeader, Toolchain: familyKlauspost1_18}
 	bad := bytes.Clone(blob)
 	bad[len(bad)*2/3] ^= 0x10
 	if err := Confirm(context.Background(), bytes.NewReader(bad), rc); err == nil {
 		t.Fatal("Confirm accepted a damaged blob")
 	}
-	other := legacyBlob(t, CompressorPgzip, 6, 1<<20, data)
+	other := legacyBlob(t, familyKlauspost1_18, CompressorPgzip, 6, 1<<20, data)
 	if err := Confirm(context.Background(), bytes.NewReader(other), rc); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("Confirm of a level-6 blob with a level-5 recipe: %v; want ErrMismatch", err)
 	}
@@ -234,8 +277,8 @@ func TestLegacyHelperKilled(t *testing.T) {
 	needLegacyHelper(t)
 	data := layer(t)
 	for _, rc := range []Recipe{
-		{Format: FormatGzip, Compressor: CompressorPgzip, Level: 5, BlockSize: 1 << 20, Header: containersImageHeader, Toolchain: familyKlauspostLegacy},
-		{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true, LeadBlock: 8, Toolchain: familyKlauspostLegacy},
+		{Format: FormatGzip, Compressor: CompressorPgzip, Level: 5, BlockSize: 1 << 20, Header: containersImageHeader, Toolchain: familyKlauspost1_18},
+		{Format: FormatZstd, Compressor: CompressorKlauspostZstd, Level: 2, WindowSize: 8 << 20, Checksum: true, LeadBlock: 8, Toolchain: familyKlauspost1_18},
 	} {
 		t.Run(rc.Compressor, func(t *testing.T) {
 			var out bytes.Buffer

@@ -99,10 +99,14 @@ func checkToolchain(rc Recipe) error {
 	if rc.Toolchain == local {
 		return nil
 	}
-	if lf := legacyFamily(rc.Compressor, rc.Level); lf != "" && rc.Toolchain == lf {
+	if legacyHelperFor(rc) != "" {
 		return nil
 	}
-	if legacyPath() == "" && rc.Compressor != CompressorGoGzip {
+	if name, ok := legacyHelperNames[rc.Toolchain]; ok {
+		return unsupported("%s level %d recipe of toolchain family %q; this binary produces %q, and %s, which writes that family, is not beside it",
+			rc.Compressor, rc.Level, rc.Toolchain, local, name)
+	}
+	if rc.Compressor != CompressorGoGzip && len(LegacyHelpers()) == 0 {
 		return unsupported("%s level %d recipe of toolchain family %q; this binary produces %q and has no %s beside it for older klauspost/compress output",
 			rc.Compressor, rc.Level, rc.Toolchain, local, LegacyHelperName)
 	}

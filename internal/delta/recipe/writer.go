@@ -60,8 +60,8 @@ func newWriter(w io.Writer, rc Recipe, opt writerOptions) io.WriteCloser {
 		w = bw
 	}
 	if rc.Format == FormatZstd {
-		if usesLegacy(rc) {
-			return &helperStream{body: newHelperBody(legacyPath(), w, rc, opt.workers), bw: bw}
+		if helper := legacyHelperFor(rc); helper != "" {
+			return &helperStream{body: newHelperBody(helper, w, rc, opt.workers), bw: bw}
 		}
 		concurrency := 1
 		if opt.async {
@@ -75,10 +75,10 @@ func newWriter(w io.Writer, rc Recipe, opt writerOptions) io.WriteCloser {
 		return &zstdWriter{enc: enc, bw: bw, lead: rc.LeadBlock}
 	}
 	gw := &gzipWriter{w: w, bw: bw, header: rc.Header}
-	switch {
-	case usesLegacy(rc):
+	switch helper := legacyHelperFor(rc); {
+	case helper != "":
 		// Another process: nothing to gain from the asynchronous writer.
-		gw.body = newHelperBody(legacyPath(), w, rc, opt.workers)
+		gw.body = newHelperBody(helper, w, rc, opt.workers)
 		return gw
 	case rc.Compressor == CompressorGoGzip:
 		gw.body = getStdFlate(w, rc.Level)
