@@ -28,7 +28,8 @@ RUN variant="${TARGETVARIANT#v}" \
  && go build -trimpath \
       -ldflags "-s -w -X github.com/outpost-registry/outpost/internal/version.Version=${VERSION} -X github.com/outpost-registry/outpost/internal/version.Commit=${COMMIT}" \
       -o /out/outpost ./cmd/outpost \
- && (cd cmd/outpost-legacy-deflate && go build -trimpath -ldflags "-s -w" -o /out/outpost-legacy-deflate .) \
+ && (cd cmd/outpost-legacy-deflate && go build -trimpath -ldflags "-s -w" -o /out/outpost-legacy-deflate . \
+     && go build -modfile=klauspost1.15.mod -trimpath -ldflags "-s -w" -o /out/outpost-legacy-deflate-klauspost1.15 .) \
  && mkdir -p /out/data
 
 FROM ${BASE_IMAGE}
@@ -44,6 +45,7 @@ LABEL org.opencontainers.image.title="outpost" \
       org.opencontainers.image.revision="${COMMIT}"
 COPY --from=build /out/outpost /outpost
 COPY --from=build /out/outpost-legacy-deflate /outpost-legacy-deflate
+COPY --from=build /out/outpost-legacy-deflate-klauspost1.15 /outpost-legacy-deflate-klauspost1.15
 COPY --from=build --chown=65532:65532 /out/data /var/acr/data
 ENV OUTPOST_DATADIR=/var/acr/data \
     OUTPOST_LOG_FORMAT=json

@@ -18,18 +18,21 @@ RUN_ARGS ?= --addr 127.0.0.1:8080 --data ./data
 
 all: build
 
-# The legacy deflate helper is a module of its own (it pins an older klauspost/compress, see
-# cmd/outpost-legacy-deflate); the node finds it beside its binary.
-LEGACY     := cmd/outpost-legacy-deflate
-LEGACY_BIN := bin/outpost-legacy-deflate
+# The legacy deflate helpers are a module of their own, built once per older klauspost/compress
+# release they pin (cmd/outpost-legacy-deflate: go.mod, and another -modfile for each other
+# release, "modfile:binary"); the node finds them beside its binary.
+LEGACY         := cmd/outpost-legacy-deflate
+LEGACY_MODS    := go.mod:outpost-legacy-deflate klauspost1.15.mod:outpost-legacy-deflate-klauspost1.15
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/outpost
-	cd $(LEGACY) && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(CURDIR)/$(LEGACY_BIN) .
+	@set -e; for m in $(LEGACY_MODS); do echo "$(GO) build -modfile=$${m%%:*} -> bin/$${m#*:}"; \
+		(cd $(LEGACY) && CGO_ENABLED=0 $(GO) build -modfile=$${m%%:*} -trimpath -ldflags '-s -w' -o $(CURDIR)/bin/$${m#*:} .); done
 
 # make dist: static release binaries for the platforms edge devices run, with their sha256 sums:
 # dist/outpost-linux-amd64, dist/outpost-linux-arm64, dist/outpost-linux-armv7, dist/sha256sums,
-# and the legacy deflate helper for each (install it beside outpost as outpost-legacy-deflate).
+# and the legacy deflate helpers for each (install them beside outpost as outpost-legacy-deflate
+# and outpost-legacy-deflate-klauspost1.15).
 DIST_PLATFORMS := linux/amd64 linux/arm64 linux/arm/v7
 dist:
 	@rm -rf dist && mkdir -p dist
@@ -40,8 +43,8 @@ dist:
 		echo "$(GO) build $$p -> $$out"; \
 		GOOS=$$os GOARCH=$$arch GOARM=$${variant#v} CGO_ENABLED=0 \
 			$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/outpost; \
-		(cd $(LEGACY) && GOOS=$$os GOARCH=$$arch GOARM=$${variant#v} CGO_ENABLED=0 \
-			$(GO) build -trimpath -ldflags '-s -w' -o $(CURDIR)/dist/outpost-legacy-deflate-$$os-$$arch$$variant .); \
+		for m in $(LEGACY_MODS); do (cd $(LEGACY) && GOOS=$$os GOARCH=$$arch GOARM=$${variant#v} CGO_ENABLED=0 \
+			$(GO) build -modfile=$${m%%:*} -trimpath -ldflags '-s -w' -o $(CURDIR)/dist/$${m#*:}-$$os-$$arch$$variant .); done; \
 	done
 	cd dist && sha256sum outpost-* > sha256sums && cat sha256sums
 
@@ -66,7 +69,7 @@ test: lint unit e2e helm-test
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m ./internal/... ./pkg/... ./cmd/...
-	cd $(LEGACY) && $(GO) test -race -count=1 ./...
+	@set -e; for m in $(LEGACY_MODS); do (cd $(LEGACY) && $(GO) test -race -count=1 -modfile=$${m%%:*} ./...); done
 
 e2e: build test-deps $(HELM)
 	OUTPOST_E2E_BINARY=$(CURDIR)/$(BIN) HELM=$(HELM) $(GO) test -count=1 -timeout 12m ./test/...
@@ -84,7 +87,7 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
-	cd $(LEGACY) && $(GO) vet ./...
+	@set -e; for m in $(LEGACY_MODS); do (cd $(LEGACY) && $(GO) vet -modfile=$${m%%:*} ./...); done
 
 staticcheck: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...

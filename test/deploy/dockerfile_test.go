@@ -202,7 +202,21 @@ func TestDockerfile(t *testing.T) {
 	if len(users) == 0 || !slices.Contains([]string{"65532", "65532:65532"}, users[len(users)-1].args) {
 		t.Errorf("the runtime stage's USER is %v, want 65532:65532 (nonroot)", users)
 	}
-	var dataOwned, binCopied, helperCopied bool
+	// One legacy deflate helper per module file of cmd/outpost-legacy-deflate: go.mod's is
+	// outpost-legacy-deflate, klauspost1.15.mod's outpost-legacy-deflate-klauspost1.15.
+	mods, err := filepath.Glob(filepath.Join(repoRoot, "cmd", "outpost-legacy-deflate", "*.mod"))
+	if err != nil || len(mods) < 2 {
+		t.Fatalf("cmd/outpost-legacy-deflate: module files %v (%v); want go.mod and at least one other", mods, err)
+	}
+	helpers := map[string]bool{}
+	for _, m := range mods {
+		name := "/outpost-legacy-deflate"
+		if base := strings.TrimSuffix(filepath.Base(m), ".mod"); base != "go" {
+			name += "-" + base
+		}
+		helpers[name] = false
+	}
+	var dataOwned, binCopied bool
 	for _, in := range rt.all("COPY") {
 		f := strings.Fields(in.args)
 		if f[len(f)-1] == "/var/acr/data" && slices.Contains(f, "--chown=65532:65532") {
@@ -211,12 +225,14 @@ func TestDockerfile(t *testing.T) {
 		if f[len(f)-1] == "/outpost" && slices.Contains(f, "--from=build") {
 			binCopied = true
 		}
-		if f[len(f)-1] == "/outpost-legacy-deflate" && slices.Contains(f, "--from=build") {
-			helperCopied = true
+		if _, ok := helpers[f[len(f)-1]]; ok && slices.Contains(f, "--from=build") {
+			helpers[f[len(f)-1]] = true
 		}
 	}
-	if !helperCopied {
-		t.Error("no COPY --from=build … /outpost-legacy-deflate: the node looks for the legacy deflate helper beside /outpost")
+	for name, copied := range helpers {
+		if !copied {
+			t.Errorf("no COPY --from=build … %s: the node looks for the legacy deflate helpers beside /outpost", name)
+		}
 	}
 	if !dataOwned {
 		t.Error("no COPY --chown=65532:65532 … /var/acr/data: the data directory would be root's, and the node could not write it")
