@@ -42,6 +42,9 @@ type root struct {
 	// v2, and v2Faults when set, serve /v2.
 	v2       http.Handler
 	v2Faults atomic.Pointer[faultnet.HTTPFaults]
+	// acr serves /acr (once the first request has built it), behind acrFaults when set.
+	acr       http.Handler
+	acrFaults atomic.Pointer[faultnet.HTTPFaults]
 }
 
 // faultV2 puts faults in front of the root's /v2 API.
@@ -64,7 +67,6 @@ func newRoot(t *testing.T) *root {
 	t.Cleanup(func() { cp.Close() })
 	rt := &root{cp: cp}
 	var once gosync.Once
-	var acrHandler http.Handler
 	rt.node = newNode(t, func(v2 http.Handler) http.Handler {
 		r := mux.NewRouter()
 		r.PathPrefix("/acr/").Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -74,12 +76,16 @@ func newRoot(t *testing.T) *root {
 					t.Error(err)
 				}
 				rt.deltas = deltas
-				acrHandler = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: zaptest.NewLogger(t)})
+				rt.acr = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: zaptest.NewLogger(t)})
 			})
 			if rt.observe != nil {
 				rt.observe(req)
 			}
-			acrHandler.ServeHTTP(w, req)
+			if f := rt.acrFaults.Load(); f != nil {
+				f.ServeHTTP(w, req)
+				return
+			}
+			rt.acr.ServeHTTP(w, req)
 		}))
 		rt.v2 = v2
 		r.PathPrefix("/v2").Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -92,6 +98,17 @@ func newRoot(t *testing.T) *root {
 		return r
 	})
 	return rt
+}
+
+// faultACR puts faults in front of the root's /acr API (behind observe).
+func (r *root) faultACR(rules ...faultnet.Rule) []*faultnet.RuleHandle {
+	f := faultnet.NewHTTPFaults(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.acr.ServeHTTP(w, req) }))
+	var hs []*faultnet.RuleHandle
+	for _, rule := range rules {
+		hs = append(hs, f.Add(rule))
+	}
+	r.acrFaults.Store(f)
+	return hs
 }
 
 // observeStatus has fn see every status report the root receives.

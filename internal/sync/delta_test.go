@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -681,6 +682,122 @@ func TestInventoryReportedAsChanges(t *testing.T) {
 		t.Errorf("after a client's change: %d walks, want %d", got, walks+1)
 	}
 	holds(last().LayersHash)
+}
+
+// TestInventoryAnswerLost: the parent applies a status report's inventory changes but its
+// answer is lost on the link. The child, which keeps the inventory it last saw acknowledged,
+// reports its next changes against that one; the parent drops them as stale, the delta
+// requests naming the old inventory get 409 and list the layers instead (the delta still
+// goes), and the report after sends the inventory whole. No pass fails and nothing is lost.
+func TestInventoryAnswerLost(t *testing.T) {
+	root := newRoot(t)
+	// Four layers that stay, so that a release's changes to the inventory are reported as
+	// changes, not whole; the last layer changes.
+	app := tree(201, 30)
+	var layers []ggcrv1.Layer
+	for i := range 4 {
+		layers = append(layers, gzipLayer(t, tree(uint64(210+i), 3+i)))
+	}
+	layers = append(layers, gzipLayer(t, app))
+	root.push(t, "team/app:v1", layeredImage(t, layers...))
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteLost1", Repositories: []string{"team/app"}})
+	opts.Delta = true
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+
+	var mu gosync.Mutex
+	var reports []acrapi.StatusReport
+	var deltaRequests []acrapi.DeltaRequest
+	root.observe = func(req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		mu.Lock()
+		defer mu.Unlock()
+		switch req.URL.Path {
+		case "/acr/v1/status":
+			var rep acrapi.StatusReport
+			_ = json.Unmarshal(b, &rep)
+			if rep.LayersHash != "" {
+				reports = append(reports, rep)
+			}
+		case "/acr/v1/deltas":
+			var dr acrapi.DeltaRequest
+			_ = json.Unmarshal(b, &dr)
+			deltaRequests = append(deltaRequests, dr)
+		}
+	}
+	last := func() acrapi.StatusReport {
+		mu.Lock()
+		defer mu.Unlock()
+		return reports[len(reports)-1]
+	}
+	held := func() string {
+		hash, _, _ := root.deltas.Inventory("siteLost1")
+		return hash
+	}
+	// release pushes a version with a few files of the application layer changed, which the
+	// child can take as a delta against the one before, and runs a pass.
+	release := func(tag string) acrapi.PassSummary {
+		t.Helper()
+		app = edited(app)
+		layers[len(layers)-1] = gzipLayer(t, app)
+		d := root.push(t, "team/app:"+tag, layeredImage(t, layers...))
+		if err := root.cp.AppendEvent(acrapi.Event{Repository: "team/app", Tag: tag, Digest: d.String(), Action: acrapi.EventPush}); err != nil {
+			t.Fatal(err)
+		}
+		s := e.RunPass(context.Background(), true)
+		if s.Result != "ok" {
+			t.Fatalf("pass for %s: %+v", tag, s)
+		}
+		return s
+	}
+
+	if s := e.RunPass(context.Background(), true); s.Result != "ok" {
+		t.Fatalf("first pass: %+v", s)
+	}
+	acked := last().LayersHash
+	if held() != acked {
+		t.Fatalf("the root holds inventory %q, the child reported %q", held(), acked)
+	}
+
+	// v2's report after the pass (the second status report: the first says Syncing) is
+	// applied, and its answer cut off.
+	lost := root.faultACR(faultnet.Rule{Method: http.MethodPost, Path: regexp.MustCompile(`^/acr/v1/status$`), Skip: 1, Times: 1, Action: faultnet.Truncate(0)})
+	release("v2")
+	if lost[0].Applied() != 1 {
+		t.Fatalf("the answer to the report was cut %d times, want once", lost[0].Applied())
+	}
+	if r := last(); r.LayersBase != acked || held() != r.LayersHash {
+		t.Fatalf("v2's report: base %q, hash %q, the root holds %q; want the change from %q applied", r.LayersBase, r.LayersHash, held(), acked)
+	}
+	applied := held()
+
+	// v3: the child still names the inventory it saw acknowledged, in its delta request (409:
+	// it lists its layers, and the delta goes) and in its report (stale: dropped).
+	mu.Lock()
+	before := len(deltaRequests)
+	mu.Unlock()
+	if s := release("v3"); s.DeltaLayers != 1 {
+		t.Fatalf("v3 pass: %+v; want its changed layer as a delta", s)
+	}
+	mu.Lock()
+	requests := slices.Clone(deltaRequests[before:])
+	mu.Unlock()
+	if len(requests) != 2 || requests[0].HaveHash != acked || len(requests[0].Have) != 0 || len(requests[1].Have) == 0 {
+		t.Fatalf("v3's delta requests: %+v; want one naming %s, then one listing the layers", requests, acked)
+	}
+	if r := last(); r.LayersBase != acked || held() != applied {
+		t.Fatalf("v3's report: base %q; the root holds %q; want changes from %q, dropped", r.LayersBase, held(), acked)
+	}
+
+	// The next report sends the inventory whole, and the root holds the child's own again.
+	if s := e.RunPass(context.Background(), true); s.Result != "ok" {
+		t.Fatalf("pass after v3: %+v", s)
+	}
+	if r := last(); r.LayersBase != "" || len(r.Layers) == 0 || held() != r.LayersHash {
+		t.Fatalf("report after the stale one: base %q, %d layers, the root holds %q; want the inventory whole, held", r.LayersBase, len(r.Layers), held())
+	}
+	requireSame(t, root.node, child, "team/app:v3")
 }
 
 func TestInventoryChanges(t *testing.T) {
