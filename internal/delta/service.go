@@ -57,6 +57,17 @@ type Service struct {
 	jobs map[string]*job // by plan key
 	// sem bounds concurrent encodings: each holds tens of MiB of zstd tables and a core.
 	sem chan struct{}
+
+	// invMu serialises inventory changes (a read, then a write, per status report) and
+	// guards inventories, the files' contents as last read or written, by registry.
+	invMu       sync.Mutex
+	inventories map[string]heldInventory
+}
+
+// heldInventory is a connected registry's inventory and its hash.
+type heldInventory struct {
+	hash   string
+	layers []acrapi.HeldLayer
 }
 
 type job struct {
@@ -92,7 +103,8 @@ func NewService(dir string, src BlobSource, log *zap.Logger, tarBudget int64) (*
 	if tarBudget <= 0 {
 		tarBudget = 4 << 30
 	}
-	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, jobs: map[string]*job{}, sem: make(chan struct{}, 1)}, nil
+	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, jobs: map[string]*job{}, sem: make(chan struct{}, 1),
+		inventories: map[string]heldInventory{}}, nil
 }
 
 // Plan returns how the child that sent req rebuilds the layer it asks for: computed now or
@@ -635,6 +647,13 @@ const maxInventory = acrapi.MaxInventory
 // SetInventory keeps the layers a connected registry reported holding, named by hash (which
 // must be theirs), for its delta requests to refer to.
 func (s *Service) SetInventory(registry, hash string, layers []acrapi.HeldLayer) error {
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
+	return s.setInventory(registry, hash, slices.Clone(layers))
+}
+
+// setInventory writes the inventory, which it keeps; invMu is held.
+func (s *Service) setInventory(registry, hash string, layers []acrapi.HeldLayer) error {
 	if len(layers) > maxInventory {
 		return fmt.Errorf("%w: an inventory of %d layers, at most %d are kept", ErrUnavailable, len(layers), maxInventory)
 	}
@@ -648,7 +667,12 @@ func (s *Service) SetInventory(registry, hash string, layers []acrapi.HeldLayer)
 	if err := os.MkdirAll(filepath.Join(s.dir, "inventories"), 0o700); err != nil {
 		return err
 	}
-	return atomicfile.Write(s.inventoryPath(registry), b, 0o600)
+	if err := atomicfile.Write(s.inventoryPath(registry), b, 0o600); err != nil {
+		delete(s.inventories, strings.ToLower(registry)) // the file may hold either
+		return err
+	}
+	s.inventories[strings.ToLower(registry)] = heldInventory{hash: hash, layers: layers}
+	return nil
 }
 
 // ErrInventoryStale: changes to an inventory were reported against one the parent does not
@@ -659,36 +683,53 @@ var ErrInventoryStale = errors.New("the changes are to an inventory this parent 
 // holds, which must be base (by hash); the result must be hash. The inventory is kept in
 // the order of the layers' digests.
 func (s *Service) UpdateInventory(registry, base, hash string, added []acrapi.HeldLayer, removed []string) error {
-	held, layers, ok := s.Inventory(registry)
-	if !ok || held != base {
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
+	held, ok := s.inventory(registry)
+	if !ok || held.hash != base {
 		return ErrInventoryStale
 	}
 	gone := make(map[string]bool, len(removed))
 	for _, d := range removed {
 		gone[d] = true
 	}
-	next := make([]acrapi.HeldLayer, 0, len(layers)+len(added))
-	for _, l := range layers {
+	next := make([]acrapi.HeldLayer, 0, len(held.layers)+len(added))
+	for _, l := range held.layers {
 		if !gone[l.Digest] {
 			next = append(next, l)
 		}
 	}
 	next = append(next, added...)
 	slices.SortStableFunc(next, func(a, b acrapi.HeldLayer) int { return strings.Compare(a.Digest, b.Digest) })
-	return s.SetInventory(registry, hash, next)
+	return s.setInventory(registry, hash, next)
 }
 
 // Inventory returns the layers registry last reported holding and their hash; false if none.
+// The layers are the caller's to change.
 func (s *Service) Inventory(registry string) (string, []acrapi.HeldLayer, bool) {
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
+	held, ok := s.inventory(registry)
+	return held.hash, slices.Clone(held.layers), ok
+}
+
+// inventory returns registry's inventory, read from its file the first time (it outlives
+// restarts); invMu is held. The layers must not be changed.
+func (s *Service) inventory(registry string) (heldInventory, bool) {
+	if held, ok := s.inventories[strings.ToLower(registry)]; ok {
+		return held, true
+	}
 	b, err := os.ReadFile(s.inventoryPath(registry))
 	if err != nil {
-		return "", nil, false
+		return heldInventory{}, false
 	}
 	var layers []acrapi.HeldLayer
 	if json.Unmarshal(b, &layers) != nil {
-		return "", nil, false
+		return heldInventory{}, false
 	}
-	return acrapi.InventoryHash(layers), layers, true
+	held := heldInventory{hash: acrapi.InventoryHash(layers), layers: layers}
+	s.inventories[strings.ToLower(registry)] = held
+	return held, true
 }
 
 func (s *Service) inventoryPath(registry string) string {

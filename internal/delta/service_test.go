@@ -867,6 +867,67 @@ func TestUpdateInventory(t *testing.T) {
 	}
 }
 
+// TestInventoryUpdatesAtomic: status reports that change the same inventory at once apply
+// one after the other — one wins, the others are stale — the inventory handed out is the
+// caller's to change, and a restarted service holds what was last written.
+func TestInventoryUpdatesAtomic(t *testing.T) {
+	dir := t.TempDir()
+	log, _ := testLogger(t)
+	svc, err := delta.NewService(dir, newDiskBlobs(t), log, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := func(s string) acrapi.HeldLayer {
+		return acrapi.HeldLayer{Digest: digest.FromString(s).String(), Repository: "team/app"}
+	}
+	v1 := []acrapi.HeldLayer{l("a")}
+	h1 := acrapi.InventoryHash(v1)
+	if err := svc.SetInventory("site", h1, v1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	errs := make([]error, n)
+	hashes := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		added := l(fmt.Sprint("added", i))
+		next := []acrapi.HeldLayer{l("a"), added}
+		slices.SortFunc(next, func(a, b acrapi.HeldLayer) int { return strings.Compare(a.Digest, b.Digest) })
+		hashes[i] = acrapi.InventoryHash(next)
+		wg.Go(func() { errs[i] = svc.UpdateInventory("site", h1, hashes[i], []acrapi.HeldLayer{added}, nil) })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner < 0:
+			winner = i
+		case err == nil:
+			t.Fatalf("changes %d and %d to inventory %s both applied", winner, i, h1)
+		case !errors.Is(err, delta.ErrInventoryStale):
+			t.Fatalf("changes %d: %v, want nil or ErrInventoryStale", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no change applied")
+	}
+	h, layers, ok := svc.Inventory("site")
+	if !ok || h != hashes[winner] || len(layers) != 2 {
+		t.Fatalf("inventory %s (%d layers, %v); want the winner's %s", h, len(layers), ok, hashes[winner])
+	}
+	layers[0].Digest = "sha256:" + strings.Repeat("f", 64) // the caller's copy
+	if h, _, _ := svc.Inventory("site"); h != hashes[winner] {
+		t.Fatal("changing the layers Inventory returned changed the inventory held")
+	}
+	restarted, err := delta.NewService(dir, newDiskBlobs(t), log, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _, ok := restarted.Inventory("SITE"); !ok || h != hashes[winner] {
+		t.Fatalf("after a restart: %s, %v; want %s", h, ok, hashes[winner])
+	}
+}
+
 // TestPlanRetriesUnsupported: "no recipe" is cached per blob, but only for the detector that
 // found none; a blob a previous release (or a node without the legacy helper) could not
 // reproduce is tried again, and a detector's own verdict is kept.
