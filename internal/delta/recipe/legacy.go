@@ -118,9 +118,10 @@ var legacy struct {
 	helpers []*legacyHelper
 }
 
-// UseLegacyHelpers makes paths the helpers in use, in that order, after checking that each
-// runs and is one; none turns them off. A helper that fails the check is left out and named
-// in the error; the others are used.
+// UseLegacyHelpers makes paths the helpers in use, after checking that each runs and is one;
+// none turns them off. A helper that fails the check is left out and named in the error; the
+// others are used, newest release first: a blob that two helpers reproduce then gets the same
+// family on every node, whatever the files are called.
 func UseLegacyHelpers(paths ...string) error {
 	var helpers []*legacyHelper
 	var errs []error
@@ -139,10 +140,28 @@ func UseLegacyHelpers(paths ...string) error {
 			helpers = append(helpers, &legacyHelper{path: path, version: version, name: "klauspost" + release, families: map[string]string{}})
 		}
 	}
+	slices.SortStableFunc(helpers, func(a, b *legacyHelper) int { return compareReleases(b.name, a.name) })
 	legacy.mu.Lock()
 	defer legacy.mu.Unlock()
 	legacy.helpers = helpers
 	return errors.Join(errs...)
+}
+
+// compareReleases orders family names by the release they end with ("klauspost1.15.12"
+// before "klauspost1.18.0"); names without one come first.
+func compareReleases(a, b string) int {
+	release := func(name string) []int {
+		var out []int
+		for f := range strings.SplitSeq(strings.TrimLeft(name, "abcdefghijklmnopqrstuvwxyz"), ".") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				return nil
+			}
+			out = append(out, n)
+		}
+		return out
+	}
+	return slices.Compare(release(a), release(b))
 }
 
 // LegacyHelpers returns the paths of the helpers in use.

@@ -320,3 +320,52 @@ func helperOf(t *testing.T, w io.WriteCloser) *helperBody {
 	t.Fatalf("%T does not run the legacy helper", w)
 	return nil
 }
+
+// TestUseLegacyHelpers: helpers are found beside the executable under their release names or
+// dist's platform-suffixed ones; one that does not run is left out and named, a copy of
+// one in use adds nothing, and the newest release comes first whatever the order found.
+func TestUseLegacyHelpers(t *testing.T) {
+	needLegacyHelper(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skipf("no executable path: %v", err)
+	}
+	dir := filepath.Dir(exe)
+	place := func(name, src string) {
+		t.Helper()
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o755); err != nil {
+			t.Skipf("cannot write beside the test binary: %v", err)
+		}
+		t.Cleanup(func() { os.Remove(p) })
+	}
+	place(LegacyHelperName+"-klauspost1.15-linux-amd64", testHelpers[familyKlauspost1_15])
+	place(LegacyHelperName+"-linux-amd64", testHelpers[familyKlauspost1_18])
+	place(LegacyHelperName+"-copy", testHelpers[familyKlauspost1_18])
+	place(LegacyHelperName+"-broken", "testdata/skopeo-1.9.3-zstd.blob") // not a program
+	found := FindLegacyHelpers()
+	if len(found) != 4 {
+		t.Fatalf("FindLegacyHelpers = %q; want the 4 placed beside %s", found, exe)
+	}
+	saved := LegacyHelpers()
+	defer func() {
+		if err := UseLegacyHelpers(saved...); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	err = UseLegacyHelpers(found...)
+	if err == nil || !strings.Contains(err.Error(), LegacyHelperName+"-broken") {
+		t.Fatalf("UseLegacyHelpers: %v; want an error naming the broken helper", err)
+	}
+	got := LegacyHelpers()
+	if len(got) != 2 || strings.Contains(got[0], "klauspost1.15") || !strings.Contains(got[1], "klauspost1.15") {
+		t.Fatalf("helpers in use %q; want v1.18.0's (one of its two copies), then v1.15.12's", got)
+	}
+	if d := Detector(); !strings.Contains(d, "v1.18.0") || !strings.Contains(d, "v1.15.12") {
+		t.Errorf("Detector() = %q; want both releases named", d)
+	}
+}
