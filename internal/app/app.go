@@ -442,5 +442,5 @@ func useLegacyDeflate(log *zap.Logger) {
 	if err := recipe.UseLegacyHelpers(paths...); err != nil {
 		log.Warn("a legacy deflate helper does not work; layers that need it are sent whole", zap.Error(err))
 	}
-	log.Debug("legacy deflate helpers", zap.Strings("paths", recipe.LegacyHelpers()))
+	log.Info("legacy deflate helpers in use", zap.Strings("paths", recipe.LegacyHelpers()))
 }
