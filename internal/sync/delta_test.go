@@ -370,6 +370,16 @@ func (c *cutWriter) Write(p []byte) (int, error) {
 	return c.ResponseWriter.Write(p)
 }
 
+// deltaSite defines a connected registry of team/app with delta sync at root and returns the
+// engine of a new node activated as it, and the node.
+func deltaSite(t *testing.T, root *root, name string) (*sync.Engine, *node) {
+	t.Helper()
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: name, Repositories: []string{"team/app"}})
+	opts.Delta = true
+	child := newNode(t, nil)
+	return newEngine(t, opts, child), child
+}
+
 // TestConnectedDeltaUsesInventory: a connected registry reports the layers it holds in its
 // status report; its next delta request names that inventory instead of listing it, and the
 // parent chooses bases from it.
@@ -377,10 +387,7 @@ func TestConnectedDeltaUsesInventory(t *testing.T) {
 	root := newRoot(t)
 	baseLayer, app1 := gzipLayer(t, tree(11, 40)), tree(12, 30)
 	root.push(t, "team/app:v1", layeredImage(t, baseLayer, gzipLayer(t, app1)))
-	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteDelta1", Repositories: []string{"team/app"}})
-	opts.Delta = true
-	child := newNode(t, nil)
-	e := newEngine(t, opts, child)
+	e, child := deltaSite(t, root, "siteDelta1")
 	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
 		t.Fatalf("first pass: %+v", s)
 	}
@@ -597,10 +604,7 @@ func TestInventoryReportedAsChanges(t *testing.T) {
 		layers = append(layers, gzipLayer(t, tree(uint64(60+i), 3)))
 	}
 	root.push(t, "team/app:v1", layeredImage(t, layers...))
-	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteInv1", Repositories: []string{"team/app"}})
-	opts.Delta = true
-	child := newNode(t, nil)
-	e := newEngine(t, opts, child)
+	e, _ := deltaSite(t, root, "siteInv1")
 
 	var mu gosync.Mutex
 	var reports []acrapi.StatusReport
@@ -700,10 +704,7 @@ func TestInventoryAnswerLost(t *testing.T) {
 	}
 	layers = append(layers, gzipLayer(t, app))
 	root.push(t, "team/app:v1", layeredImage(t, layers...))
-	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "siteLost1", Repositories: []string{"team/app"}})
-	opts.Delta = true
-	child := newNode(t, nil)
-	e := newEngine(t, opts, child)
+	e, child := deltaSite(t, root, "siteLost1")
 
 	var mu gosync.Mutex
 	var reports []acrapi.StatusReport
