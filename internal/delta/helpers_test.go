@@ -386,10 +386,11 @@ func (b *diskBlobs) OpenBlob(ctx context.Context, repo string, dgst digest.Diges
 
 // blob is a layer blob in a diskBlobs.
 type blob struct {
-	digest digest.Digest
-	size   int64
-	path   string
-	diffID string // sha256 of the uncompressed tar, when the test built it
+	digest  digest.Digest
+	size    int64
+	path    string
+	diffID  string // sha256 of the uncompressed tar, when the test built it
+	tarSize int64  // the uncompressed tar's size, when the test built it
 }
 
 // putLayer compresses the tree's tar with c into the store.
@@ -405,13 +406,16 @@ func (b *diskBlobs) putLayer(tb testing.TB, t tree, c compressor) blob {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := t.writeTar(io.MultiWriter(zw, th)); err != nil {
+	tw := &byteCounter{w: io.MultiWriter(zw, th)}
+	if err := t.writeTar(tw); err != nil {
 		tb.Fatal(err)
 	}
 	if err := zw.Close(); err != nil {
 		tb.Fatal(err)
 	}
-	return b.commit(tb, f, bh.Sum(nil), "sha256:"+hex.EncodeToString(th.Sum(nil)))
+	bl := b.commit(tb, f, bh.Sum(nil), "sha256:"+hex.EncodeToString(th.Sum(nil)))
+	bl.tarSize = tw.n
+	return bl
 }
 
 // putBytes stores data as a blob.
@@ -520,6 +524,8 @@ type child struct {
 
 	mu    sync.Mutex
 	bases map[digest.Digest]*io.SectionReader
+
+	tarSize int64 // what the last rebuild said it rebuilt
 }
 
 func newChild(tb testing.TB, held ...blob) *child {
@@ -613,7 +619,7 @@ func (c *child) rebuild(p acrapi.DeltaPlan, path string) ([]byte, error) {
 	}
 	defer f.Close()
 	var out bytes.Buffer
-	err = delta.Rebuild(context.Background(), p, f, c.basesOf(p), &out)
+	c.tarSize, err = delta.Rebuild(context.Background(), p, f, c.basesOf(p), &out)
 	return out.Bytes(), err
 }
 
@@ -632,6 +638,21 @@ func (c *child) mustRebuild(p acrapi.DeltaPlan, path string, want blob) {
 		c.tb.Fatalf("Rebuild returned nil but %d bytes (sha256 %x) instead of the %d-byte blob %s",
 			len(got), sha256.Sum256(got), len(wantBytes), want.digest)
 	}
+	if want.tarSize > 0 && c.tarSize != want.tarSize {
+		c.tb.Fatalf("Rebuild says it rebuilt a %d-byte tar; the layer's is %d bytes", c.tarSize, want.tarSize)
+	}
+}
+
+// byteCounter counts what passes through it.
+type byteCounter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *byteCounter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func mustReadFile(tb testing.TB, path string) []byte {

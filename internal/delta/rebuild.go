@@ -36,19 +36,20 @@ var ErrMismatch = errors.New("the rebuilt layer does not match")
 // Rebuild turns a delta into the layer plan describes and writes the layer's compressed bytes
 // to w: it rebuilds the uncompressed tar from the delta and bases (their uncompressed tars, in
 // plan.Bases order), checks its diff-id, recompresses it with the plan's recipe and checks the
-// result's digest and size, on all cores when the plan has split points. w gets bytes as they are produced, so the caller commits them only
-// when Rebuild returns nil.
-func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []tardelta.SizedReaderAt, w io.Writer) error {
+// result's digest and size, on all cores when the plan has split points. w gets bytes as they
+// are produced, so the caller commits them only when Rebuild returns nil. It returns the size
+// of the tar it rebuilt, for the caller's throughput figures.
+func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []tardelta.SizedReaderAt, w io.Writer) (int64, error) {
 	rcp, err := recipe.ParseRecipe(plan.Recipe)
 	if err != nil {
-		return fmt.Errorf("the plan's recipe: %w", err)
+		return 0, fmt.Errorf("the plan's recipe: %w", err)
 	}
 	want, err := digest.Parse(plan.Digest)
 	if err != nil {
-		return fmt.Errorf("the plan's digest: %w", err)
+		return 0, fmt.Errorf("the plan's digest: %w", err)
 	}
 	if len(bases) != len(plan.Bases) {
-		return fmt.Errorf("%d bases for a plan with %d", len(bases), len(plan.Bases))
+		return 0, fmt.Errorf("%d bases for a plan with %d", len(bases), len(plan.Bases))
 	}
 	blobHash := sha256.New()
 	counted := &countWriter{w: io.MultiWriter(w, blobHash), limit: plan.LayerSize}
@@ -58,10 +59,11 @@ func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []ta
 		zw, err = recipe.NewWriter(counted, rcp)
 	}
 	if err != nil {
-		return fmt.Errorf("the plan's recipe: %w", err)
+		return 0, fmt.Errorf("the plan's recipe: %w", err)
 	}
 	tarHash := sha256.New()
-	out := io.MultiWriter(tarHash, zw)
+	tarSize := &countWriter{w: tarHash, limit: 1 << 62}
+	out := io.MultiWriter(tarSize, zw)
 	switch plan.Format {
 	case acrapi.DeltaFormat, acrapi.DeltaFormatV1:
 		_, err = tardelta.Apply(ctx, d, bases, out)
@@ -74,15 +76,15 @@ func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []ta
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if got := "sha256:" + hex.EncodeToString(tarHash.Sum(nil)); got != plan.DiffID {
-		return fmt.Errorf("%w: the rebuilt tar is %s, the layer's diff-id %s", ErrMismatch, got, plan.DiffID)
+		return 0, fmt.Errorf("%w: the rebuilt tar is %s, the layer's diff-id %s", ErrMismatch, got, plan.DiffID)
 	}
 	if got := digest.NewDigestFromBytes(digest.SHA256, blobHash.Sum(nil)); got != want || counted.n != plan.LayerSize {
-		return fmt.Errorf("%w: recompressed to %s (%d bytes), the layer is %s (%d bytes)", ErrMismatch, got, counted.n, want, plan.LayerSize)
+		return 0, fmt.Errorf("%w: recompressed to %s (%d bytes), the layer is %s (%d bytes)", ErrMismatch, got, counted.n, want, plan.LayerSize)
 	}
-	return nil
+	return tarSize.n, nil
 }
 
 // unzstd decompresses a FormatWhole stream into w, within the window bound.

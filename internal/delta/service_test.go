@@ -476,7 +476,7 @@ func newFixture(t *testing.T, c compressor, size int) *fixture {
 // rebuildBytes rebuilds p from the delta d and the bases.
 func rebuildBytes(p acrapi.DeltaPlan, d []byte, bases []tardelta.SizedReaderAt) ([]byte, error) {
 	var out bytes.Buffer
-	err := delta.Rebuild(context.Background(), p, bytes.NewReader(d), bases, &out)
+	_, err := delta.Rebuild(context.Background(), p, bytes.NewReader(d), bases, &out)
 	return out.Bytes(), err
 }
 
@@ -804,7 +804,7 @@ func rebuildMemory(t *testing.T, c compressor) {
 		}()
 		start = time.Now()
 		out := &hashWriter{h: sha256.New()}
-		err = delta.Rebuild(context.Background(), p, df, bases, out)
+		_, err = delta.Rebuild(context.Background(), p, df, bases, out)
 		took := time.Since(start)
 		close(stop)
 		<-done

@@ -291,7 +291,7 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 		return err
 	}
 	started := time.Now()
-	err = e.rebuild(ctx, repo, d, plan, deltaPath, byDigest)
+	tarSize, err := e.rebuild(ctx, repo, d, plan, deltaPath, byDigest)
 	if ctx.Err() == nil {
 		// Used, or useless: the layer is fetched whole after a failed rebuild. (A cut
 		// download keeps its file above, to resume.)
@@ -307,7 +307,8 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 	e.pass.deltaSaved.Add(max(d.Size-plan.Size, 0))
 	e.log.Info("layer rebuilt from a delta", zap.String("repository", repo), zap.Stringer("digest", d.Digest),
 		zap.Int64("layer_bytes", d.Size), zap.Int64("delta_bytes", plan.Size), zap.Int("bases", len(plan.Bases)), zap.String("format", plan.Format),
-		zap.Duration("rebuild", took), zap.Float64("rebuild_layer_mib_per_s", float64(d.Size)/(1<<20)/took.Seconds()))
+		zap.Duration("rebuild", took), zap.Float64("rebuild_layer_mib_per_s", float64(d.Size)/(1<<20)/took.Seconds()),
+		zap.Int64("tar_bytes", tarSize), zap.Float64("rebuild_tar_mib_per_s", float64(tarSize)/(1<<20)/took.Seconds()))
 	return nil
 }
 
@@ -469,29 +470,29 @@ func (e *Engine) downloadDelta(ctx context.Context, id digest.Digest, size int64
 
 // rebuild decompresses the bases, rebuilds the layer from the delta into an upload session,
 // and commits it: distribution checks the digest once more.
-func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan acrapi.DeltaPlan, deltaPath string, held map[string]acrapi.HeldLayer) error {
+func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan acrapi.DeltaPlan, deltaPath string, held map[string]acrapi.HeldLayer) (int64, error) {
 	var bases []tardelta.SizedReaderAt
 	for _, b := range plan.Bases {
 		h := held[b]
 		bd, err := digest.Parse(b)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		f, err := e.decompressBase(ctx, h.Repository, bd)
 		if err != nil {
-			return fmt.Errorf("base %s: %w", b, err)
+			return 0, fmt.Errorf("base %s: %w", b, err)
 		}
 		defer os.Remove(f.Name())
 		defer f.Close()
 		fi, err := f.Stat()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		bases = append(bases, io.NewSectionReader(f, 0, fi.Size()))
 	}
 	df, err := os.Open(deltaPath)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer df.Close()
 	e.rebuilding.Lock()
@@ -506,9 +507,9 @@ func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan ac
 	defer debug.FreeOSMemory()
 	w, err := e.store.CreateUpload(ctx, repo)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	err = delta.Rebuild(ctx, plan, df, bases, w)
+	tarSize, err := delta.Rebuild(ctx, plan, df, bases, w)
 	if errors.Is(err, pflate.ErrMismatch) && ctx.Err() == nil {
 		// The split points did not hold (they are checked on the parent, so this is not
 		// expected): the delta is paid for, so rebuild once more compressing serially.
@@ -516,25 +517,25 @@ func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan ac
 		_ = w.Cancel(context.WithoutCancel(ctx))
 		plan.Splits = nil
 		if _, err = df.Seek(0, io.SeekStart); err != nil {
-			return err
+			return 0, err
 		}
 		if w, err = e.store.CreateUpload(ctx, repo); err != nil {
-			return err
+			return 0, err
 		}
-		err = delta.Rebuild(ctx, plan, df, bases, w)
+		tarSize, err = delta.Rebuild(ctx, plan, df, bases, w)
 	}
 	if err != nil {
 		_ = w.Cancel(context.WithoutCancel(ctx))
 		if errors.Is(err, delta.ErrMismatch) || errors.Is(err, tardelta.ErrCorrupt) {
 			_ = os.Remove(deltaPath) // wrong bytes: a new attempt fetches them again
 		}
-		return err
+		return 0, err
 	}
 	if _, err := w.Commit(ctx, v1.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: "application/octet-stream"}); err != nil {
 		_ = w.Cancel(context.WithoutCancel(ctx))
-		return fmt.Errorf("committing the rebuilt layer %s: %w", d.Digest, err)
+		return 0, fmt.Errorf("committing the rebuilt layer %s: %w", d.Digest, err)
 	}
-	return nil
+	return tarSize, nil
 }
 
 // abandonedDelta is how long a partly fetched delta is kept for its plan to be asked for

@@ -51,6 +51,15 @@ type result struct {
 	verifyErr  error
 	pass       string // the child's counters of the measured pass
 	notes      []string
+	rebuilt    rebuildTotals // the child's own rebuilds, from its log
+}
+
+// rebuildTotals adds up the child's rebuilds of layers from deltas: base decompression, apply,
+// recompression and verification, without the transfer or the parent's work.
+type rebuildTotals struct {
+	layers          int
+	time            time.Duration
+	layerBytes, tar int64
 }
 
 func (r *result) bytes() int64 { return r.bytesUp + r.bytesDown }
@@ -274,7 +283,8 @@ sync:
 			break
 		}
 	}
-	res.notes = append(res.notes, summarizeLog(logPath, logStart, logEnd)...)
+	notes, rebuilt := summarizeLog(logPath, logStart, logEnd)
+	res.notes, res.rebuilt = append(res.notes, notes...), rebuilt
 	logf("  %s over the link (%s down, %s up), %.3f%% of the image, in %s; %d blobs verified in %s",
 		fmtBytes(res.bytes()), fmtBytes(res.bytesDown), fmtBytes(res.bytesUp), 100*float64(res.bytes())/float64(sc.after.img.Size),
 		fmtDur(res.wall), res.verified, fmtDur(time.Since(t)))
@@ -392,15 +402,17 @@ func passStartedAfter(st syncStatus, t time.Time) bool {
 }
 
 // summarizeLog condenses what the child logged during the measured sync: its warnings and
-// errors, the lines about deltas and recipes, and each layer it rebuilt from a delta.
-func summarizeLog(path string, from, to int64) []string {
+// errors, the lines about deltas and recipes, and each layer it rebuilt from a delta, whose
+// times and sizes it also adds up.
+func summarizeLog(path string, from, to int64) ([]string, rebuildTotals) {
+	var totals rebuildTotals
 	f, err := os.Open(path)
 	if err != nil {
-		return nil
+		return nil, totals
 	}
 	defer f.Close()
 	if _, err := f.Seek(from, io.SeekStart); err != nil {
-		return nil
+		return nil, totals
 	}
 	counts := map[string]int{}
 	var layers []string
@@ -435,7 +447,12 @@ func summarizeLog(path string, from, to int64) []string {
 			}
 			// The child's own rebuild, without the parent's work: apply, recompress, verify.
 			if ms, ok := e["rebuild"].(float64); ok && ms > 0 {
-				l += fmt.Sprintf(", rebuilt in %.2fs (%.1f MiB/s of layer)", ms/1000, lb/(1<<20)/(ms/1000))
+				tb, _ := e["tar_bytes"].(float64)
+				l += fmt.Sprintf(", rebuilt in %.2fs (%.1f MiB/s of layer, %.1f of tar)", ms/1000, lb/mib/(ms/1000), tb/mib/(ms/1000))
+				totals.layers++
+				totals.time += time.Duration(ms * float64(time.Millisecond))
+				totals.layerBytes += int64(lb)
+				totals.tar += int64(tb)
 			}
 			layers = append(layers, l)
 		}
@@ -447,7 +464,7 @@ func summarizeLog(path string, from, to int64) []string {
 	if len(layers) > 0 {
 		out = append(out, "layers rebuilt: "+strings.Join(layers, "; "))
 	}
-	return out
+	return out, totals
 }
 
 func fileSize(path string) int64 {
