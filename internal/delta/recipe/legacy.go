@@ -25,10 +25,14 @@ import (
 // each pinned to one release:
 //
 //   - outpost-legacy-deflate, v1.18.0: deflate of v1.15 to v1.18.0 at the default level and
-//     most others; zstd of v1.16.4 to v1.20.1 at SpeedDefault and SpeedFastest (measured on
-//     four layers with sixteen releases from v1.13.6 to v1.20.3).
+//     most others; zstd of v1.17 to v1.20.1 at SpeedDefault and SpeedFastest (from v1.17.4
+//     also at SpeedBetterCompression).
 //   - outpost-legacy-deflate-klauspost1.15, v1.15.12: zstd of v1.14 to v1.16.3, Debian 12's
 //     skopeo and podman included (an 85 MB skopeo layer reproduced byte for byte).
+//
+// v1.16.4 to v1.16.7 write the zstd of v1.15.12 on some layers and of v1.18.0 on others, so
+// neither helper is theirs (measured with twenty releases from v1.13.6 to v1.20.3, on up to
+// four layers).
 //
 // Each helper's output is a family of its own, named after its release and checked against
 // the fingerprints recorded for it; a recipe names the family like any other. NewWriter runs
