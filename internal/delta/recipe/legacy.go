@@ -394,6 +394,11 @@ type helperBody struct {
 // helperChunk is the size of the pieces passed to and from the helper.
 const helperChunk = 256 << 10
 
+// helperStall is how long a helper may neither take input nor give output before it is
+// killed: a hung helper (stopped, deadlocked, starved) must fail the rebuild, which then
+// fetches the layer whole, not hang the sync. Compressing a 256 KiB chunk takes milliseconds.
+var helperStall = time.Minute
+
 // newHelperBody starts the helper for rc writing to w: for pgzip and klauspost-gzip the
 // deflate stream, for klauspost-zstd the whole frame. A helper that cannot start surfaces as
 // the error of the first Write or of Close.
@@ -469,6 +474,8 @@ func (b *helperBody) Write(p []byte) (int, error) {
 		return 0, errClosed
 	}
 	n := len(p)
+	stall := time.NewTimer(helperStall)
+	defer stall.Stop()
 	for len(p) > 0 && b.err == nil {
 		k := min(len(p), helperChunk)
 		chunk := bytes.Clone(p[:k])
@@ -485,7 +492,10 @@ func (b *helperBody) Write(p []byte) (int, error) {
 					return 0, b.err
 				}
 				b.pass(o)
+			case <-stall.C:
+				b.stalled()
 			}
+			stall.Reset(helperStall)
 		}
 		p = p[k:]
 	}
@@ -517,13 +527,33 @@ func (b *helperBody) Close() error {
 		return b.err
 	}
 	b.endInput()
-	for o := range b.out {
-		b.pass(o)
+	stall := time.NewTimer(helperStall)
+	defer stall.Stop()
+	for ended := false; !ended; {
+		select {
+		case o, ok := <-b.out:
+			if !ok {
+				ended = true
+				break
+			}
+			b.pass(o)
+			stall.Reset(helperStall)
+		case <-stall.C:
+			b.stalled() // its output ends once it is killed
+		}
 	}
 	if err := b.wait(); b.err == nil {
 		b.err = err
 	}
 	return b.err
+}
+
+// stalled kills a helper that made no progress for helperStall.
+func (b *helperBody) stalled() {
+	if b.err == nil {
+		b.err = fmt.Errorf("%w: legacy deflate helper made no progress for %v", ErrUnsupported, helperStall)
+	}
+	_ = b.cmd.Process.Kill()
 }
 
 // endInput tells the feeder there is no more input; it then closes the helper's stdin.

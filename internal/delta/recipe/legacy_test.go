@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -367,5 +368,38 @@ func TestUseLegacyHelpers(t *testing.T) {
 	}
 	if d := Detector(); !strings.Contains(d, "v1.18.0") || !strings.Contains(d, "v1.15.12") {
 		t.Errorf("Detector() = %q; want both releases named", d)
+	}
+}
+
+// TestLegacyHelperStalls: a helper that hangs — one that stops reading its input, or one that
+// read it all but never finishes its output (stand-ins: shell scripts that sleep) — is killed
+// once it has made no progress for helperStall; the writer fails with ErrUnsupported instead
+// of hanging the rebuild, and no goroutine is left behind (TestMain checks).
+func TestLegacyHelperStalls(t *testing.T) {
+	saved := helperStall
+	helperStall = 300 * time.Millisecond
+	defer func() { helperStall = saved }()
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, script string }{
+		{"stops reading", "exec sleep 60"},
+		{"never finishes", "cat >/dev/null; exec sleep 60"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+			if err := os.WriteFile(path, []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			rc := Recipe{Format: FormatGzip, Compressor: CompressorPgzip, Level: 5, BlockSize: 1 << 20}
+			body := newHelperBody(path, io.Discard, rc, 1)
+			start := time.Now()
+			_, werr := body.Write(make([]byte, 4<<20))
+			cerr := body.Close()
+			if err := cmp.Or(werr, cerr); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "no progress") {
+				t.Fatalf("write: %v; close: %v; want ErrUnsupported saying the helper made no progress", werr, cerr)
+			}
+			if took := time.Since(start); took > 30*time.Second {
+				t.Fatalf("the stalled helper held the writer for %v", took)
+			}
+		})
 	}
 }
