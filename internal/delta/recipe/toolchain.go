@@ -103,7 +103,7 @@ func checkToolchain(rc Recipe) error {
 		return nil
 	}
 	if name, ok := legacyHelperNames[rc.Toolchain]; ok {
-		return unsupported("%s level %d recipe of toolchain family %q; this binary produces %q, and %s, which writes that family, is not beside it",
+		return unsupported("%s level %d recipe of toolchain family %q; this binary produces %q, and no %s that writes that family is beside it",
 			rc.Compressor, rc.Level, rc.Toolchain, local, name)
 	}
 	if rc.Compressor != CompressorGoGzip && len(LegacyHelpers()) == 0 {
