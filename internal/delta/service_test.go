@@ -72,7 +72,8 @@ func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	base := baseTree(1, layerBytes())
 	v2 := base.v2(2)
-	t.Logf("layer: %d entries, %d-byte tar; update: %d-byte tar", len(base), len(base.tarBytes(t)), len(v2.tarBytes(t)))
+	tar1, tar2 := int64(len(base.tarBytes(t))), int64(len(v2.tarBytes(t)))
+	t.Logf("layer: %d entries, %d-byte tar; update: %d-byte tar", len(base), tar1, tar2)
 	for _, c := range compressors {
 		t.Run(c.name, func(t *testing.T) {
 			src := newDiskBlobs(t)
@@ -92,6 +93,9 @@ func TestRoundTrip(t *testing.T) {
 				path := ch.fetch(svc, p)
 				start = time.Now()
 				ch.mustRebuild(p, path, b1)
+				if ch.tarSize != tar1 {
+					t.Errorf("Rebuild says it rebuilt a %d-byte tar; the layer's is %d bytes", ch.tarSize, tar1)
+				}
 				t.Logf("%s: first image: delta %d / blob %d bytes = %s (plan %v, rebuild %v, recipe %s)",
 					c.name, p.Size, b1.size, ratio(p.Size, b1.size), planned.Round(time.Millisecond),
 					time.Since(start).Round(time.Millisecond), p.Recipe)
@@ -108,6 +112,9 @@ func TestRoundTrip(t *testing.T) {
 				ch.basesOf(p) // decompressed before timing the rebuild
 				start = time.Now()
 				ch.mustRebuild(p, path, b2)
+				if ch.tarSize != tar2 {
+					t.Errorf("Rebuild says it rebuilt a %d-byte tar; the layer's is %d bytes", ch.tarSize, tar2)
+				}
 				t.Logf("%s: app update: delta %d / blob %d bytes = %s (plan %v, rebuild %v; %s)",
 					c.name, p.Size, b2.size, ratio(p.Size, b2.size), planned.Round(time.Millisecond),
 					time.Since(start).Round(time.Millisecond), delta.Describe(p))
