@@ -386,11 +386,10 @@ func (b *diskBlobs) OpenBlob(ctx context.Context, repo string, dgst digest.Diges
 
 // blob is a layer blob in a diskBlobs.
 type blob struct {
-	digest  digest.Digest
-	size    int64
-	path    string
-	diffID  string // sha256 of the uncompressed tar, when the test built it
-	tarSize int64  // the uncompressed tar's size, when the test built it
+	digest digest.Digest
+	size   int64
+	path   string
+	diffID string // sha256 of the uncompressed tar, when the test built it
 }
 
 // putLayer compresses the tree's tar with c into the store.
