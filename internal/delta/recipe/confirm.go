@@ -132,7 +132,10 @@ func confirmLegacy(ctx context.Context, r io.Reader, miss *detectMiss, detectErr
 }
 
 // trialLegacy runs the helper for rc on plain, closing the stream at its end, and compares
-// the output with the history as far as it goes.
+// the output with the history as far as it goes. Unlike trial, it closes the stream while still
+// comparing, on a prefix too: a pgzip helper writes a block only when it is full or closed, so
+// without the output the close flushes a pgzip candidate would show too short a match to be
+// confirmed. It also always closes, which reaps the helper.
 func trialLegacy(ctx context.Context, rc Recipe, plain []byte, h *history) trialResult {
 	m := &matcher{h: h, prefix: !h.eof}
 	w := newWriter(m, rc, writerOptions{workers: 1})
