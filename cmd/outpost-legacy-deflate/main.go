@@ -151,7 +151,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // runZstd writes the zstd frame of stdin with the encoder configured as outpost's recipes
 // configure the current one (internal/delta/recipe zstdOptions): the level, then the
-// checksum, then the window only when it is not the level's default.
+// checksum, then the window only when it is not the level's default in current releases (4 or
+// 8 MiB). Releases before v1.17.5 default to 16 and 32 MiB at the two best levels; a recipe
+// gives those windows explicitly, which writes the same bytes, since WithWindowSize after the
+// level changes nothing else when the window is at least the block size.
 func runZstd(stdin io.Reader, stdout, stderr io.Writer, level, window int, checksum bool, lead int, usage func(string, ...any) int) int {
 	if level < 1 || level > 4 {
 		return usage("-level %d: want a zstd encoder level, 1 (fastest) to 4 (best)", level)
