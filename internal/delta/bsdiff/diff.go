@@ -106,6 +106,37 @@ func Diff(old, new []byte) ([]byte, error) {
 	return d.encode(len(new))
 }
 
+// Match is a region that Diff pairs: new[New:New+Len] is coded as its
+// differences from old[Old:Old+Len].
+type Match struct{ Old, New, Len int }
+
+// Align returns the regions Diff would pair, in new's order: an alignment
+// of the two files, for callers that model how content moved (package
+// exediff). It costs what Diff's search does, without the coding.
+func Align(old, new []byte) ([]Match, error) {
+	if len(old) > MaxSuffixArrayInput {
+		return nil, fmt.Errorf("bsdiff: old of %d bytes exceeds %d", len(old), MaxSuffixArrayInput)
+	}
+	d := differs.Get().(*differ)
+	defer func() {
+		d.old = nil
+		differs.Put(d)
+	}()
+	d.index(old)
+	d.scan(new)
+	var out []Match
+	o, w := 0, 0
+	for _, t := range d.triples {
+		o += int(t.seek)
+		if t.diffN > 0 {
+			out = append(out, Match{Old: o, New: w, Len: t.diffN})
+		}
+		o += t.diffN
+		w += t.diffN + t.extraN
+	}
+	return out, nil
+}
+
 // index builds the suffix array of old and the tables of its prefix
 // classes: suffixes sharing their first two bytes, then, for large
 // classes, sharing one more byte, and so on. The tables replace the first

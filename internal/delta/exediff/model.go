@@ -1,0 +1,608 @@
+package exediff
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"sort"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
+)
+
+// section is an allocated ELF section: where it sits in memory and in the
+// file.
+type section struct {
+	addr, off, size uint64
+	nobits          bool // occupies memory only (.bss)
+}
+
+// Table bases: the addresses Go's runtime tables count their offsets from.
+const (
+	baseText     = iota // moduledata.text: function entries
+	basePctab           // pc-value tables (pcsp, pcfile, pcln, pcdata)
+	baseFuncname        // function names
+	baseFunctab         // the function table and function records
+	baseTypes           // type data (typelinks, name and type offsets)
+	baseGofunc          // go:func.* (funcdata)
+	numBases
+)
+
+// layout is what the prediction needs of a file: its sections and table
+// bases (0: unknown). The new file's travels in the patch header.
+type layout struct {
+	secs  []section
+	bases [numBases]uint64
+}
+
+// offAddr returns the address file offset o is loaded at.
+func (l *layout) offAddr(o uint64) (uint64, bool) {
+	for _, s := range l.secs {
+		if !s.nobits && o >= s.off && o-s.off < s.size {
+			return o - s.off + s.addr, true
+		}
+	}
+	return 0, false
+}
+
+// model is an old (or new) file as the prediction sees it.
+type model struct {
+	layout
+	size    int64
+	x86     bool
+	exec    []section // executable, in the file
+	data    []section // other allocated sections in the file
+	lo, hi  uint64    // addresses the image spans
+	pcln    section
+	nfunc   uint64 // functions in the pclntab; 0 when it is not one this package reads
+	typelnk section
+}
+
+// Go's pclntab header (runtime.pcHeader, Go 1.20 on) and the offsets in
+// runtime.moduledata of the fields read here, for 64-bit targets.
+const (
+	pclnMagic      = 0xfffffff1
+	pclnHeaderSize = 72
+	mdTypes        = 296
+	mdGofunc       = 320
+	mdSize         = 336
+	funcRecordSize = 44 // runtime._func before its pcdata and funcdata
+)
+
+// readModel parses r's ELF headers and, for Go binaries, the table bases.
+// Anything it cannot read leaves a part of the model out: the prediction
+// is then weaker, never wrong, since both sides build the same model.
+func readModel(r io.ReaderAt, size int64) (m *model, err error) {
+	defer func() {
+		// debug/elf is not hardened against every malformed input.
+		if p := recover(); p != nil {
+			m, err = nil, fmt.Errorf("%w: %v", ErrNotExecutable, p)
+		}
+	}()
+	f, err := elf.NewFile(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotExecutable, err)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
+		return nil, ErrNotExecutable
+	}
+	m = &model{size: size, x86: f.Machine == elf.EM_X86_64, lo: ^uint64(0)}
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_ALLOC == 0 || s.Addr == 0 || s.Addr+s.Size < s.Addr {
+			continue
+		}
+		sec := section{addr: s.Addr, off: s.Offset, size: s.Size, nobits: s.Type == elf.SHT_NOBITS}
+		if !sec.nobits && (s.Offset > uint64(size) || s.Size > uint64(size)-s.Offset) {
+			continue
+		}
+		m.secs = append(m.secs, sec)
+		m.lo, m.hi = min(m.lo, sec.addr), max(m.hi, sec.addr+sec.size)
+		switch {
+		case sec.nobits:
+		case s.Flags&elf.SHF_EXECINSTR != 0:
+			m.exec = append(m.exec, sec)
+			if s.Name == ".text" {
+				m.bases[baseText] = sec.addr
+			}
+		default:
+			m.data = append(m.data, sec)
+			switch s.Name {
+			case ".gopclntab":
+				m.pcln = sec
+			case ".typelink":
+				m.typelnk = sec
+			}
+		}
+	}
+	if len(m.secs) == 0 {
+		return nil, fmt.Errorf("%w: no allocated sections", ErrNotExecutable)
+	}
+	if err := m.readGoTables(r); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// readGoTables reads the pclntab header and finds runtime.moduledata for
+// the type and funcdata bases.
+func (m *model) readGoTables(r io.ReaderAt) error {
+	if m.pcln.size < pclnHeaderSize {
+		return nil
+	}
+	w := newWindow(r, m.size, 4<<10)
+	h := w.at(int64(m.pcln.off), pclnHeaderSize)
+	if h == nil {
+		return w.err
+	}
+	le := binary.LittleEndian
+	if le.Uint32(h) != pclnMagic || h[7] != 8 {
+		return nil
+	}
+	nfunc := le.Uint64(h[8:])
+	fields := [...]struct {
+		at   int
+		base int
+	}{{32, baseFuncname}, {56, basePctab}, {64, baseFunctab}}
+	for _, fd := range fields {
+		o := le.Uint64(h[fd.at:])
+		if o >= m.pcln.size {
+			return nil
+		}
+		m.bases[fd.base] = m.pcln.addr + o
+	}
+	if nfunc == 0 || nfunc > (m.pcln.size-(m.bases[baseFunctab]-m.pcln.addr))/8 {
+		m.bases[baseFuncname], m.bases[basePctab], m.bases[baseFunctab] = 0, 0, 0
+		return nil
+	}
+	m.nfunc = nfunc
+	// moduledata starts with the pcHeader's address and funcnametab's.
+	sw := newWindow(r, m.size, 1<<20)
+	for _, s := range m.data {
+		for o := alignUp(s.off, 8); o+mdSize <= s.off+s.size; o += 8 {
+			b := sw.at(int64(o), 16)
+			if b == nil {
+				return sw.err
+			}
+			if le.Uint64(b) != m.pcln.addr || le.Uint64(b[8:]) != m.bases[baseFuncname] {
+				continue
+			}
+			md := sw.at(int64(o), mdSize)
+			if md == nil {
+				return sw.err
+			}
+			for _, fd := range [...]struct{ at, base int }{{mdTypes, baseTypes}, {mdGofunc, baseGofunc}} {
+				if v := le.Uint64(md[fd.at:]); m.fileBacked(v) {
+					m.bases[fd.base] = v
+				}
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
+
+// fileBacked reports whether address v lies in a section stored in the
+// file.
+func (m *model) fileBacked(v uint64) bool {
+	_, ok := m.addrOff(v)
+	return ok
+}
+
+// addrOff returns the file offset address v is loaded from.
+func (m *model) addrOff(v uint64) (uint64, bool) {
+	for _, s := range m.secs {
+		if !s.nobits && v >= s.addr && v-s.addr < s.size {
+			return v - s.addr + s.off, true
+		}
+	}
+	return 0, false
+}
+
+// piece maps old file offsets [old, old+n) to [old+shift, old+shift+n).
+type piece struct {
+	old, shift, n int64
+}
+
+// piecesOf turns bsdiff's alignment into a map: sorted by old offset,
+// disjoint (where matches overlap in the old file, the earlier-starting
+// one keeps the overlap), without matches shorter than minPiece.
+func piecesOf(ms []bsdiff.Match) []piece {
+	ps := make([]piece, 0, len(ms))
+	for _, mt := range ms {
+		if mt.Len >= minPiece {
+			ps = append(ps, piece{old: int64(mt.Old), shift: int64(mt.New - mt.Old), n: int64(mt.Len)})
+		}
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].old < ps[j].old })
+	out := ps[:0]
+	end := int64(0)
+	for _, p := range ps {
+		if p.old+p.n <= end {
+			continue
+		}
+		if cut := end - p.old; cut > 0 {
+			p.old, p.n = p.old+cut, p.n-cut
+		}
+		out = append(out, p)
+		end = p.old + p.n
+	}
+	return out
+}
+
+// mapper moves old addresses and offsets to where the map says they went.
+type mapper struct {
+	old    *model
+	new    *layout
+	pieces []piece
+	// the k-th section without file content in old is the k-th in new
+	nobitsNew []section
+}
+
+func newMapper(old *model, new *layout, pieces []piece) *mapper {
+	m := &mapper{old: old, new: new, pieces: pieces}
+	for _, s := range new.secs {
+		if s.nobits {
+			m.nobitsNew = append(m.nobitsNew, s)
+		}
+	}
+	return m
+}
+
+// off maps an old file offset.
+func (m *mapper) off(o int64) (int64, bool) {
+	i := sort.Search(len(m.pieces), func(i int) bool { return m.pieces[i].old > o }) - 1
+	if i < 0 || o >= m.pieces[i].old+m.pieces[i].n {
+		return 0, false
+	}
+	return o + m.pieces[i].shift, true
+}
+
+// addr maps an old address.
+func (m *mapper) addr(v uint64) (uint64, bool) {
+	k := 0
+	for _, s := range m.old.secs {
+		if v < s.addr || v-s.addr >= s.size {
+			if s.nobits {
+				k++
+			}
+			continue
+		}
+		if s.nobits {
+			// Memory-only data moves with its section as a whole.
+			if k >= len(m.nobitsNew) {
+				return 0, false
+			}
+			return v - s.addr + m.nobitsNew[k].addr, true
+		}
+		no, ok := m.off(int64(v - s.addr + s.off))
+		if !ok || no < 0 {
+			return 0, false
+		}
+		return m.new.offAddr(uint64(no))
+	}
+	return 0, false
+}
+
+// pred is a predicted value: width bytes at old offset pos, little endian.
+type pred struct {
+	pos   int64
+	val   uint64
+	width uint8
+}
+
+// put writes the prediction into b, which holds the old file from offset
+// base on; the bytes outside b are left out.
+func (p pred) put(b []byte, base int64) {
+	var v [8]byte
+	binary.LittleEndian.PutUint64(v[:], p.val)
+	for i := range int64(p.width) {
+		if at := p.pos + i - base; at >= 0 && at < int64(len(b)) {
+			b[at] = v[i]
+		}
+	}
+}
+
+func predsCRC(preds []pred) uint32 {
+	var b [17]byte
+	crc := uint32(0)
+	for _, p := range preds {
+		binary.LittleEndian.PutUint64(b[:], uint64(p.pos))
+		binary.LittleEndian.PutUint64(b[8:], p.val)
+		b[16] = p.width
+		crc = crc32.Update(crc, castagnoli, b[:])
+	}
+	return crc
+}
+
+// predictor finds the slots of the old file and predicts their values.
+type predictor struct {
+	m     *mapper
+	seq   *window // sequential scans
+	rnd   *window // scattered reads (type data)
+	preds []pred
+}
+
+// predict returns the predictions for the old file r (whose model om is)
+// given the new file's layout and the map, sorted by position and without
+// overlaps. Slots whose value does not change are left out.
+func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pred, error) {
+	p := &predictor{
+		m:   newMapper(om, &newLayout, pieces),
+		seq: newWindow(r, om.size, 1<<20),
+		rnd: newWindow(r, om.size, 4<<10),
+	}
+	p.goTables()
+	p.x86Operands()
+	p.pointers()
+	if err := p.seq.err; err != nil {
+		return nil, err
+	}
+	if err := p.rnd.err; err != nil {
+		return nil, err
+	}
+	ps := p.preds
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].pos < ps[j].pos })
+	out := ps[:0]
+	end := int64(0)
+	for _, q := range ps {
+		if q.pos >= end {
+			out = append(out, q)
+			end = q.pos + int64(q.width)
+		}
+	}
+	return out, nil
+}
+
+// usable reports whether offsets from table base b can be predicted.
+func (p *predictor) usable(b int) bool {
+	return p.m.old.bases[b] != 0 && p.m.new.bases[b] != 0
+}
+
+// offset predicts a 4-byte offset from table base b at old offset pos.
+func (p *predictor) offset(w *window, pos int64, b int) {
+	v := w.at(pos, 4)
+	if v == nil {
+		return
+	}
+	old := binary.LittleEndian.Uint32(v)
+	nt, ok := p.m.addr(p.m.old.bases[b] + uint64(old))
+	if !ok {
+		return
+	}
+	d := nt - p.m.new.bases[b]
+	if nt < p.m.new.bases[b] || d > 0xffffffff {
+		return
+	}
+	if uint32(d) != old {
+		p.preds = append(p.preds, pred{pos: pos, val: d, width: 4})
+	}
+}
+
+// goTables: the function table (entry and record offsets), each function
+// record's entry, name and pc-value table offsets and funcdata offsets,
+// and the typelinks with each listed type's name and pointer-type offsets.
+func (p *predictor) goTables() {
+	om := p.m.old
+	le := binary.LittleEndian
+	if om.nfunc > 0 && p.usable(baseFunctab) {
+		ftab, _ := om.addrOff(om.bases[baseFunctab])
+		text, pctab, fname, gofunc := p.usable(baseText), p.usable(basePctab), p.usable(baseFuncname), p.usable(baseGofunc)
+		for i := range om.nfunc + 1 {
+			e := int64(ftab + 8*i)
+			ent := p.seq.at(e, 8)
+			if ent == nil {
+				return
+			}
+			funcoff := le.Uint32(ent[4:])
+			if text {
+				p.offset(p.seq, e, baseText)
+			}
+			p.offset(p.seq, e+4, baseFunctab)
+			if i == om.nfunc {
+				break
+			}
+			f := int64(ftab) + int64(funcoff)
+			rec := p.rnd.at(f, funcRecordSize)
+			if rec == nil {
+				continue
+			}
+			npc, nfd := le.Uint32(rec[28:]), uint32(rec[43])
+			pcdata := make([]bool, 0, 8)
+			if npc <= 64 {
+				if b := p.rnd.at(f+funcRecordSize, int(4*npc)); b != nil {
+					for k := range npc {
+						pcdata = append(pcdata, le.Uint32(b[4*k:]) != 0)
+					}
+				}
+			}
+			var funcdata []bool
+			if gofunc && len(pcdata) == int(npc) {
+				if b := p.rnd.at(f+funcRecordSize+int64(4*npc), int(4*nfd)); b != nil {
+					for k := range nfd {
+						funcdata = append(funcdata, le.Uint32(b[4*k:]) != ^uint32(0))
+					}
+				}
+			}
+			if text {
+				p.offset(p.rnd, f, baseText)
+			}
+			if fname {
+				p.offset(p.rnd, f+4, baseFuncname)
+			}
+			if pctab {
+				for _, k := range [...]int64{16, 20, 24} {
+					p.offset(p.rnd, f+k, basePctab)
+				}
+				for k, used := range pcdata {
+					if used {
+						p.offset(p.rnd, f+funcRecordSize+4*int64(k), basePctab)
+					}
+				}
+			}
+			for k, used := range funcdata {
+				if used {
+					p.offset(p.rnd, f+funcRecordSize+4*int64(npc)+4*int64(k), baseGofunc)
+				}
+			}
+		}
+	}
+	if om.typelnk.size > 0 && p.usable(baseTypes) {
+		types, _ := om.addrOff(om.bases[baseTypes])
+		for o := om.typelnk.off; o+4 <= om.typelnk.off+om.typelnk.size; o += 4 {
+			v := p.seq.at(int64(o), 4)
+			if v == nil {
+				return
+			}
+			t := int64(types) + int64(le.Uint32(v))
+			p.offset(p.seq, int64(o), baseTypes)
+			// abi.Type: Str (NameOff) at 40, PtrToThis (TypeOff) at 44.
+			if b := p.rnd.at(t+40, 8); b != nil {
+				p.offset(p.rnd, t+40, baseTypes)
+				if le.Uint32(b[4:]) != 0 {
+					p.offset(p.rnd, t+44, baseTypes)
+				}
+			}
+		}
+	}
+}
+
+// x86Operands: rel32 branch and call operands and RIP-relative
+// displacements in x86-64 code, found by decoding the executable sections
+// from their start (Go and C compilers put no data there; where decoding
+// fails it resumes at the next byte).
+func (p *predictor) x86Operands() {
+	if !p.m.old.x86 {
+		return
+	}
+	for _, s := range p.m.old.exec {
+		end := int64(s.off + s.size)
+		for pos := int64(s.off); pos < end; {
+			b := p.seq.at(pos, int(min(15, end-pos)))
+			if b == nil {
+				return
+			}
+			inst, err := x86asm.Decode(b, 64)
+			if err != nil || inst.Len <= 0 {
+				pos++
+				continue
+			}
+			if inst.PCRel == 4 && inst.PCRelOff > 0 && inst.PCRelOff+4 <= inst.Len {
+				p.rel32(pos+int64(inst.PCRelOff), pos+int64(inst.Len))
+			}
+			pos += int64(inst.Len)
+		}
+	}
+}
+
+// rel32 predicts an operand at old offset pos relative to the instruction
+// end at old offset end.
+func (p *predictor) rel32(pos, end int64) {
+	v := p.seq.at(pos, 4)
+	if v == nil {
+		return
+	}
+	old := int32(binary.LittleEndian.Uint32(v))
+	oe, ok := p.m.old.offAddr(uint64(end))
+	if !ok {
+		return
+	}
+	ne, ok := p.m.off(end)
+	if !ok || ne < 0 {
+		return
+	}
+	nea, ok := p.m.new.offAddr(uint64(ne))
+	if !ok {
+		return
+	}
+	nt, ok := p.m.addr(oe + uint64(int64(old)))
+	if !ok {
+		return
+	}
+	d := int64(nt - nea)
+	if d != int64(int32(d)) || int32(d) == old {
+		return
+	}
+	p.preds = append(p.preds, pred{pos: pos, val: uint64(uint32(int32(d))), width: 4})
+}
+
+// pointers: aligned 8-byte words in data sections whose value is an
+// address within the image. (A number that merely looks like one gets a
+// wrong prediction, which costs what an unpredicted change does.)
+func (p *predictor) pointers() {
+	om := p.m.old
+	le := binary.LittleEndian
+	for _, s := range om.data {
+		for a := alignUp(s.addr, 8); a+8 <= s.addr+s.size; a += 8 {
+			pos := int64(a - s.addr + s.off)
+			b := p.seq.at(pos, 8)
+			if b == nil {
+				return
+			}
+			v := le.Uint64(b)
+			if v < om.lo || v >= om.hi {
+				continue
+			}
+			if nv, ok := p.m.addr(v); ok && nv != v {
+				p.preds = append(p.preds, pred{pos: pos, val: nv, width: 8})
+			}
+		}
+	}
+}
+
+// window reads a file through a buffer: scans cost one read per buffer.
+type window struct {
+	r    io.ReaderAt
+	size int64
+	buf  []byte
+	off  int64 // file offset of buf[0]
+	n    int   // valid bytes in buf
+	err  error
+}
+
+func newWindow(r io.ReaderAt, size int64, n int) *window {
+	return &window{r: r, size: size, buf: make([]byte, n)}
+}
+
+// at returns the n bytes at file offset off (valid until the next call),
+// or nil if they lie outside the file or cannot be read (then err says
+// why).
+func (w *window) at(off int64, n int) []byte {
+	if w.err != nil || off < 0 || n < 0 || n > len(w.buf) || off > w.size-int64(n) {
+		return nil
+	}
+	if off >= w.off && off+int64(n) <= w.off+int64(w.n) {
+		return w.buf[off-w.off : off-w.off+int64(n)]
+	}
+	k := int(min(int64(len(w.buf)), w.size-off))
+	m, err := w.r.ReadAt(w.buf[:k], off)
+	if m < k {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		w.err, w.n = fmt.Errorf("exediff: reading the old file at %d: %w", off, err), 0
+		return nil
+	}
+	w.off, w.n = off, k
+	return w.buf[:n]
+}
+
+// predictedReader reads the old file with the predictions in place.
+type predictedReader struct {
+	r     io.ReaderAt
+	preds []pred
+}
+
+func (p *predictedReader) ReadAt(b []byte, off int64) (int, error) {
+	n, err := p.r.ReadAt(b, off)
+	end := off + int64(n)
+	i := sort.Search(len(p.preds), func(i int) bool { return p.preds[i].pos+int64(p.preds[i].width) > off })
+	for ; i < len(p.preds) && p.preds[i].pos < end; i++ {
+		p.preds[i].put(b[:n], off)
+	}
+	return n, err
+}
