@@ -115,8 +115,8 @@ func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 	if err != nil {
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: digest: %v", ErrUnavailable, err)
 	}
-	if !slices.Contains(req.Formats, acrapi.DeltaFormat) && !slices.Contains(req.Formats, FormatWhole) {
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s, %s)", ErrUnavailable, acrapi.DeltaFormat, FormatWhole)
+	if _, v := tardeltaFormat(req); v == 0 && !slices.Contains(req.Formats, FormatWhole) {
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s, %s, %s)", ErrUnavailable, acrapi.DeltaFormat, acrapi.DeltaFormatV2, FormatWhole)
 	}
 	key := planKey(req)
 	if p, ok := s.cachedPlan(key); ok {
@@ -201,6 +201,18 @@ func (s *Service) Open(id string) (*os.File, error) {
 	return os.Open(filepath.Join(s.dir, "deltas", d.Encoded()))
 }
 
+// tardeltaFormat is the newest tardelta version both this parent and the child speak, and its
+// name; version 0 when there is none.
+func tardeltaFormat(req acrapi.DeltaRequest) (string, int) {
+	switch {
+	case slices.Contains(req.Formats, acrapi.DeltaFormat):
+		return acrapi.DeltaFormat, 3
+	case slices.Contains(req.Formats, acrapi.DeltaFormatV2):
+		return acrapi.DeltaFormatV2, 2
+	}
+	return "", 0
+}
+
 // planKey names the delta for req: its target and what the child offers, in order. (Two
 // children offering the same layers share it.)
 func planKey(req acrapi.DeltaRequest) string {
@@ -272,7 +284,8 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the diff-id of %s is not known", ErrUnavailable, target)
 	}
 	var bases []base
-	if slices.Contains(req.Formats, acrapi.DeltaFormat) {
+	tdFormat, tdVersion := tardeltaFormat(req)
+	if tdVersion != 0 {
 		bases = s.chooseBases(ctx, req, targetIndex)
 	}
 	tbases := make([]tardelta.Base, 0, len(bases))
@@ -289,7 +302,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	h := sha256.New()
-	format := acrapi.DeltaFormat
+	format := tdFormat
 	var stats tardelta.Stats
 	layerSize := blobSize(ctx, s.src, req.Repository, target)
 	if len(tbases) == 0 && layerSize > 0 && layerSize*100 >= targetIndex.Size*95 {
@@ -305,10 +318,10 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		stats.TargetBytes = targetIndex.Size
 		stats.LiteralIn = targetIndex.Size
 		stats.EncodedBytes, err = encodeWhole(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), io.MultiWriter(tmp, h))
-	} else if slices.Contains(req.Formats, acrapi.DeltaFormat) {
-		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{})
+	} else if tdVersion != 0 {
+		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{Version: tdVersion})
 	} else {
-		err = fmt.Errorf("%w: the child applies none of %s, %s", ErrUnavailable, acrapi.DeltaFormat, FormatWhole)
+		err = fmt.Errorf("%w: the child applies none of %s, %s, %s", ErrUnavailable, acrapi.DeltaFormat, acrapi.DeltaFormatV2, FormatWhole)
 	}
 	if err != nil {
 		return acrapi.DeltaPlan{}, fmt.Errorf("encoding the delta of %s: %w", target, err)

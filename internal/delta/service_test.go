@@ -267,6 +267,9 @@ func TestPlanFormats(t *testing.T) {
 		{"tardelta-only,holding-base", []string{acrapi.DeltaFormat}, []blob{b1}},
 		{"both,holding-base", delta.Formats, []blob{b1}},
 		{"whole-only,holding-base,again", []string{delta.FormatWhole}, []blob{b1}},
+		// A child of the release before EXEDIFF.
+		{"tardelta-2,holding-base", []string{acrapi.DeltaFormatV2, acrapi.DeltaFormatV1, delta.FormatWhole}, []blob{b1}},
+		{"tardelta-1-only,holding-base", []string{acrapi.DeltaFormatV1}, []blob{b1}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			req := request(b2, c.have...)
@@ -283,7 +286,13 @@ func TestPlanFormats(t *testing.T) {
 				t.Fatalf("plan format %q for a child that applies %v", p.Format, c.formats)
 			}
 			ch := newChild(t, c.have...)
-			ch.mustRebuild(p, ch.fetch(svc, p), b2)
+			d := ch.fetch(svc, p)
+			if p.Format == acrapi.DeltaFormatV2 {
+				if b, err := os.ReadFile(d); err != nil || len(b) < 5 || b[4] != 2 {
+					t.Fatalf("a %s plan's delta is not version 2 (%v)", p.Format, err)
+				}
+			}
+			ch.mustRebuild(p, d, b2)
 			t.Logf("%s", delta.Describe(p))
 		})
 	}

@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 )
 
-// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 2:
-// version 1 and approximate-match patches for executables). DeltaFormatV1 is version 1,
-// which a child still applies when a parent offers only that.
+// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 3:
+// version 2 and executables patched with their addresses predicted). DeltaFormatV2 (with
+// approximate-match patches for executables) and DeltaFormatV1 are the earlier versions: a
+// parent makes version 2 for a child that offers no newer, and a child applies whichever its
+// parent makes.
 const (
-	DeltaFormat   = "tardelta/2"
+	DeltaFormat   = "tardelta/3"
+	DeltaFormatV2 = "tardelta/2"
 	DeltaFormatV1 = "tardelta/1"
 )
 

@@ -66,9 +66,10 @@ import (
 const (
 	magic = "OXD1"
 	// MaxSize bounds the old and new files Diff and Apply take: the
-	// child holds a prediction per moved slot (16 bytes; a 26 MB Go binary
-	// has about 1 M slots), and the parent both files and bsdiff's index.
-	MaxSize = 256 << 20
+	// child holds a prediction per moved slot (see maxPreds), and the
+	// parent both files, the prediction and bsdiff's index (about 10 bytes
+	// per byte of old).
+	MaxSize = 128 << 20
 	// maxHeader bounds the decoded header (sections and pieces).
 	maxHeader = 16 << 20
 	// minPiece: aligned regions shorter than this are left out of the map;

@@ -290,10 +290,14 @@ func (m *mapper) addr(v uint64) (uint64, bool) {
 
 // pred is a predicted value: width bytes at old offset pos, little endian.
 type pred struct {
-	pos   int64
 	val   uint64
+	pos   uint32 // MaxSize keeps offsets within 32 bits
 	width uint8
 }
+
+// maxPreds bounds the predictions (16 bytes each) whatever the old file
+// holds; a 26 MB Go binary needs about 0.3 M.
+const maxPreds = 2 << 20
 
 // put writes the prediction into b, which holds the old file from offset
 // base on; the bytes outside b are left out.
@@ -301,7 +305,7 @@ func (p pred) put(b []byte, base int64) {
 	var v [8]byte
 	binary.LittleEndian.PutUint64(v[:], p.val)
 	for i := range int64(p.width) {
-		if at := p.pos + i - base; at >= 0 && at < int64(len(b)) {
+		if at := int64(p.pos) + i - base; at >= 0 && at < int64(len(b)) {
 			b[at] = v[i]
 		}
 	}
@@ -350,12 +354,19 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	out := ps[:0]
 	end := int64(0)
 	for _, q := range ps {
-		if q.pos >= end {
+		if int64(q.pos) >= end {
 			out = append(out, q)
-			end = q.pos + int64(q.width)
+			end = int64(q.pos) + int64(q.width)
 		}
 	}
 	return out, nil
+}
+
+// add records a prediction, up to maxPreds.
+func (p *predictor) add(pos int64, val uint64, width uint8) {
+	if len(p.preds) < maxPreds {
+		p.preds = append(p.preds, pred{val: val, pos: uint32(pos), width: width})
+	}
 }
 
 // usable reports whether offsets from table base b can be predicted.
@@ -379,7 +390,7 @@ func (p *predictor) offset(w *window, pos int64, b int) {
 		return
 	}
 	if uint32(d) != old {
-		p.preds = append(p.preds, pred{pos: pos, val: d, width: 4})
+		p.add(pos, d, 4)
 	}
 }
 
@@ -527,7 +538,7 @@ func (p *predictor) rel32(pos, end int64) {
 	if d != int64(int32(d)) || int32(d) == old {
 		return
 	}
-	p.preds = append(p.preds, pred{pos: pos, val: uint64(uint32(int32(d))), width: 4})
+	p.add(pos, uint64(uint32(int32(d))), 4)
 }
 
 // pointers: aligned 8-byte words in data sections whose value is an
@@ -548,7 +559,7 @@ func (p *predictor) pointers() {
 				continue
 			}
 			if nv, ok := p.m.addr(v); ok && nv != v {
-				p.preds = append(p.preds, pred{pos: pos, val: nv, width: 8})
+				p.add(pos, nv, 8)
 			}
 		}
 	}
@@ -600,8 +611,8 @@ type predictedReader struct {
 func (p *predictedReader) ReadAt(b []byte, off int64) (int, error) {
 	n, err := p.r.ReadAt(b, off)
 	end := off + int64(n)
-	i := sort.Search(len(p.preds), func(i int) bool { return p.preds[i].pos+int64(p.preds[i].width) > off })
-	for ; i < len(p.preds) && p.preds[i].pos < end; i++ {
+	i := sort.Search(len(p.preds), func(i int) bool { return int64(p.preds[i].pos)+int64(p.preds[i].width) > off })
+	for ; i < len(p.preds) && int64(p.preds[i].pos) < end; i++ {
 		p.preds[i].put(b[:n], off)
 	}
 	return n, err

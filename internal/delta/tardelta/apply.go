@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
+	"github.com/outpost-registry/outpost/internal/delta/exediff"
 )
 
 // SizedReaderAt is random access to a base tar of known size, such as
@@ -25,7 +26,8 @@ type SizedReaderAt interface {
 // against (same order as given to Encode) and writes it to w. It returns the
 // number of bytes written.
 //
-// Apply streams: memory stays below about 70 MiB whatever the delta says,
+// Apply streams: memory stays below about 70 MiB whatever the delta says
+// (plus at most 32 MiB of an EXEDIFF's predictions, package exediff),
 // because every length is checked against fixed limits before anything is
 // allocated or read. A malformed delta yields an error matching ErrCorrupt,
 // never a panic; the end record carries a CRC-32C of the target, so a
@@ -415,6 +417,25 @@ func (a *applier) applyBlock() error {
 			if err := a.bsdiff(int(b), off, oldLen, targetLen, payLen); err != nil {
 				return err
 			}
+		case opExediff:
+			if a.version < 3 {
+				return corruptf("op %d: unknown op 0x%02x in a version %d delta", a.opNo, kind, a.version)
+			}
+			b := r.uvarint()
+			d := r.varint()
+			oldLen := r.uvarint()
+			targetLen := r.uvarint()
+			payLen := r.uvarint()
+			if !r.ok {
+				return corruptf("op %d: truncated exediff", a.opNo)
+			}
+			off, err := a.baseRange("exediff", b, d, oldLen)
+			if err != nil {
+				return err
+			}
+			if err := a.exediff(int(b), off, oldLen, targetLen, payLen); err != nil {
+				return err
+			}
 		default:
 			return corruptf("op %d: unknown op 0x%02x", a.opNo, kind)
 		}
@@ -546,6 +567,42 @@ func (a *applier) bsdiff(b int, off int64, oldLen, targetLen, payLen uint64) err
 	if _, err := bsdiff.Apply(old, int64(oldLen), a.scratch, &a.out); err != nil {
 		if errors.Is(err, bsdiff.ErrCorrupt) {
 			return corruptf("op %d: bsdiff against base %d at %d: %v", a.opNo, b, off, err)
+		}
+		return fmt.Errorf("tardelta: op %d: %w", a.opNo, err)
+	}
+	return nil
+}
+
+// exediff applies an exediff patch to a whole base executable [off,
+// off+oldLen), read through the base's ReaderAt: its memory is the
+// predictions (package exediff), not the files.
+func (a *applier) exediff(b int, off int64, oldLen, targetLen, payLen uint64) error {
+	if oldLen == 0 || oldLen > exediff.MaxSize {
+		return corruptf("op %d: exediff of %d base bytes (limit %d)", a.opNo, oldLen, exediff.MaxSize)
+	}
+	if targetLen == 0 || targetLen > exediff.MaxSize {
+		return corruptf("op %d: exediff output of %d bytes (limit %d)", a.opNo, targetLen, exediff.MaxSize)
+	}
+	if oldLen > 2*targetLen+patchDictSlack {
+		return corruptf("op %d: exediff of %d base bytes for %d output bytes", a.opNo, oldLen, targetLen)
+	}
+	if payLen == 0 || payLen > maxPatchPayload {
+		return corruptf("op %d: exediff payload of %d bytes (limit %d)", a.opNo, payLen, maxPatchPayload)
+	}
+	a.scratch = grow(a.scratch, int(payLen), maxPatchPayload)
+	if _, err := io.ReadFull(a.br, a.scratch); err != nil {
+		return a.readErr("exediff payload", err)
+	}
+	if n, err := exediff.NewSize(a.scratch); err != nil || n != int64(targetLen) {
+		if err == nil {
+			err = fmt.Errorf("it describes %d bytes", n)
+		}
+		return corruptf("op %d: exediff against base %d at %d for %d bytes: %v", a.opNo, b, off, targetLen, err)
+	}
+	old := io.NewSectionReader(a.bases[b], off, int64(oldLen))
+	if _, err := exediff.Apply(old, int64(oldLen), a.scratch, &a.out); err != nil {
+		if errors.Is(err, exediff.ErrCorrupt) {
+			return corruptf("op %d: exediff against base %d at %d: %v", a.opNo, b, off, err)
 		}
 		return fmt.Errorf("tardelta: op %d: %w", a.opNo, err)
 	}

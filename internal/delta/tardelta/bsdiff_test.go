@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/outpost-registry/outpost/internal/delta/exediff/exetest"
 )
 
 // execTrees returns a base tree holding toy executables and a target where
@@ -339,5 +341,53 @@ func TestApplyBsdiffErrors(t *testing.T) {
 				t.Fatalf("got %v, want ErrCorrupt with %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestExediffGoBuilds: a rebuilt Go program goes as one EXEDIFF, smaller
+// than the BSDIFF a version 2 delta makes of it, and both rebuild exactly;
+// a version 2 reader refuses EXEDIFF, and a damaged one is reported.
+func TestExediffGoBuilds(t *testing.T) {
+	oldBin, newBin := exetest.GoBuilds(t)
+	rng := rand.New(rand.NewPCG(7, 7))
+	others := randomTree(rng, 10, 8<<10)
+	bt := append(others, tfile{name: "usr/local/bin/app", typ: '0', data: oldBin, mode: 0o755})
+	tt := append(mutate(rng, others, 2), tfile{name: "usr/local/bin/app", typ: '0', data: newBin, mode: 0o755, mtime: 1})
+	base, target := buildTar(bt, tarOpts{}), buildTar(tt, tarOpts{})
+
+	delta, st := encodeApply(t, target, [][]byte{base}, Options{})
+	if st.Exediffs != 1 {
+		t.Fatalf("expected the program as one EXEDIFF: %+v", st)
+	}
+	v2, st2 := encodeApply(t, target, [][]byte{base}, Options{Version: 2})
+	if st2.Exediffs != 0 || v2[len(deltaMagic)] != 2 {
+		t.Fatalf("a version 2 delta holds EXEDIFF: %+v", st2)
+	}
+	t.Logf("%d-byte program: EXEDIFF %d bytes (delta %d), version 2's BSDIFF %d (delta %d)", len(newBin), st.BsdiffOut, len(delta), st2.BsdiffOut, len(v2))
+	if st.BsdiffOut*2 > st2.BsdiffOut {
+		t.Errorf("EXEDIFF of %d bytes does not halve BSDIFF's %d", st.BsdiffOut, st2.BsdiffOut)
+	}
+
+	apply := func(d []byte) error {
+		_, err := Apply(context.Background(), bytes.NewReader(d), []SizedReaderAt{bytes.NewReader(base)}, io.Discard)
+		return err
+	}
+	old := bytes.Clone(delta)
+	old[len(deltaMagic)] = 2
+	if err := apply(old); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "unknown op 0x07") {
+		t.Errorf("version 2 delta with EXEDIFF: %v", err)
+	}
+	// Damage the patch's header (its CRC of the predictions, or the map).
+	i := bytes.Index(delta, []byte("OXD1"))
+	if i < 0 {
+		t.Fatal("no exediff patch in the delta")
+	}
+	bad := bytes.Clone(delta)
+	bad[i+8] ^= 0x5a
+	if err := apply(bad); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("damaged EXEDIFF: %v", err)
+	}
+	if _, err := Encode(context.Background(), bytes.NewReader(target), nil, io.Discard, Options{Version: 1}); err == nil {
+		t.Error("Encode wrote version 1")
 	}
 }

@@ -44,10 +44,17 @@ package tardelta
 //     bytes, is sent as its XOR with that header: mostly zeros;
 //   - everything else goes to the header or literal sections.
 //
-// Delta format, version 2. Integers are unsigned LEB128 varints ("uv") or
+//   - an executable (an ELF file of 256 KiB to exediff.MaxSize) related to
+//     a base executable goes whole as an exediff patch against it
+//     (EXEDIFF, package exediff): bsdiff against the base with its
+//     addresses and offsets moved where the new file has them (two builds
+//     of a 26 MB Go program one commit apart: 28.7 KB instead of bsdiff's
+//     281 KB), else segment by segment as above.
+//
+// Delta format, version 3. Integers are unsigned LEB128 varints ("uv") or
 // zigzag signed varints ("sv"):
 //
-//	delta   = "OTDL" version:u8=2 flags:u8=0 nbases:uv baseSize:uv*nbases
+//	delta   = "OTDL" version:u8=3 flags:u8=0 nbases:uv baseSize:uv*nbases
 //	          block* end
 //	block   = 'B' section(ops) section(header) section(literal) payload*
 //	section = rawLen:uv storedLen:uv bytes[storedLen]
@@ -88,8 +95,13 @@ package tardelta
 // and bsdiff patches carry no checksum of their own; the CRC-32C in the end
 // record covers the whole output.
 //
-// Version 1 is version 2 without BSDIFF. Apply reads both, so deltas made
-// before the upgrade still apply; Encode writes version 2.
+// An EXEDIFF's oldLen and targetLen are at most exediff.MaxSize, and oldLen
+// at most 2*targetLen+4 MiB; it reads its base range through the ReaderAt.
+//
+// Version 1 is version 2 without BSDIFF, and version 2 is version 3 without
+// EXEDIFF. Apply reads all three, so deltas made before an upgrade still
+// apply; Encode writes version 3, or version 2 for a reader that applies no
+// newer (Options.Version).
 //
 // Blocks are compressed independently (zstd, best level by default) by a
 // small pipeline of goroutines and written in order, so Encode streams: it

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
+	"github.com/outpost-registry/outpost/internal/delta/exediff"
 )
 
 // Base is a tar the receiver already holds: its index and random access to
@@ -42,6 +44,10 @@ type Options struct {
 	// TargetIndex, when not nil, receives the index of the target, saving a
 	// second pass when the target later serves as a base.
 	TargetIndex *Index
+
+	// Version is the format version to write: 0 for the newest (3), or 2
+	// for a reader that does not apply EXEDIFF.
+	Version int
 }
 
 // Stats describes an encoded delta. "In" counts target bytes, "Out" counts
@@ -57,6 +63,7 @@ type Stats struct {
 	BsdiffIn     int64 // part of PatchIn reproduced by BSDIFF operations
 	BsdiffOut    int64 // part of PatchOut
 	Bsdiffs      int64 // part of Patches
+	Exediffs     int64 // part of Bsdiffs: EXEDIFF operations
 	LiteralIn    int64 // content bytes sent as literals
 	LiteralOut   int64 // compressed literal sections
 	HeaderIn     int64 // header, padding and trailer bytes sent (not copied)
@@ -125,6 +132,13 @@ func Encode(ctx context.Context, target io.Reader, bases []Base, w io.Writer, op
 	if level < zstd.SpeedFastest || level > zstd.SpeedBestCompression {
 		return Stats{}, fmt.Errorf("tardelta: unknown zstd level %d", level)
 	}
+	version := opts.Version
+	if version == 0 {
+		version = deltaVersion
+	}
+	if version < 2 || version > deltaVersion {
+		return Stats{}, fmt.Errorf("tardelta: cannot write format version %d (2 to %d)", version, deltaVersion)
+	}
 	workers := opts.Concurrency
 	if workers <= 0 {
 		workers = min(2, runtime.GOMAXPROCS(0))
@@ -132,7 +146,7 @@ func Encode(ctx context.Context, target io.Reader, bases []Base, w io.Writer, op
 
 	cw := &countWriter{w: w}
 	hdr := []byte(deltaMagic)
-	hdr = append(hdr, deltaVersion, 0)
+	hdr = append(hdr, byte(version), 0)
 	hdr = binary.AppendUvarint(hdr, uint64(len(bases)))
 	for _, b := range bases {
 		hdr = binary.AppendUvarint(hdr, uint64(b.Index.Size))
@@ -145,6 +159,7 @@ func Encode(ctx context.Context, target io.Reader, bases []Base, w io.Writer, op
 	if err != nil {
 		return Stats{}, err
 	}
+	e.version = version
 	defer e.close()
 	tr := &crcReader{r: target}
 	e.sc = newScanner(tr)
@@ -224,6 +239,12 @@ type encoder struct {
 	literalEst  *zstd.Encoder
 	level       zstd.EncoderLevel
 	whole       contentHasher
+
+	version int
+	// unitLen is the current entry's declared content length (-1: the
+	// trailer); exeNew and exeOld hold an executable and its base whole.
+	unitLen        int64
+	exeNew, exeOld []byte
 }
 
 func newEncoder(ctx context.Context, bases []Base, level zstd.EncoderLevel) (*encoder, error) {
@@ -455,6 +476,7 @@ func (e *encoder) run() error {
 		if err := e.sc.next(&u); err != nil {
 			return err
 		}
+		e.unitLen = u.dataLen
 		if u.trailer {
 			t := Entry{Data: Region{Offset: u.metaOff}}
 			if _, _, err := e.content(nil, trailerKey, &t, func(*ref) error { return nil }); err != nil {
@@ -585,6 +607,9 @@ func (e *encoder) content(hint *ref, key string, te *Entry, emitHeader func(*ref
 		return ref{}, false, err
 	}
 	seg := e.seg[:n]
+	if r, ok := e.exeBase(seg, key); ok {
+		return e.executable(r, seg, key, hint, te, emitHeader)
+	}
 	if n < SegmentSize || !e.sc.more() {
 		// The whole content is in memory.
 		sum := sha256.Sum256(seg)
@@ -658,6 +683,97 @@ func (e *encoder) content(hint *ref, key string, te *Entry, emitHeader func(*ref
 		te.Segments = segs
 	}
 	return last, lastOK, nil
+}
+
+// minExecutable is the smallest executable sent as EXEDIFF: below it, the
+// plain patches cost little anyway.
+const minExecutable = 256 << 10
+
+var elfMagic = []byte("\x7fELF")
+
+// exeBase returns the base executable to code the current content against
+// as EXEDIFF, if the delta may use it, the content (of which seg is the
+// start) is an ELF file within exediff's limits, and a related base
+// content is one too.
+func (e *encoder) exeBase(seg []byte, key string) (ref, bool) {
+	if e.version < 3 || !bsdiffEnabled || e.unitLen < minExecutable || e.unitLen > exediff.MaxSize || !bytes.HasPrefix(seg, elfMagic) {
+		return ref{}, false
+	}
+	r, ok := e.patchSource(key, e.unitLen)
+	if !ok || r.entry < 0 {
+		return ref{}, false
+	}
+	re := e.entry(r)
+	if re.Data.Size < minExecutable || re.Data.Size > exediff.MaxSize {
+		return ref{}, false
+	}
+	var magic [4]byte
+	if n, _ := e.bases[r.base].Data.ReadAt(magic[:], re.Data.Offset); n < len(magic) || !bytes.Equal(magic[:], elfMagic) {
+		return ref{}, false
+	}
+	return r, true
+}
+
+// executable encodes an executable content (seg is its start) related to
+// base content r: read whole, it is copied if a base holds it verbatim,
+// else sent as an EXEDIFF against r when exediff models both files, else
+// segment by segment as any content.
+func (e *encoder) executable(r ref, seg []byte, key string, hint *ref, te *Entry, emitHeader func(*ref) error) (ref, bool, error) {
+	e.exeNew = append(e.exeNew[:0], seg...)
+	for int64(len(e.exeNew)) < e.unitLen {
+		n, err := e.readSegment()
+		if err != nil {
+			return ref{}, false, err
+		}
+		if n == 0 {
+			break
+		}
+		e.exeNew = append(e.exeNew, e.seg[:n]...)
+	}
+	t := e.exeNew
+	sum := sha256.Sum256(t)
+	te.Data.Size, te.Data.Sum = int64(len(t)), sum
+	if len(t) > SegmentSize {
+		te.Segments = te.Segments[:0]
+		for i := 0; i < len(t); i += SegmentSize {
+			te.Segments = append(te.Segments, sha256.Sum256(t[i:min(len(t), i+SegmentSize)]))
+		}
+	}
+	if src, ok := e.contentSource(sum, int64(len(t)), hint); ok {
+		if err := emitHeader(&src); err != nil {
+			return ref{}, false, err
+		}
+		se := e.entry(src)
+		e.em.copy(int(src.base), se.Data.Offset, se.Data.Size)
+		return src, true, nil
+	}
+	if err := emitHeader(&r); err != nil {
+		return ref{}, false, err
+	}
+	re := e.entry(r)
+	e.exeOld = grow(e.exeOld, int(re.Data.Size), exediff.MaxSize)
+	if n, err := e.bases[r.base].Data.ReadAt(e.exeOld, re.Data.Offset); n < len(e.exeOld) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return ref{}, false, fmt.Errorf("tardelta: reading base %d at %d: %w", r.base, re.Data.Offset, err)
+	}
+	p, err := exediff.Diff(e.exeOld, t)
+	if err != nil && !errors.Is(err, exediff.ErrNotExecutable) {
+		return ref{}, false, fmt.Errorf("tardelta: %w", err)
+	}
+	// A patch near the content's size means unrelated files: the
+	// segments' own coding (zstd patch or literal) does as well.
+	if err == nil && len(p) <= maxPatchPayload && len(p) < len(t)/2 {
+		e.em.patch(opExediff, int(r.base), re.Data.Offset, re.Data.Size, len(t), p)
+		return ref{}, false, nil
+	}
+	for i := 0; i*SegmentSize < len(t); i++ {
+		if err := e.changed(t[i*SegmentSize:min(len(t), (i+1)*SegmentSize)], key, i); err != nil {
+			return ref{}, false, err
+		}
+	}
+	return ref{}, false, nil
 }
 
 func ptrIf(r ref, ok bool) *ref {
@@ -1209,7 +1325,10 @@ func (m *emitter) patch(kind byte, b int, off, baseLen int64, targetLen int, pay
 	m.st.Patches++
 	m.st.PatchIn += int64(targetLen)
 	m.st.PatchOut += int64(len(payload))
-	if kind == opBsdiff {
+	if kind == opExediff {
+		m.st.Exediffs++
+	}
+	if kind == opBsdiff || kind == opExediff {
 		m.st.Bsdiffs++
 		m.st.BsdiffIn += int64(targetLen)
 		m.st.BsdiffOut += int64(len(payload))

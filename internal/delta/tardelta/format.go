@@ -9,10 +9,10 @@ import (
 // Delta stream constants; the layout is described in doc.go.
 const (
 	deltaMagic   = "OTDL"
-	deltaVersion = 2
+	deltaVersion = 3
 	// minDeltaVersion is the oldest version Apply reads: version 1 is
-	// version 2 without the BSDIFF operation, so deltas cached before the
-	// upgrade still apply.
+	// version 2 without the BSDIFF operation, and version 2 is version 3
+	// without EXEDIFF, so deltas cached before an upgrade still apply.
 	minDeltaVersion = 1
 
 	recBlock = 'B'
@@ -27,6 +27,9 @@ const (
 	// opBsdiff: a bsdiff patch (package bsdiff) against a base range;
 	// version 2 on.
 	opBsdiff = 6
+	// opExediff: an exediff patch (package exediff) against a whole base
+	// executable; version 3 on.
+	opExediff = 7
 
 	// maxBases bounds the per-base state Apply allocates from the header.
 	maxBases = 1024

@@ -1,0 +1,81 @@
+// Package exetest builds real executables for the tests of binary deltas.
+package exetest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// program is a small Go program; extra adds functions before main's, so
+// that everything after them moves, as a change to a real program does.
+func program(extra int) string {
+	var b strings.Builder
+	b.WriteString("package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n\t\"sort\"\n\t\"strings\"\n)\n\n")
+	for i := range extra {
+		fmt.Fprintf(&b, "func added%d(s string) string { return strings.Repeat(s, %d) + fmt.Sprint(len(s)) }\n\n", i, i+2)
+	}
+	b.WriteString("type item struct{ name string; n int }\n\n")
+	b.WriteString("func main() {\n\titems := []item{{\"b\", 2}, {\"a\", 1}}\n\tsort.Slice(items, func(i, j int) bool { return items[i].n < items[j].n })\n")
+	for i := range extra {
+		fmt.Fprintf(&b, "\tfmt.Fprintln(os.Stderr, added%d(\"x\"))\n", i)
+	}
+	b.WriteString("\tfmt.Println(items, strings.ToUpper(os.Args[0]))\n}\n")
+	return b.String()
+}
+
+var (
+	buildOnce sync.Once
+	builds    [2][]byte
+	buildErr  error
+)
+
+// GoBuilds returns two builds of a program, the second with two functions
+// added: a real rebuild, with real moved code, pclntab and type data.
+// They are stripped (-s -w), as images ship them: compressed DWARF
+// sections change throughout with any change and defeat any binary diff.
+func GoBuilds(t testing.TB) (old, new []byte) {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "exediff-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		for i, extra := range []int{0, 2} {
+			src := filepath.Join(dir, fmt.Sprint(i))
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				buildErr = err
+				return
+			}
+			files := map[string]string{"go.mod": "module example.com/p\n\ngo 1.22\n", "main.go": program(extra)}
+			for name, text := range files {
+				if err := os.WriteFile(filepath.Join(src, name), []byte(text), 0o644); err != nil {
+					buildErr = err
+					return
+				}
+			}
+			bin := filepath.Join(dir, fmt.Sprint("bin", i))
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+			cmd.Dir = src
+			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0", "GOFLAGS=")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+				return
+			}
+			if builds[i], err = os.ReadFile(bin); err != nil {
+				buildErr = err
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builds[0], builds[1]
+}
