@@ -91,9 +91,20 @@ var differs = sync.Pool{New: func() any {
 // callers should try it only where it may pay.
 //
 // Diff is deterministic: the same inputs give the same patch.
-func Diff(old, new []byte) ([]byte, error) {
+func Diff(old, new []byte) (patch []byte, err error) {
+	err = scan(old, new, func(d *differ) error {
+		d.build(new)
+		patch, err = d.encode(len(new))
+		return err
+	})
+	return patch, err
+}
+
+// scan runs Diff's search of new against old and then f, with a pooled
+// differ.
+func scan(old, new []byte, f func(*differ) error) error {
 	if len(old) > MaxSuffixArrayInput {
-		return nil, fmt.Errorf("bsdiff: old of %d bytes exceeds %d", len(old), MaxSuffixArrayInput)
+		return fmt.Errorf("bsdiff: old of %d bytes exceeds %d", len(old), MaxSuffixArrayInput)
 	}
 	d := differs.Get().(*differ)
 	defer func() {
@@ -102,8 +113,7 @@ func Diff(old, new []byte) ([]byte, error) {
 	}()
 	d.index(old)
 	d.scan(new)
-	d.build(new)
-	return d.encode(len(new))
+	return f(d)
 }
 
 // Match is a region that Diff pairs: new[New:New+Len] is coded as its
@@ -114,27 +124,20 @@ type Match struct{ Old, New, Len int }
 // of the two files, for callers that model how content moved (package
 // exediff). It costs what Diff's search does, without the coding.
 func Align(old, new []byte) ([]Match, error) {
-	if len(old) > MaxSuffixArrayInput {
-		return nil, fmt.Errorf("bsdiff: old of %d bytes exceeds %d", len(old), MaxSuffixArrayInput)
-	}
-	d := differs.Get().(*differ)
-	defer func() {
-		d.old = nil
-		differs.Put(d)
-	}()
-	d.index(old)
-	d.scan(new)
 	var out []Match
-	o, w := 0, 0
-	for _, t := range d.triples {
-		o += int(t.seek)
-		if t.diffN > 0 {
-			out = append(out, Match{Old: o, New: w, Len: t.diffN})
+	err := scan(old, new, func(d *differ) error {
+		o, w := 0, 0
+		for _, t := range d.triples {
+			o += int(t.seek)
+			if t.diffN > 0 {
+				out = append(out, Match{Old: o, New: w, Len: t.diffN})
+			}
+			o += t.diffN
+			w += t.diffN + t.extraN
 		}
-		o += t.diffN
-		w += t.diffN + t.extraN
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // index builds the suffix array of old and the tables of its prefix

@@ -539,70 +539,72 @@ func (a *applier) patch(b int, off int64, baseLen, targetLen, payLen uint64) err
 // dictionary, the old range is never held in memory. The package's
 // decoders add at most 4 MiB of windows.
 func (a *applier) bsdiff(b int, off int64, oldLen, targetLen, payLen uint64) error {
-	if oldLen == 0 || oldLen > maxPatchBase {
-		return corruptf("op %d: bsdiff of %d base bytes (limit %d)", a.opNo, oldLen, maxPatchBase)
-	}
-	if targetLen == 0 || targetLen > maxPatchTarget {
-		return corruptf("op %d: bsdiff output of %d bytes (limit %d)", a.opNo, targetLen, maxPatchTarget)
-	}
-	if int64(oldLen) > maxDictFor(int(targetLen)) {
-		return corruptf("op %d: bsdiff of %d base bytes for %d output bytes", a.opNo, oldLen, targetLen)
-	}
-	if payLen == 0 || payLen > maxPatchPayload {
-		return corruptf("op %d: bsdiff payload of %d bytes (limit %d)", a.opNo, payLen, maxPatchPayload)
-	}
-	a.scratch = grow(a.scratch, int(payLen), maxPatchPayload)
-	if _, err := io.ReadFull(a.br, a.scratch); err != nil {
-		return a.readErr("bsdiff payload", err)
-	}
-	// The size check comes first: Apply would otherwise write whatever a
-	// damaged patch claims.
-	if n, err := bsdiff.NewSize(a.scratch); err != nil || n != int64(targetLen) {
-		if err == nil {
-			err = fmt.Errorf("it describes %d bytes", n)
-		}
-		return corruptf("op %d: bsdiff against base %d at %d for %d bytes: %v", a.opNo, b, off, targetLen, err)
-	}
-	old := io.NewSectionReader(a.bases[b], off, int64(oldLen))
-	if _, err := bsdiff.Apply(old, int64(oldLen), a.scratch, &a.out); err != nil {
-		if errors.Is(err, bsdiff.ErrCorrupt) {
-			return corruptf("op %d: bsdiff against base %d at %d: %v", a.opNo, b, off, err)
-		}
-		return fmt.Errorf("tardelta: op %d: %w", a.opNo, err)
-	}
-	return nil
+	return a.binaryPatch(bsdiffPatches, b, off, oldLen, targetLen, payLen)
 }
 
 // exediff applies an exediff patch to a whole base executable [off,
 // off+oldLen), read through the base's ReaderAt: its memory is the
 // predictions (package exediff), not the files.
 func (a *applier) exediff(b int, off int64, oldLen, targetLen, payLen uint64) error {
-	if oldLen == 0 || oldLen > exediff.MaxSize {
-		return corruptf("op %d: exediff of %d base bytes (limit %d)", a.opNo, oldLen, exediff.MaxSize)
+	return a.binaryPatch(exediffPatches, b, off, oldLen, targetLen, payLen)
+}
+
+// patchKind is a binary patch format an operation carries: its limits and
+// functions.
+type patchKind struct {
+	name       string
+	maxOld     func(targetLen uint64) uint64
+	maxTarget  uint64
+	newSize    func(patch []byte) (int64, error)
+	apply      func(old io.ReaderAt, oldSize int64, patch []byte, w io.Writer) (int64, error)
+	errCorrupt error
+}
+
+var (
+	bsdiffPatches = patchKind{
+		name:       "bsdiff",
+		maxOld:     func(n uint64) uint64 { return uint64(maxDictFor(int(n))) },
+		maxTarget:  maxPatchTarget,
+		newSize:    bsdiff.NewSize,
+		apply:      bsdiff.Apply,
+		errCorrupt: bsdiff.ErrCorrupt,
 	}
-	if targetLen == 0 || targetLen > exediff.MaxSize {
-		return corruptf("op %d: exediff output of %d bytes (limit %d)", a.opNo, targetLen, exediff.MaxSize)
+	exediffPatches = patchKind{
+		name:       "exediff",
+		maxOld:     func(n uint64) uint64 { return min(exediff.MaxSize, 2*n+patchDictSlack) },
+		maxTarget:  exediff.MaxSize,
+		newSize:    exediff.NewSize,
+		apply:      exediff.Apply,
+		errCorrupt: exediff.ErrCorrupt,
 	}
-	if oldLen > 2*targetLen+patchDictSlack {
-		return corruptf("op %d: exediff of %d base bytes for %d output bytes", a.opNo, oldLen, targetLen)
+)
+
+func (a *applier) binaryPatch(k patchKind, b int, off int64, oldLen, targetLen, payLen uint64) error {
+	if targetLen == 0 || targetLen > k.maxTarget {
+		return corruptf("op %d: %s output of %d bytes (limit %d)", a.opNo, k.name, targetLen, k.maxTarget)
+	}
+	if oldLen == 0 || oldLen > k.maxOld(targetLen) {
+		return corruptf("op %d: %s of %d base bytes for %d output bytes (limit %d)", a.opNo, k.name, oldLen, targetLen, k.maxOld(targetLen))
 	}
 	if payLen == 0 || payLen > maxPatchPayload {
-		return corruptf("op %d: exediff payload of %d bytes (limit %d)", a.opNo, payLen, maxPatchPayload)
+		return corruptf("op %d: %s payload of %d bytes (limit %d)", a.opNo, k.name, payLen, maxPatchPayload)
 	}
 	a.scratch = grow(a.scratch, int(payLen), maxPatchPayload)
 	if _, err := io.ReadFull(a.br, a.scratch); err != nil {
-		return a.readErr("exediff payload", err)
+		return a.readErr(k.name+" payload", err)
 	}
-	if n, err := exediff.NewSize(a.scratch); err != nil || n != int64(targetLen) {
+	// The size check comes first: Apply would otherwise write whatever a
+	// damaged patch claims.
+	if n, err := k.newSize(a.scratch); err != nil || n != int64(targetLen) {
 		if err == nil {
 			err = fmt.Errorf("it describes %d bytes", n)
 		}
-		return corruptf("op %d: exediff against base %d at %d for %d bytes: %v", a.opNo, b, off, targetLen, err)
+		return corruptf("op %d: %s against base %d at %d for %d bytes: %v", a.opNo, k.name, b, off, targetLen, err)
 	}
 	old := io.NewSectionReader(a.bases[b], off, int64(oldLen))
-	if _, err := exediff.Apply(old, int64(oldLen), a.scratch, &a.out); err != nil {
-		if errors.Is(err, exediff.ErrCorrupt) {
-			return corruptf("op %d: exediff against base %d at %d: %v", a.opNo, b, off, err)
+	if _, err := k.apply(old, int64(oldLen), a.scratch, &a.out); err != nil {
+		if errors.Is(err, k.errCorrupt) {
+			return corruptf("op %d: %s against base %d at %d: %v", a.opNo, k.name, b, off, err)
 		}
 		return fmt.Errorf("tardelta: op %d: %w", a.opNo, err)
 	}
