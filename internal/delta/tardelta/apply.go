@@ -398,8 +398,12 @@ func (a *applier) applyBlock() error {
 			if err := a.patch(int(b), off, baseLen, targetLen, payLen); err != nil {
 				return err
 			}
-		case opBsdiff:
-			if a.version < 2 {
+		case opBsdiff, opExediff:
+			k := bsdiffPatches
+			if kind == opExediff {
+				k = exediffPatches
+			}
+			if a.version < k.since {
 				return corruptf("op %d: unknown op 0x%02x in a version %d delta", a.opNo, kind, a.version)
 			}
 			b := r.uvarint()
@@ -408,32 +412,13 @@ func (a *applier) applyBlock() error {
 			targetLen := r.uvarint()
 			payLen := r.uvarint()
 			if !r.ok {
-				return corruptf("op %d: truncated bsdiff", a.opNo)
+				return corruptf("op %d: truncated %s", a.opNo, k.name)
 			}
-			off, err := a.baseRange("bsdiff", b, d, oldLen)
+			off, err := a.baseRange(k.name, b, d, oldLen)
 			if err != nil {
 				return err
 			}
-			if err := a.bsdiff(int(b), off, oldLen, targetLen, payLen); err != nil {
-				return err
-			}
-		case opExediff:
-			if a.version < 3 {
-				return corruptf("op %d: unknown op 0x%02x in a version %d delta", a.opNo, kind, a.version)
-			}
-			b := r.uvarint()
-			d := r.varint()
-			oldLen := r.uvarint()
-			targetLen := r.uvarint()
-			payLen := r.uvarint()
-			if !r.ok {
-				return corruptf("op %d: truncated exediff", a.opNo)
-			}
-			off, err := a.baseRange("exediff", b, d, oldLen)
-			if err != nil {
-				return err
-			}
-			if err := a.exediff(int(b), off, oldLen, targetLen, payLen); err != nil {
+			if err := a.binaryPatch(k, int(b), off, oldLen, targetLen, payLen); err != nil {
 				return err
 			}
 		default:
@@ -534,25 +519,12 @@ func (a *applier) patch(b int, off int64, baseLen, targetLen, payLen uint64) err
 	return err
 }
 
-// bsdiff applies a bsdiff patch to base bytes [off, off+oldLen), read
-// through the base's ReaderAt as the patch needs them: unlike a PATCH
-// dictionary, the old range is never held in memory. The package's
-// decoders add at most 4 MiB of windows.
-func (a *applier) bsdiff(b int, off int64, oldLen, targetLen, payLen uint64) error {
-	return a.binaryPatch(bsdiffPatches, b, off, oldLen, targetLen, payLen)
-}
-
-// exediff applies an exediff patch to a whole base executable [off,
-// off+oldLen), read through the base's ReaderAt: its memory is the
-// predictions (package exediff), not the files.
-func (a *applier) exediff(b int, off int64, oldLen, targetLen, payLen uint64) error {
-	return a.binaryPatch(exediffPatches, b, off, oldLen, targetLen, payLen)
-}
-
-// patchKind is a binary patch format an operation carries: its limits and
-// functions.
+// patchKind is a binary patch format an operation carries: the delta
+// version that introduced it, its limits and functions. Both read the old
+// range through the base's ReaderAt as they go, never holding it.
 type patchKind struct {
 	name       string
+	since      byte
 	maxOld     func(targetLen uint64) uint64
 	maxTarget  uint64
 	newSize    func(patch []byte) (int64, error)
@@ -561,16 +533,21 @@ type patchKind struct {
 }
 
 var (
+	// BSDIFF: the package's decoders add at most 4 MiB of windows.
 	bsdiffPatches = patchKind{
 		name:       "bsdiff",
+		since:      2,
 		maxOld:     func(n uint64) uint64 { return uint64(maxDictFor(int(n))) },
 		maxTarget:  maxPatchTarget,
 		newSize:    bsdiff.NewSize,
 		apply:      bsdiff.Apply,
 		errCorrupt: bsdiff.ErrCorrupt,
 	}
+	// EXEDIFF, against a whole base executable: its memory is the
+	// predictions (package exediff), not the files.
 	exediffPatches = patchKind{
 		name:       "exediff",
+		since:      3,
 		maxOld:     func(n uint64) uint64 { return min(exediff.MaxSize, 2*n+patchDictSlack) },
 		maxTarget:  exediff.MaxSize,
 		newSize:    exediff.NewSize,
