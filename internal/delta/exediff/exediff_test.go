@@ -74,18 +74,27 @@ func TestModelParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := newMapper(om, &nm.layout, piecesOf(ms))
-	parts := map[string]func(*predictor){
-		"go tables":    (*predictor).goTables,
-		"x86 operands": (*predictor).x86Operands,
-		"pointers":     (*predictor).pointers,
+	p := &predictor{m: m, seq: newWindow(bytes.NewReader(old), om.size, 1<<20), rnd: newWindow(bytes.NewReader(old), om.size, 4<<10)}
+	// The parts run in predict's order (the type data needs the others'
+	// references); each must add predictions of its own.
+	var fds []funcdata
+	parts := []struct {
+		name string
+		run  func()
+	}{
+		{"function table", func() { fds = p.functab() }},
+		{"funcdata", func() { p.funcdata(fds) }},
+		{"x86 operands", p.x86Operands},
+		{"pointers", p.pointers},
+		{"type data", p.goTypes},
 	}
-	for name, part := range parts {
-		p := &predictor{m: m, seq: newWindow(bytes.NewReader(old), om.size, 1<<20), rnd: newWindow(bytes.NewReader(old), om.size, 4<<10)}
-		part(p)
-		if len(p.preds) < 100 {
-			t.Errorf("%s: %d predictions", name, len(p.preds))
+	for _, part := range parts {
+		n := len(p.preds)
+		part.run()
+		if len(p.preds)-n < 100 {
+			t.Errorf("%s: %d predictions", part.name, len(p.preds)-n)
 		}
-		t.Logf("%s: %d predictions", name, len(p.preds))
+		t.Logf("%s: %d predictions", part.name, len(p.preds)-n)
 	}
 }
 

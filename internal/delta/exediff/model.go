@@ -8,8 +8,6 @@ import (
 	"io"
 	"sort"
 
-	"golang.org/x/arch/x86/x86asm"
-
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
 )
 
@@ -28,6 +26,7 @@ const (
 	baseFunctab         // the function table and function records
 	baseTypes           // type data (typelinks, name and type offsets)
 	baseGofunc          // go:func.* (funcdata)
+	baseRodata          // moduledata.rodata: stack objects' GC data
 	numBases
 )
 
@@ -59,6 +58,7 @@ type model struct {
 	pcln    section
 	nfunc   uint64 // functions in the pclntab; 0 when it is not one this package reads
 	typelnk section
+	etypes  uint64 // end of the type data (its start is bases[baseTypes])
 }
 
 // Go's pclntab header (runtime.pcHeader, Go 1.20 on) and the offsets in
@@ -67,6 +67,8 @@ const (
 	pclnMagic      = 0xfffffff1
 	pclnHeaderSize = 72
 	mdTypes        = 296
+	mdEtypes       = 304
+	mdRodata       = 312
 	mdGofunc       = 320
 	mdSize         = 336
 	funcRecordSize = 44 // runtime._func before its pcdata and funcdata
@@ -173,10 +175,13 @@ func (m *model) readGoTables(r io.ReaderAt) error {
 			if md == nil {
 				return sw.err
 			}
-			for _, fd := range [...]struct{ at, base int }{{mdTypes, baseTypes}, {mdGofunc, baseGofunc}} {
+			for _, fd := range [...]struct{ at, base int }{{mdTypes, baseTypes}, {mdGofunc, baseGofunc}, {mdRodata, baseRodata}} {
 				if v := le.Uint64(md[fd.at:]); m.fileBacked(v) {
 					m.bases[fd.base] = v
 				}
+			}
+			if t, e := m.bases[baseTypes], le.Uint64(md[mdEtypes:]); t != 0 && e > t && m.fileBacked(e-1) {
+				m.etypes = e
 			}
 			return nil
 		}
@@ -329,6 +334,9 @@ type predictor struct {
 	seq   *window // sequential scans
 	rnd   *window // scattered reads (type data)
 	preds []pred
+	// typeRefs: old addresses in the type data that operands and
+	// pointers refer to, where type descriptors may start (goTypes).
+	typeRefs []uint64
 }
 
 // predict returns the predictions for the old file r (whose model om is)
@@ -343,6 +351,7 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	p.goTables()
 	p.x86Operands()
 	p.pointers()
+	p.goTypes()
 	if err := p.seq.err; err != nil {
 		return nil, err
 	}
@@ -394,153 +403,6 @@ func (p *predictor) offset(w *window, pos int64, b int) {
 	}
 }
 
-// goTables: the function table (entry and record offsets), each function
-// record's entry, name and pc-value table offsets and funcdata offsets,
-// and the typelinks with each listed type's name and pointer-type offsets.
-func (p *predictor) goTables() {
-	om := p.m.old
-	le := binary.LittleEndian
-	if om.nfunc > 0 && p.usable(baseFunctab) {
-		ftab, _ := om.addrOff(om.bases[baseFunctab])
-		text, pctab, fname, gofunc := p.usable(baseText), p.usable(basePctab), p.usable(baseFuncname), p.usable(baseGofunc)
-		for i := range om.nfunc + 1 {
-			e := int64(ftab + 8*i)
-			ent := p.seq.at(e, 8)
-			if ent == nil {
-				return
-			}
-			funcoff := le.Uint32(ent[4:])
-			if text {
-				p.offset(p.seq, e, baseText)
-			}
-			p.offset(p.seq, e+4, baseFunctab)
-			if i == om.nfunc {
-				break
-			}
-			f := int64(ftab) + int64(funcoff)
-			rec := p.rnd.at(f, funcRecordSize)
-			if rec == nil {
-				continue
-			}
-			npc, nfd := le.Uint32(rec[28:]), uint32(rec[43])
-			pcdata := make([]bool, 0, 8)
-			if npc <= 64 {
-				if b := p.rnd.at(f+funcRecordSize, int(4*npc)); b != nil {
-					for k := range npc {
-						pcdata = append(pcdata, le.Uint32(b[4*k:]) != 0)
-					}
-				}
-			}
-			var funcdata []bool
-			if gofunc && len(pcdata) == int(npc) {
-				if b := p.rnd.at(f+funcRecordSize+int64(4*npc), int(4*nfd)); b != nil {
-					for k := range nfd {
-						funcdata = append(funcdata, le.Uint32(b[4*k:]) != ^uint32(0))
-					}
-				}
-			}
-			if text {
-				p.offset(p.rnd, f, baseText)
-			}
-			if fname {
-				p.offset(p.rnd, f+4, baseFuncname)
-			}
-			if pctab {
-				for _, k := range [...]int64{16, 20, 24} {
-					p.offset(p.rnd, f+k, basePctab)
-				}
-				for k, used := range pcdata {
-					if used {
-						p.offset(p.rnd, f+funcRecordSize+4*int64(k), basePctab)
-					}
-				}
-			}
-			for k, used := range funcdata {
-				if used {
-					p.offset(p.rnd, f+funcRecordSize+4*int64(npc)+4*int64(k), baseGofunc)
-				}
-			}
-		}
-	}
-	if om.typelnk.size > 0 && p.usable(baseTypes) {
-		types, _ := om.addrOff(om.bases[baseTypes])
-		for o := om.typelnk.off; o+4 <= om.typelnk.off+om.typelnk.size; o += 4 {
-			v := p.seq.at(int64(o), 4)
-			if v == nil {
-				return
-			}
-			t := int64(types) + int64(le.Uint32(v))
-			p.offset(p.seq, int64(o), baseTypes)
-			// abi.Type: Str (NameOff) at 40, PtrToThis (TypeOff) at 44.
-			if b := p.rnd.at(t+40, 8); b != nil {
-				p.offset(p.rnd, t+40, baseTypes)
-				if le.Uint32(b[4:]) != 0 {
-					p.offset(p.rnd, t+44, baseTypes)
-				}
-			}
-		}
-	}
-}
-
-// x86Operands: rel32 branch and call operands and RIP-relative
-// displacements in x86-64 code, found by decoding the executable sections
-// from their start (Go and C compilers put no data there; where decoding
-// fails it resumes at the next byte).
-func (p *predictor) x86Operands() {
-	if !p.m.old.x86 {
-		return
-	}
-	for _, s := range p.m.old.exec {
-		end := int64(s.off + s.size)
-		for pos := int64(s.off); pos < end; {
-			b := p.seq.at(pos, int(min(15, end-pos)))
-			if b == nil {
-				return
-			}
-			inst, err := x86asm.Decode(b, 64)
-			if err != nil || inst.Len <= 0 {
-				pos++
-				continue
-			}
-			if inst.PCRel == 4 && inst.PCRelOff > 0 && inst.PCRelOff+4 <= inst.Len {
-				p.rel32(pos+int64(inst.PCRelOff), pos+int64(inst.Len))
-			}
-			pos += int64(inst.Len)
-		}
-	}
-}
-
-// rel32 predicts an operand at old offset pos relative to the instruction
-// end at old offset end.
-func (p *predictor) rel32(pos, end int64) {
-	v := p.seq.at(pos, 4)
-	if v == nil {
-		return
-	}
-	old := int32(binary.LittleEndian.Uint32(v))
-	oe, ok := p.m.old.offAddr(uint64(end))
-	if !ok {
-		return
-	}
-	ne, ok := p.m.off(end)
-	if !ok || ne < 0 {
-		return
-	}
-	nea, ok := p.m.new.offAddr(uint64(ne))
-	if !ok {
-		return
-	}
-	nt, ok := p.m.addr(oe + uint64(int64(old)))
-	if !ok {
-		return
-	}
-	d := int64(nt - nea)
-	if d != int64(int32(d)) || int32(d) == old {
-		return
-	}
-	p.add(pos, uint64(uint32(int32(d))), 4)
-}
-
 // pointers: aligned 8-byte words in data sections whose value is an
 // address within the image. (A number that merely looks like one gets a
 // wrong prediction, which costs what an unpredicted change does.)
@@ -558,10 +420,18 @@ func (p *predictor) pointers() {
 			if v < om.lo || v >= om.hi {
 				continue
 			}
+			p.typeRef(v)
 			if nv, ok := p.m.addr(v); ok && nv != v {
 				p.add(pos, nv, 8)
 			}
 		}
+	}
+}
+
+// typeRef notes old address v if it lies in the type data.
+func (p *predictor) typeRef(v uint64) {
+	if t := p.m.old.bases[baseTypes]; v >= t && v < p.m.old.etypes && len(p.typeRefs) < maxPreds {
+		p.typeRefs = append(p.typeRefs, v)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/outpost-registry/outpost/internal/delta/exediff"
 	"github.com/outpost-registry/outpost/internal/delta/exediff/exetest"
 )
 
@@ -378,7 +379,7 @@ func TestExediffGoBuilds(t *testing.T) {
 		t.Errorf("version 2 delta with EXEDIFF: %v", err)
 	}
 	// Damage the patch's header (its CRC of the predictions, or the map).
-	i := bytes.Index(delta, []byte("OXD1"))
+	i := bytes.Index(delta, []byte(exediff.Magic))
 	if i < 0 {
 		t.Fatal("no exediff patch in the delta")
 	}
