@@ -36,9 +36,10 @@ package exediff
 // digest).
 //
 // Measured on two 26 MB builds of this repository's outpost binary: one
-// commit apart, 281 KB with bsdiff alone, 6.3 KB here; 20 commits apart,
-// 1.19 MB against 353 KB. The prediction costs about 1 s per 26 MB on each
-// side (mostly x86 decoding); Diff also runs bsdiff's search twice.
+// commit apart, 281 KB with bsdiff alone, 5.9 KB here; 20 commits apart,
+// 1.19 MB against 353 KB. The prediction costs about 0.2 s per 26 MB on
+// each side (half of it x86 decoding, by the length decoder of x86len.go);
+// Diff also runs bsdiff's search twice.
 //
 // Patch layout (uv: unsigned LEB128 varint; sv: zigzag varint):
 //

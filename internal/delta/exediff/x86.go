@@ -1,10 +1,6 @@
 package exediff
 
-import (
-	"encoding/binary"
-
-	"golang.org/x/arch/x86/x86asm"
-)
+import "encoding/binary"
 
 // x86Operands: rel32 branch and call operands and RIP-relative
 // displacements in x86-64 code, found by decoding the executable sections
@@ -21,15 +17,15 @@ func (p *predictor) x86Operands() {
 			if b == nil {
 				return
 			}
-			inst, err := x86asm.Decode(b, 64)
-			if err != nil || inst.Len <= 0 {
+			n, rel, ok := decodeX86(b)
+			if !ok {
 				pos++
 				continue
 			}
-			if inst.PCRel == 4 && inst.PCRelOff > 0 && inst.PCRelOff+4 <= inst.Len {
-				p.rel32(pos+int64(inst.PCRelOff), pos+int64(inst.Len))
+			if rel > 0 {
+				p.rel32(pos+int64(rel), pos+int64(n))
 			}
-			pos += int64(inst.Len)
+			pos += int64(n)
 		}
 	}
 }
