@@ -10,20 +10,20 @@ package exediff
 // difference: two Go builds one commit apart still make a 281 KB patch, all
 // but 29 KB of it such differences (docs/performance.md).
 //
-// Those values are not new information: they follow from how the code
-// moved. Diff first aligns the files (bsdiff.Align), which gives a map from
-// old file offsets to new ones. Both sides then find, in the old file
-// only, the places that hold an address or offset (a "slot"): x86-64 rel32
-// and RIP-relative operands (decoded from executable sections), 8-byte
-// words in data sections whose value is an address inside the image, and,
-// for Go binaries, the offsets of the runtime's own tables: the pclntab's
-// function table and function records, the funcdata they name (stack
-// objects, inline trees), and the type data (each type descriptor's name
-// and pointer type, its method table's names, types and code offsets, an
-// interface's methods). Each slot's value is rewritten to
-// where its target moved, giving a predicted old file; the patch is a
-// bsdiff from that prediction to the new file. Where a prediction is
-// wrong, the difference is no larger than before; where it is right, the
+// Those values are not new information: they follow from how the code moved.
+// Diff first aligns the files (bsdiff.Align), which gives a map from old
+// file offsets to new ones. Both sides then find, in the old file only, the
+// places that hold an address or offset (a "slot"): x86-64 rel32 and
+// RIP-relative operands (decoded from executable sections), arm64 branches and
+// ADRP address pairs, 8-byte words in data sections whose value is an
+// address inside the image, and, for Go binaries, the offsets of the
+// runtime's own tables: the pclntab's function table and function records,
+// the funcdata they name (stack objects, inline trees), and the type data
+// (each type descriptor's name and pointer type, its method table's names,
+// types and code offsets, an interface's methods). Each slot's value is
+// rewritten to where its target moved, giving a predicted old file; the
+// patch is a bsdiff from that prediction to the new file. Where a prediction
+// is wrong, the difference is no larger than before; where it is right, the
 // difference vanishes.
 //
 // The child repeats the prediction from the old file and what the patch
@@ -37,7 +37,8 @@ package exediff
 //
 // Measured on two 26 MB builds of this repository's outpost binary: one
 // commit apart, 281 KB with bsdiff alone, 5.9 KB here; 20 commits apart,
-// 1.19 MB against 353 KB. The prediction costs about 0.2 s per 26 MB on
+// 1.19 MB against 353 KB (arm64 builds: 284 KB against 5.8 KB, 1.23 MB
+// against 327 KB). The prediction costs about 0.2 s per 26 MB on
 // each side (half of it x86 decoding, by the length decoder of x86len.go);
 // Diff also runs bsdiff's search twice.
 //

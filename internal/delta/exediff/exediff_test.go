@@ -10,8 +10,6 @@ import (
 	"github.com/outpost-registry/outpost/internal/delta/exediff/exetest"
 )
 
-func goBuilds(t testing.TB) (old, new []byte) { return exetest.GoBuilds(t) }
-
 func roundTrip(t testing.TB, old, new []byte) []byte {
 	t.Helper()
 	p, err := Diff(old, new)
@@ -33,26 +31,37 @@ func roundTrip(t testing.TB, old, new []byte) []byte {
 }
 
 // TestGoRebuild: two real builds of a Go program round-trip, and the
-// predictions make the patch several times smaller than bsdiff's.
+// predictions make the patch several times smaller than bsdiff's, on
+// both architectures the operand models know.
 func TestGoRebuild(t *testing.T) {
-	old, new := goBuilds(t)
-	p := roundTrip(t, old, new)
-	plain, err := bsdiff.Diff(old, new)
-	if err != nil {
-		t.Fatal(err)
+	for _, arch := range []string{"amd64", "arm64"} {
+		t.Run(arch, func(t *testing.T) {
+			old, new := exetest.GoBuildsFor(t, arch)
+			p := roundTrip(t, old, new)
+			plain, err := bsdiff.Diff(old, new)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d-byte build → %d bytes: patch %d bytes, bsdiff alone %d", len(old), len(new), len(p), len(plain))
+			if len(p)*3 > len(plain) {
+				t.Errorf("patch of %d bytes, bsdiff alone %d: the predictions did not cut it to a third", len(p), len(plain))
+			}
+			// Backwards too: functions removed.
+			roundTrip(t, new, old)
+		})
 	}
-	t.Logf("%d-byte build → %d bytes: patch %d bytes, bsdiff alone %d", len(old), len(new), len(p), len(plain))
-	if len(p)*2 > len(plain) {
-		t.Errorf("patch of %d bytes, bsdiff alone %d: the predictions did not halve it", len(p), len(plain))
-	}
-	// Backwards too: functions removed.
-	roundTrip(t, new, old)
 }
 
-// TestModelParts: each part of the model finds slots in a real Go binary,
-// so that none of them silently stops working.
+// TestModelParts: each part of the model finds slots in real Go
+// binaries, so that none of them silently stops working.
 func TestModelParts(t *testing.T) {
-	old, new := goBuilds(t)
+	for _, arch := range []string{"amd64", "arm64"} {
+		t.Run(arch, func(t *testing.T) { testModelParts(t, arch) })
+	}
+}
+
+func testModelParts(t *testing.T, arch string) {
+	old, new := exetest.GoBuildsFor(t, arch)
 	om, err := readModel(bytes.NewReader(old), int64(len(old)))
 	if err != nil {
 		t.Fatal(err)
@@ -66,8 +75,8 @@ func TestModelParts(t *testing.T) {
 			t.Errorf("table base %d not found (old %#x, new %#x)", b, v, nm.bases[b])
 		}
 	}
-	if !om.x86 || om.nfunc == 0 || om.typelnk.size == 0 {
-		t.Fatalf("model: x86 %v, %d functions, typelinks %d bytes", om.x86, om.nfunc, om.typelnk.size)
+	if om.x86 != (arch == "amd64") || om.arm64 != (arch == "arm64") || om.nfunc == 0 || om.typelnk.size == 0 || om.etypes == 0 {
+		t.Fatalf("model: x86 %v, arm64 %v, %d functions, typelinks %d bytes, type data end %#x", om.x86, om.arm64, om.nfunc, om.typelnk.size, om.etypes)
 	}
 	ms, err := bsdiff.Align(old, new)
 	if err != nil {
@@ -78,13 +87,14 @@ func TestModelParts(t *testing.T) {
 	// The parts run in predict's order (the type data needs the others'
 	// references); each must add predictions of its own.
 	var fds []funcdata
+	operands := map[string]func(){"amd64": p.x86Operands, "arm64": p.arm64Operands}[arch]
 	parts := []struct {
 		name string
 		run  func()
 	}{
 		{"function table", func() { fds = p.functab() }},
 		{"funcdata", func() { p.funcdata(fds) }},
-		{"x86 operands", p.x86Operands},
+		{arch + " operands", operands},
 		{"pointers", p.pointers},
 		{"type data", p.goTypes},
 	}
@@ -114,7 +124,7 @@ func TestNotExecutable(t *testing.T) {
 // fail with ErrCorrupt or at worst write other bytes (which callers'
 // checksums catch); they never panic.
 func TestCorrupt(t *testing.T) {
-	old, new := goBuilds(t)
+	old, new := exetest.GoBuilds(t)
 	p := roundTrip(t, old, new)
 	apply := func(old, p []byte) error {
 		_, err := Apply(bytes.NewReader(old), int64(len(old)), p, new2discard{})
@@ -149,7 +159,7 @@ func (new2discard) Write(b []byte) (int, error) { return len(b), nil }
 // FuzzApply: whatever the patch, Apply returns (an error or bytes) and
 // never panics or allocates without bound.
 func FuzzApply(f *testing.F) {
-	old, new := goBuilds(f)
+	old, new := exetest.GoBuilds(f)
 	p, err := Diff(old, new)
 	if err != nil {
 		f.Fatal(err)

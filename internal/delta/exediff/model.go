@@ -52,6 +52,7 @@ type model struct {
 	layout
 	size    int64
 	x86     bool
+	arm64   bool
 	exec    []section // executable, in the file
 	data    []section // other allocated sections in the file
 	lo, hi  uint64    // addresses the image spans
@@ -91,7 +92,7 @@ func readModel(r io.ReaderAt, size int64) (m *model, err error) {
 	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
 		return nil, ErrNotExecutable
 	}
-	m = &model{size: size, x86: f.Machine == elf.EM_X86_64, lo: ^uint64(0)}
+	m = &model{size: size, x86: f.Machine == elf.EM_X86_64, arm64: f.Machine == elf.EM_AARCH64, lo: ^uint64(0)}
 	for _, s := range f.Sections {
 		if s.Flags&elf.SHF_ALLOC == 0 || s.Addr == 0 || s.Addr+s.Size < s.Addr {
 			continue
@@ -350,6 +351,7 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	}
 	p.goTables()
 	p.x86Operands()
+	p.arm64Operands()
 	p.pointers()
 	p.goTypes()
 	if err := p.seq.err; err != nil {

@@ -120,28 +120,28 @@ func TestX86Encodings(t *testing.T) {
 		n, rel  int
 		invalid bool
 	}{
-		{hex: "e8 00 00 00 00", n: 5, rel: 1},                                // CALL rel32
-		{hex: "0f 84 10 00 00 00", n: 6, rel: 2},                             // JE rel32
-		{hex: "48 8d 05 10 00 00 00", n: 7, rel: 3},                          // LEAQ off(RIP), AX
-		{hex: "81 3d 10 00 00 00 78 56 34 12", n: 10, rel: 2},                // CMPL $imm32, off(RIP)
-		{hex: "66 66 2e 0f 1f 84 00 00 00 00 00", n: 11},                     // long NOP
-		{hex: "48 b8 01 02 03 04 05 06 07 08", n: 10},                        // MOVQ $imm64, AX
-		{hex: "c5 fd 70 c1 1b", n: 5},                                        // VPSHUFD ymm (VEX2, imm8)
-		{hex: "c4 e3 7d 38 c1 01", n: 6},                                     // VINSERTI128 (VEX3 map 0F3A)
-		{hex: "c4 e2 7d 58 05 10 00 00 00", n: 9, rel: 5},                    // VPBROADCASTD off(RIP), ymm
-		{hex: "62 f1 7c 48 10 05 10 00 00 00", n: 10, rel: 6},                // VMOVUPS off(RIP), zmm (EVEX)
-		{hex: "62 f3 7d 48 3f c1 00", n: 7},                                  // VPCMPB $0, zmm (EVEX map 0F3A)
-		{hex: "62 f1 7c 48 10 44 24 01", n: 8},                               // VMOVUPS 64(SP), zmm (disp8*N)
-		{hex: "c5 f8 77", n: 3},                                              // VZEROUPPER
-		{hex: "f3 0f 1e fa", n: 4},                                           // ENDBR64
-		{hex: "a1 01 02 03 04 05 06 07 08", n: 9},                            // MOVL moffs64, EAX
-		{hex: "f6 c1 01", n: 3},                                              // TESTB $1, CL
-		{hex: "f7 d8", n: 2},                                                 // NEGL AX
-		{hex: "c8 10 00 01", n: 4},                                           // ENTER
-		{hex: "06", invalid: true},                                           // PUSH ES: not in 64-bit mode
-		{hex: "48 66 90", invalid: true},                                     // a prefix after REX
-		{hex: "66 c5 f8 77", invalid: true},                                  // a prefix before VEX
-		{hex: "e8 00 00", invalid: true},                                     // truncated
+		{hex: "e8 00 00 00 00", n: 5, rel: 1},                                   // CALL rel32
+		{hex: "0f 84 10 00 00 00", n: 6, rel: 2},                                // JE rel32
+		{hex: "48 8d 05 10 00 00 00", n: 7, rel: 3},                             // LEAQ off(RIP), AX
+		{hex: "81 3d 10 00 00 00 78 56 34 12", n: 10, rel: 2},                   // CMPL $imm32, off(RIP)
+		{hex: "66 66 2e 0f 1f 84 00 00 00 00 00", n: 11},                        // long NOP
+		{hex: "48 b8 01 02 03 04 05 06 07 08", n: 10},                           // MOVQ $imm64, AX
+		{hex: "c5 fd 70 c1 1b", n: 5},                                           // VPSHUFD ymm (VEX2, imm8)
+		{hex: "c4 e3 7d 38 c1 01", n: 6},                                        // VINSERTI128 (VEX3 map 0F3A)
+		{hex: "c4 e2 7d 58 05 10 00 00 00", n: 9, rel: 5},                       // VPBROADCASTD off(RIP), ymm
+		{hex: "62 f1 7c 48 10 05 10 00 00 00", n: 10, rel: 6},                   // VMOVUPS off(RIP), zmm (EVEX)
+		{hex: "62 f3 7d 48 3f c1 00", n: 7},                                     // VPCMPB $0, zmm (EVEX map 0F3A)
+		{hex: "62 f1 7c 48 10 44 24 01", n: 8},                                  // VMOVUPS 64(SP), zmm (disp8*N)
+		{hex: "c5 f8 77", n: 3},                                                 // VZEROUPPER
+		{hex: "f3 0f 1e fa", n: 4},                                              // ENDBR64
+		{hex: "a1 01 02 03 04 05 06 07 08", n: 9},                               // MOVL moffs64, EAX
+		{hex: "f6 c1 01", n: 3},                                                 // TESTB $1, CL
+		{hex: "f7 d8", n: 2},                                                    // NEGL AX
+		{hex: "c8 10 00 01", n: 4},                                              // ENTER
+		{hex: "06", invalid: true},                                              // PUSH ES: not in 64-bit mode
+		{hex: "48 66 90", invalid: true},                                        // a prefix after REX
+		{hex: "66 c5 f8 77", invalid: true},                                     // a prefix before VEX
+		{hex: "e8 00 00", invalid: true},                                        // truncated
 		{hex: "66 66 66 66 66 66 66 66 66 66 66 66 66 66 66 90", invalid: true}, // 16 bytes
 	} {
 		b := mustHex(t, c.hex)

@@ -28,54 +28,69 @@ func program(extra int) string {
 	return b.String()
 }
 
+// pair is one architecture's two builds, made once per test binary.
+type pair struct {
+	once sync.Once
+	bins [2][]byte
+	err  error
+}
+
 var (
-	buildOnce sync.Once
-	builds    [2][]byte
-	buildErr  error
+	mu    sync.Mutex
+	pairs = map[string]*pair{}
 )
 
-// GoBuilds returns two builds of a program, the second with two functions
-// added: a real rebuild, with real moved code, pclntab and type data.
-// They are stripped (-s -w), as images ship them: compressed DWARF
-// sections change throughout with any change and defeat any binary diff.
-func GoBuilds(t testing.TB) (old, new []byte) {
+// GoBuilds returns two builds of a program for linux/amd64, the second
+// with two functions added: a real rebuild, with real moved code, pclntab
+// and type data. They are stripped (-s -w), as images ship them:
+// compressed DWARF sections change throughout with any change and defeat
+// any binary diff.
+func GoBuilds(t testing.TB) (old, new []byte) { return GoBuildsFor(t, "amd64") }
+
+// GoBuildsFor is GoBuilds for linux/goarch.
+func GoBuildsFor(t testing.TB, goarch string) (old, new []byte) {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "exediff-test-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		defer os.RemoveAll(dir)
-		for i, extra := range []int{0, 2} {
-			src := filepath.Join(dir, fmt.Sprint(i))
-			if err := os.MkdirAll(src, 0o755); err != nil {
-				buildErr = err
-				return
-			}
-			files := map[string]string{"go.mod": "module example.com/p\n\ngo 1.22\n", "main.go": program(extra)}
-			for name, text := range files {
-				if err := os.WriteFile(filepath.Join(src, name), []byte(text), 0o644); err != nil {
-					buildErr = err
-					return
-				}
-			}
-			bin := filepath.Join(dir, fmt.Sprint("bin", i))
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
-			cmd.Dir = src
-			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0", "GOFLAGS=")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-				return
-			}
-			if builds[i], err = os.ReadFile(bin); err != nil {
-				buildErr = err
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	mu.Lock()
+	p := pairs[goarch]
+	if p == nil {
+		p = &pair{}
+		pairs[goarch] = p
 	}
-	return builds[0], builds[1]
+	mu.Unlock()
+	p.once.Do(func() { p.bins, p.err = build(goarch) })
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return p.bins[0], p.bins[1]
+}
+
+func build(goarch string) (bins [2][]byte, err error) {
+	dir, err := os.MkdirTemp("", "exediff-test-")
+	if err != nil {
+		return bins, err
+	}
+	defer os.RemoveAll(dir)
+	for i, extra := range []int{0, 2} {
+		src := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return bins, err
+		}
+		files := map[string]string{"go.mod": "module example.com/p\n\ngo 1.22\n", "main.go": program(extra)}
+		for name, text := range files {
+			if err := os.WriteFile(filepath.Join(src, name), []byte(text), 0o644); err != nil {
+				return bins, err
+			}
+		}
+		bin := filepath.Join(dir, fmt.Sprint("bin", i))
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+		cmd.Dir = src
+		cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+goarch, "CGO_ENABLED=0", "GOFLAGS=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return bins, fmt.Errorf("go build GOARCH=%s: %v\n%s", goarch, err, out)
+		}
+		if bins[i], err = os.ReadFile(bin); err != nil {
+			return bins, err
+		}
+	}
+	return bins, nil
 }
