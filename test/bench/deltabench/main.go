@@ -9,9 +9,10 @@
 //     `apt-get upgrade` from bookworm-updates and bookworm-security in a chroot of a copy of A
 //     (debian.go says what that changes; the notes print it). Without debootstrap, both are
 //     assembled from packages fetched with `apt-get download` (-debian debs forces it).
-//   - outpost-v1, outpost-v2: Outpost itself built from two commits of this repository
-//     (-go-commits; `git archive`, CGO_ENABLED=0, -trimpath, -s -w), as /usr/local/bin/outpost
-//     with a configuration file and its README.
+//   - outpost-v1, outpost-v2: Outpost itself built from two commits of this repository 20
+//     commits apart (-go-commits; `git archive`, CGO_ENABLED=0, -trimpath, -s -w), as
+//     /usr/local/bin/outpost with a configuration file and its README; outpost-v1-next: the
+//     commit after v1's (-go-next), a small change such as a fleet's hotfix.
 //   - npm-v1, npm-v2: `npm install --ignore-scripts` of two versions of a package set under /app
 //     (-npm-v1, -npm-v2; express 4.18.2 → 4.19.2 and a few other bumps).
 //
@@ -26,6 +27,7 @@
 //	first          first image, empty device: nothing → debian-A + outpost-v1
 //	base-on-device new image, base on device: debian-A (an image of its own) → debian-A + outpost-v1
 //	app-go         application update: debian-A + outpost-v1 → debian-A + outpost-v2
+//	app-go-commit  application update: debian-A + outpost-v1 → debian-A + outpost-v1-next
 //	app-npm        application update: debian-A + npm-v1 → debian-A + npm-v2
 //	base-update    base-image update: debian-A + outpost-v1 → debian-B + outpost-v1
 //
@@ -104,6 +106,7 @@ type options struct {
 	debianMirror  string
 	repo          string
 	goCommits     string
+	goNext        string
 	npmV1, npmV2  string
 	bandwidthMiB  float64
 	child         string
@@ -118,6 +121,10 @@ type options struct {
 // client tokens …"), fixed so that results compare across runs.
 const defaultGoCommits = "a2d35bf1b8e164574bbbef89bb39b194c38e629d,5aae1108180531fd89ef1d2ee087678dca0ad0ff"
 
+// defaultGoNext is the commit after a2d35bf: "connected-registry show and deactivate share one
+// --name command builder", a 60-line refactor of one command-line file.
+const defaultGoNext = "016fb0e187f61565dd08b207fde50f3203043a6d"
+
 var (
 	npmFullV1  = "express@4.18.2,axios@1.6.0,moment@2.29.4,lodash@4.17.21,ws@8.14.2,yargs@17.7.2,uuid@9.0.1,dayjs@1.11.10"
 	npmFullV2  = "express@4.19.2,axios@1.6.8,moment@2.30.1,lodash@4.17.21,ws@8.14.2,yargs@17.7.2,uuid@9.0.1,dayjs@1.11.10"
@@ -125,7 +132,7 @@ var (
 	npmQuickV2 = "express@4.19.2"
 )
 
-var allScenarios = []string{"first", "base-on-device", "app-go", "app-npm", "base-update"}
+var allScenarios = []string{"first", "base-on-device", "app-go", "app-go-commit", "app-npm", "base-update"}
 
 func main() {
 	var o options
@@ -142,6 +149,7 @@ func main() {
 	flag.StringVar(&o.debianMirror, "debian-mirror", "", "Debian mirror for debootstrap (default: the one in /etc/apt/sources*)")
 	flag.StringVar(&o.repo, "repo", ".", "this repository, for the Go program's two releases")
 	flag.StringVar(&o.goCommits, "go-commits", defaultGoCommits, "the Go program's two releases: two commits (or revisions) of -repo, comma-separated")
+	flag.StringVar(&o.goNext, "go-next", defaultGoNext, "the Go program's small update (app-go-commit): a commit (or revision) of -repo, usually the one after the first of -go-commits")
 	flag.StringVar(&o.npmV1, "npm-v1", "", "npm package set of the application's first version, name@version comma-separated (default: 8 packages with express@4.18.2; express@4.18.2 alone with -quick)")
 	flag.StringVar(&o.npmV2, "npm-v2", "", "npm package set of the second version (default: express@4.19.2, axios and moment bumped; express@4.19.2 alone with -quick)")
 	flag.StringVar(&o.child, "child", childMirror, "how the child is attached: mirror (parent.url with the admin's credentials) or connected (a connected registry defined on the parent, with its connection string)")
@@ -197,9 +205,10 @@ func main() {
 type sources struct {
 	debian     *debianBuild
 	goV1, goV2 *goApp
+	goV1Next   *goApp
 	npmV1      *npmApp
 	npmV2      *npmApp
-	layers     map[string]*tarLayer // debian-A, debian-B, outpost-v1, outpost-v2, npm-v1, npm-v2
+	layers     map[string]*tarLayer // debian-A, debian-B, outpost-v1, outpost-v2, outpost-v1-next, npm-v1, npm-v2
 	createdBy  map[string]string
 	buildTime  time.Duration
 }
@@ -311,7 +320,7 @@ func buildSources(ctx context.Context, o options, logf func(string, ...any)) (*s
 	if len(commits) != 2 {
 		return nil, errors.New("-go-commits: want two commits, comma-separated")
 	}
-	if need("first", "base-on-device", "app-go", "base-update") {
+	if need("first", "base-on-device", "app-go", "app-go-commit", "base-update") {
 		if src.goV1, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(commits[0]), logf); err != nil {
 			return nil, fmt.Errorf("building the Go program's first release: %w", err)
 		}
@@ -319,6 +328,11 @@ func buildSources(ctx context.Context, o options, logf func(string, ...any)) (*s
 	if need("app-go") {
 		if src.goV2, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(commits[1]), logf); err != nil {
 			return nil, fmt.Errorf("building the Go program's second release: %w", err)
+		}
+	}
+	if need("app-go-commit") {
+		if src.goV1Next, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(o.goNext), logf); err != nil {
+			return nil, fmt.Errorf("building the Go program's small update: %w", err)
 		}
 	}
 	if need("app-npm") {
@@ -342,7 +356,7 @@ func buildSources(ctx context.Context, o options, logf func(string, ...any)) (*s
 	for _, g := range []struct {
 		name string
 		app  *goApp
-	}{{"outpost-v1", src.goV1}, {"outpost-v2", src.goV2}} {
+	}{{"outpost-v1", src.goV1}, {"outpost-v2", src.goV2}, {"outpost-v1-next", src.goV1Next}} {
 		if g.app != nil {
 			specs = append(specs, spec{g.name, g.app.Commit + "@" + g.app.Built.Format(time.RFC3339Nano), g.app.Dir,
 				"COPY outpost /usr/local/bin/ (commit " + g.app.Commit[:7] + ")", false})
@@ -390,7 +404,7 @@ func buildImages(ctx context.Context, o options, src *sources, comp compressor, 
 		}
 		out.blobs[name] = b
 	}
-	combos := [][]string{{"debian-A"}, {"debian-A", "outpost-v1"}, {"debian-A", "outpost-v2"}, {"debian-A", "npm-v1"}, {"debian-A", "npm-v2"}, {"debian-B", "outpost-v1"}}
+	combos := [][]string{{"debian-A"}, {"debian-A", "outpost-v1"}, {"debian-A", "outpost-v2"}, {"debian-A", "outpost-v1-next"}, {"debian-A", "npm-v1"}, {"debian-A", "npm-v2"}, {"debian-B", "outpost-v1"}}
 	for _, c := range combos {
 		var layers []*blob
 		var by []string
@@ -463,9 +477,14 @@ func scenariosFor(o options, imgs *images) []*scenario {
 				after:     placed{"bench/app", "v1", im("debian-A + outpost-v1")},
 				caseLayer: 10.5, caseDelta: 3.2, target: "≤ 3%", met: within(3)}
 		case "app-go":
-			s = &scenario{label: "application update (Go program)",
+			s = &scenario{label: "application update (Go program, 20 commits)",
 				before:    []placed{{"bench/app", "v1", im("debian-A + outpost-v1")}},
 				after:     placed{"bench/app", "v2", im("debian-A + outpost-v2")},
+				caseLayer: 22.4, caseDelta: 0.01, target: "≤ 0.01% or ≤ 32 KiB", met: appUpdateBytes}
+		case "app-go-commit":
+			s = &scenario{label: "application update (Go program, one commit)",
+				before:    []placed{{"bench/app", "v1", im("debian-A + outpost-v1")}},
+				after:     placed{"bench/app", "v1.0.1", im("debian-A + outpost-v1-next")},
 				caseLayer: 22.4, caseDelta: 0.01, target: "≤ 0.01% or ≤ 32 KiB", met: appUpdateBytes}
 		case "app-npm":
 			s = &scenario{label: "application update (npm tree)",

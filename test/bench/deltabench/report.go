@@ -189,7 +189,7 @@ func (rep *report) write(w io.Writer) {
 	for _, g := range []struct {
 		name string
 		app  *goApp
-	}{{"outpost-v1", rep.src.goV1}, {"outpost-v2", rep.src.goV2}} {
+	}{{"outpost-v1", rep.src.goV1}, {"outpost-v2", rep.src.goV2}, {"outpost-v1-next", rep.src.goV1Next}} {
 		if g.app != nil {
 			fmt.Fprintf(w, "- **%s**: Outpost at %s (%q), `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w …'`: /usr/local/bin/outpost (%s), /etc/outpost/config.yaml, /usr/share/doc/outpost; owner 0:0.\n",
 				g.name, g.app.Commit[:12], shorten(g.app.Subject, 60), fmtBytes(g.app.BinSize))
