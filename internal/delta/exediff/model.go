@@ -1,11 +1,13 @@
 package exediff
 
 import (
+	"cmp"
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
@@ -224,7 +226,7 @@ func piecesOf(ms []bsdiff.Match) []piece {
 			ps = append(ps, piece{old: int64(mt.Old), shift: int64(mt.New - mt.Old), n: int64(mt.Len)})
 		}
 	}
-	sort.SliceStable(ps, func(i, j int) bool { return ps[i].old < ps[j].old })
+	slices.SortStableFunc(ps, func(a, b piece) int { return cmp.Compare(a.old, b.old) })
 	out := ps[:0]
 	end := int64(0)
 	for _, p := range ps {
@@ -361,7 +363,7 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 		return nil, err
 	}
 	ps := p.preds
-	sort.SliceStable(ps, func(i, j int) bool { return ps[i].pos < ps[j].pos })
+	slices.SortStableFunc(ps, func(a, b pred) int { return cmp.Compare(a.pos, b.pos) })
 	out := ps[:0]
 	end := int64(0)
 	for _, q := range ps {
