@@ -143,14 +143,9 @@ func (p *predictor) goType(t uint64, queue []uint64) []uint64 {
 		text := p.usable(baseText)
 		for m := range int64(mcount) {
 			at := u + int64(moff) + m*methodSize
-			b := p.rnd.at(at, methodSize)
-			if b == nil {
+			var ok bool
+			if queue, ok = p.nameAndType(at, queue); !ok {
 				return queue
-			}
-			p.offset(p.rnd, at, baseTypes)
-			if mtyp := le.Uint32(b[4:]); uint64(mtyp) < tlen {
-				p.offset(p.rnd, at+4, baseTypes)
-				queue = append(queue, types+uint64(mtyp))
 			}
 			if text {
 				p.offset(p.rnd, at+8, baseText)
@@ -167,7 +162,7 @@ func (p *predictor) goType(t uint64, queue []uint64) []uint64 {
 func (p *predictor) imethods(pos int64, queue []uint64) []uint64 {
 	om := p.m.old
 	le := binary.LittleEndian
-	types, tlen := om.bases[baseTypes], om.etypes-om.bases[baseTypes]
+	types := om.bases[baseTypes]
 	b := p.rnd.at(pos+ifaceMethods, 16)
 	if b == nil {
 		return queue
@@ -181,16 +176,28 @@ func (p *predictor) imethods(pos int64, queue []uint64) []uint64 {
 		return queue
 	}
 	for k := range int64(n) {
-		at := int64(off) + k*imethodSize
-		b := p.rnd.at(at, imethodSize)
-		if b == nil {
-			return queue
-		}
-		p.offset(p.rnd, at, baseTypes)
-		if typ := le.Uint32(b[4:]); uint64(typ) < tlen {
-			p.offset(p.rnd, at+4, baseTypes)
-			queue = append(queue, types+uint64(typ))
+		var ok bool
+		if queue, ok = p.nameAndType(int64(off)+k*imethodSize, queue); !ok {
+			break
 		}
 	}
 	return queue
+}
+
+// nameAndType predicts the name and type offsets that start a method or
+// interface method at old offset at, and queues the type. ok is false if
+// they cannot be read.
+func (p *predictor) nameAndType(at int64, queue []uint64) (_ []uint64, ok bool) {
+	om := p.m.old
+	b := p.rnd.at(at, 8)
+	if b == nil {
+		return queue, false
+	}
+	typ := uint64(binary.LittleEndian.Uint32(b[4:])) // before the window moves
+	p.offset(p.rnd, at, baseTypes)
+	if typ < om.etypes-om.bases[baseTypes] {
+		p.offset(p.rnd, at+4, baseTypes)
+		queue = append(queue, om.bases[baseTypes]+typ)
+	}
+	return queue, true
 }
