@@ -71,7 +71,9 @@ import (
 const (
 	// Magic starts every patch. Its digit counts the models: a node
 	// whose model is older refuses a newer patch by its magic, before
-	// predicting anything.
+	// predicting anything. Any change to what the model predicts is a
+	// new model (TestModelGolden says when): see tardelta's opExediff
+	// for what else must change with it.
 	Magic = "OXD2"
 	// MaxSize bounds the old and new files Diff and Apply take: the
 	// child holds a prediction per moved slot (see maxPreds), and the

@@ -2,6 +2,7 @@ package exediff
 
 import (
 	"bytes"
+	"debug/buildinfo"
 	"errors"
 	"strings"
 	"testing"
@@ -174,4 +175,53 @@ func FuzzApply(f *testing.F) {
 		_, _ = Apply(bytes.NewReader(old), int64(len(old)), patch, new2discard{})
 		_, _ = NewSize(patch)
 	})
+}
+
+// TestModelGolden pins what the model predicts for the test builds, under
+// a map of its own (not bsdiff's alignment, which travels in the patch and
+// may change freely). A change here is a change of the patch format: see
+// Magic before updating the values.
+func TestModelGolden(t *testing.T) {
+	const toolchain = "go1.26.8"
+	golden := map[string]struct {
+		n   int
+		crc uint32
+	}{
+		"amd64": {67524, 0xe852539d},
+		"arm64": {65225, 0xed1a86ff},
+	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		t.Run(arch, func(t *testing.T) {
+			old, new := exetest.GoBuildsFor(t, arch)
+			if bi, err := buildinfo.Read(bytes.NewReader(old)); err != nil || bi.GoVersion != toolchain {
+				t.Skipf("the golden values are for %s builds; these are %v (%v)", toolchain, bi, err)
+			}
+			om, err := readModel(bytes.NewReader(old), int64(len(old)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			nm, err := readModel(bytes.NewReader(new), int64(len(new)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Every 4 KiB block moves by a share of the size change
+			// that grows through the file, rounded to 16 bytes.
+			var ms []bsdiff.Match
+			growth := len(new) - len(old) + 4096
+			for o := 0; o+4096 <= len(old); o += 4096 {
+				shift := growth * o / len(old) &^ 15
+				if o+shift >= 0 && o+shift+4096 <= len(new) {
+					ms = append(ms, bsdiff.Match{Old: o, New: o + shift, Len: 4096})
+				}
+			}
+			preds, err := om.predict(bytes.NewReader(old), nm.layout, piecesOf(ms))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, want := len(preds), golden[arch]
+			if crc := predsCRC(preds); got != want.n || crc != want.crc {
+				t.Errorf("%d predictions, CRC %08x; want %d, %08x: the model changed (a new Magic and delta version, or a bug)", got, crc, want.n, want.crc)
+			}
+		})
+	}
 }

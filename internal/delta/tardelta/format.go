@@ -28,7 +28,12 @@ const (
 	// version 2 on.
 	opBsdiff = 6
 	// opExediff: an exediff patch (package exediff) against a whole base
-	// executable; version 3 on.
+	// executable; version 3 on. Version 3 means exediff's model of
+	// exediff.Magic "OXD2": a model that predicts anything differently
+	// (exediff's TestModelGolden fails) needs a new magic and a new delta
+	// version and format name (acrapi.DeltaFormat), so that a parent that
+	// has it sends children still on the old one version 2 deltas, not
+	// patches they would refuse and replace by whole layers.
 	opExediff = 7
 
 	// maxBases bounds the per-base state Apply allocates from the header.
