@@ -77,7 +77,7 @@ func (p *predictor) arm64Branch(pos int64, w uint32, shift, bits uint) {
 		return
 	}
 	if nw := w&^(mask<<shift) | (uint32(d)&mask)<<shift; nw != w {
-		p.add(pos, uint64(nw), 4)
+		p.add(pos, nw)
 	}
 }
 
@@ -122,9 +122,9 @@ func (p *predictor) arm64Page(pos int64, w uint32) {
 	}
 	imm := uint32(np) & 0x1fffff
 	if nw := w&^(3<<29|0x7ffff<<5) | (imm&3)<<29 | (imm>>2)<<5; nw != w {
-		p.add(pos, uint64(nw), 4)
+		p.add(pos, nw)
 	}
 	if nlo := lo&^(0xfff<<10) | uint32(nt&0xfff>>scale)<<10; nlo != lo {
-		p.add(pos+4, uint64(nlo), 4)
+		p.add(pos+4, nlo)
 	}
 }

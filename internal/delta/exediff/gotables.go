@@ -34,6 +34,7 @@ func (p *predictor) functab() []funcdata {
 		return nil
 	}
 	var fds []funcdata
+	var pcdata, fdOffs []uint32 // each record's, reused
 	ftab, _ := om.addrOff(om.bases[baseFunctab])
 	text, pctab, fname, gofunc := p.usable(baseText), p.usable(basePctab), p.usable(baseFuncname), p.usable(baseGofunc)
 	for i := range om.nfunc + 1 {
@@ -56,7 +57,7 @@ func (p *predictor) functab() []funcdata {
 			continue
 		}
 		npc, nfd := le.Uint32(rec[28:]), uint32(rec[43])
-		var pcdata, fdOffs []uint32
+		pcdata, fdOffs = pcdata[:0], fdOffs[:0]
 		if npc > 64 {
 			// Not a record this package reads: only its fixed fields.
 		} else if b := p.rnd.at(f+funcRecordSize, int(4*(npc+nfd))); b != nil {

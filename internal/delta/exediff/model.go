@@ -296,23 +296,27 @@ func (m *mapper) addr(v uint64) (uint64, bool) {
 	return 0, false
 }
 
-// pred is a predicted value: width bytes at old offset pos, little endian.
+// pred is a predicted 4-byte little-endian value at old offset pos; an
+// 8-byte slot is two, for the halves that change. Eight bytes each: the
+// child holds them all while it applies.
 type pred struct {
-	val   uint64
-	pos   uint32 // MaxSize keeps offsets within 32 bits
-	width uint8
+	pos uint32 // MaxSize keeps offsets within 32 bits
+	val uint32
 }
 
-// maxPreds bounds the predictions (16 bytes each) whatever the old file
-// holds; a 26 MB Go binary needs about 0.3 M.
-const maxPreds = 2 << 20
+// predWidth is the bytes a pred covers.
+const predWidth = 4
+
+// maxPreds bounds the predictions (32 MB) whatever the old file holds; a
+// 26 MB Go binary needs 0.4 M one commit apart, 0.9 M 20 commits apart.
+const maxPreds = 4 << 20
 
 // put writes the prediction into b, which holds the old file from offset
 // base on; the bytes outside b are left out.
 func (p pred) put(b []byte, base int64) {
-	var v [8]byte
-	binary.LittleEndian.PutUint64(v[:], p.val)
-	for i := range int64(p.width) {
+	var v [predWidth]byte
+	binary.LittleEndian.PutUint32(v[:], p.val)
+	for i := range int64(predWidth) {
 		if at := int64(p.pos) + i - base; at >= 0 && at < int64(len(b)) {
 			b[at] = v[i]
 		}
@@ -320,12 +324,11 @@ func (p pred) put(b []byte, base int64) {
 }
 
 func predsCRC(preds []pred) uint32 {
-	var b [17]byte
+	var b [8]byte
 	crc := uint32(0)
 	for _, p := range preds {
-		binary.LittleEndian.PutUint64(b[:], uint64(p.pos))
-		binary.LittleEndian.PutUint64(b[8:], p.val)
-		b[16] = p.width
+		binary.LittleEndian.PutUint32(b[:], p.pos)
+		binary.LittleEndian.PutUint32(b[4:], p.val)
 		crc = crc32.Update(crc, castagnoli, b[:])
 	}
 	return crc
@@ -369,16 +372,27 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	for _, q := range ps {
 		if int64(q.pos) >= end {
 			out = append(out, q)
-			end = int64(q.pos) + int64(q.width)
+			end = int64(q.pos) + predWidth
 		}
 	}
 	return out, nil
 }
 
 // add records a prediction, up to maxPreds.
-func (p *predictor) add(pos int64, val uint64, width uint8) {
+func (p *predictor) add(pos int64, val uint32) {
 	if len(p.preds) < maxPreds {
-		p.preds = append(p.preds, pred{val: val, pos: uint32(pos), width: width})
+		p.preds = append(p.preds, pred{pos: uint32(pos), val: val})
+	}
+}
+
+// add64 records the halves of an 8-byte slot whose value changes from
+// old to val.
+func (p *predictor) add64(pos int64, old, val uint64) {
+	if uint32(val) != uint32(old) {
+		p.add(pos, uint32(val))
+	}
+	if val>>32 != old>>32 {
+		p.add(pos+4, uint32(val>>32))
 	}
 }
 
@@ -403,7 +417,7 @@ func (p *predictor) offset(w *window, pos int64, b int) {
 		return
 	}
 	if uint32(d) != old {
-		p.add(pos, d, 4)
+		p.add(pos, uint32(d))
 	}
 }
 
@@ -426,7 +440,7 @@ func (p *predictor) pointers() {
 			}
 			p.typeRef(v)
 			if nv, ok := p.m.addr(v); ok && nv != v {
-				p.add(pos, nv, 8)
+				p.add64(pos, v, nv)
 			}
 		}
 	}
@@ -485,7 +499,7 @@ type predictedReader struct {
 func (p *predictedReader) ReadAt(b []byte, off int64) (int, error) {
 	n, err := p.r.ReadAt(b, off)
 	end := off + int64(n)
-	i := sort.Search(len(p.preds), func(i int) bool { return int64(p.preds[i].pos)+int64(p.preds[i].width) > off })
+	i := sort.Search(len(p.preds), func(i int) bool { return int64(p.preds[i].pos)+predWidth > off })
 	for ; i < len(p.preds) && int64(p.preds[i].pos) < end; i++ {
 		p.preds[i].put(b[:n], off)
 	}

@@ -60,5 +60,5 @@ func (p *predictor) rel32(pos, end int64) {
 	if d != int64(int32(d)) || int32(d) == old {
 		return
 	}
-	p.add(pos, uint64(uint32(int32(d))), 4)
+	p.add(pos, uint32(int32(d)))
 }
