@@ -93,7 +93,7 @@ func (p *predictor) functab() []funcdata {
 				continue
 			}
 			p.offset(p.rnd, f+funcRecordSize+4*int64(npc)+4*int64(k), baseGofunc)
-			if len(fds) < maxPreds {
+			if len(fds) < maxFuncdata {
 				fds = append(fds, funcdata{addr: om.bases[baseGofunc] + uint64(v), kind: uint8(k)})
 			}
 		}

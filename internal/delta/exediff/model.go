@@ -307,9 +307,15 @@ type pred struct {
 // predWidth is the bytes a pred covers.
 const predWidth = 4
 
-// maxPreds bounds the predictions (32 MB) whatever the old file holds; a
-// 26 MB Go binary needs 0.4 M one commit apart, 0.9 M 20 commits apart.
-const maxPreds = 4 << 20
+// Bounds on what the prediction holds, whatever the old file: 32 MB of
+// predictions (a 26 MB Go binary needs 0.4 M one commit apart, 0.9 M 20
+// commits apart), 8 MB of type references (0.2 M) and 16 MB of funcdata
+// symbols (0.15 M).
+const (
+	maxPreds    = 4 << 20
+	maxTypeRefs = 1 << 20
+	maxFuncdata = 1 << 20
+)
 
 // put writes the prediction into b, which holds the old file from offset
 // base on; the bytes outside b are left out.
@@ -448,7 +454,7 @@ func (p *predictor) pointers() {
 
 // typeRef notes old address v if it lies in the type data.
 func (p *predictor) typeRef(v uint64) {
-	if t := p.m.old.bases[baseTypes]; v >= t && v < p.m.old.etypes && len(p.typeRefs) < maxPreds {
+	if t := p.m.old.bases[baseTypes]; v >= t && v < p.m.old.etypes && len(p.typeRefs) < maxTypeRefs {
 		p.typeRefs = append(p.typeRefs, v)
 	}
 }
