@@ -3,7 +3,9 @@ package exediff
 import (
 	"bytes"
 	"debug/buildinfo"
+	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -153,14 +155,85 @@ func TestCorrupt(t *testing.T) {
 	}
 }
 
+// TestCompressedSections: an unstripped Go build's DWARF sections
+// (zlib) are patched decompressed and compressed back on apply: the patch
+// is a fraction of one made of the compressed bytes, and it round-trips.
+func TestCompressedSections(t *testing.T) {
+	old, new := exetest.GoBuildsUnstripped(t)
+	oz, err := compressedSections(bytes.NewReader(old), int64(len(old)))
+	if err != nil || len(oz) < 3 {
+		t.Fatalf("%d compressed sections (%v)", len(oz), err)
+	}
+	nz, _ := compressedSections(bytes.NewReader(new), int64(len(new)))
+	if got := reproducible(new, nz); len(got) != len(nz) {
+		t.Fatalf("%d of %d compressed sections reproduced", len(got), len(nz))
+	}
+	p := roundTrip(t, old, new)
+	roundTrip(t, new, old)
+	// The same patch made of the compressed bytes (no level reproduces,
+	// and the old file keeps its sections compressed).
+	defer func(l []int) { zlibLevels = l }(zlibLevels)
+	zlibLevels = nil
+	raw := roundTrip(t, bytes.Clone(old), new)
+	t.Logf("%d-byte build, %d compressed sections: patch %d bytes, %d without expanding them", len(new), len(nz), len(p), len(raw))
+	if len(p)*4 > len(raw) {
+		t.Errorf("patch of %d bytes, %d without expanding: not a quarter", len(p), len(raw))
+	}
+}
+
+// TestCompressedCorrupt: a patch that misdescribes the compressed
+// sections fails with ErrCorrupt.
+func TestCompressedCorrupt(t *testing.T) {
+	old, new := exetest.GoBuildsUnstripped(t)
+	p, err := Diff(old, new)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, bp, err := readPatch(p, int64(len(old)))
+	if err != nil || len(h.oldZ) == 0 || len(h.newZ) == 0 {
+		t.Fatalf("header %+v, %v", h.newZ, err)
+	}
+	remake := func(h header) []byte {
+		enc, err := getEncoder()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer encoders.Put(enc)
+		z := enc.EncodeAll(encodeHeader(h), nil)
+		out := append([]byte(Magic), binary.AppendUvarint(nil, uint64(len(z)))...)
+		return append(append(out, z...), bp...)
+	}
+	for name, change := range map[string]func(h *header){
+		"new section one byte longer": func(h *header) { h.newZ[0].size++ },
+		"another zlib level":          func(h *header) { h.newZ[0].level = 9 },
+		"no old section there":        func(h *header) { h.oldZ[0]++ },
+		"old sections out of order":   func(h *header) { h.oldZ = append(h.oldZ, h.oldZ[0]) },
+	} {
+		h2 := h
+		h2.newZ, h2.oldZ = slices.Clone(h.newZ), slices.Clone(h.oldZ)
+		change(&h2)
+		var out bytes.Buffer
+		_, err := Apply(bytes.NewReader(old), int64(len(old)), remake(h2), &out)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
 type new2discard struct{}
 
 func (new2discard) Write(b []byte) (int, error) { return len(b), nil }
 
 // FuzzApply: whatever the patch, Apply returns (an error or bytes) and
 // never panics or allocates without bound.
-func FuzzApply(f *testing.F) {
-	old, new := exetest.GoBuilds(f)
+func FuzzApply(f *testing.F) { fuzzApply(f, exetest.GoBuilds) }
+
+// FuzzApplyCompressed is FuzzApply on unstripped builds, whose patches
+// describe compressed sections.
+func FuzzApplyCompressed(f *testing.F) { fuzzApply(f, exetest.GoBuildsUnstripped) }
+
+func fuzzApply(f *testing.F, builds func(testing.TB) ([]byte, []byte)) {
+	old, new := builds(f)
 	p, err := Diff(old, new)
 	if err != nil {
 		f.Fatal(err)

@@ -50,21 +50,34 @@ func GoBuilds(t testing.TB) (old, new []byte) { return GoBuildsFor(t, "amd64") }
 // GoBuildsFor is GoBuilds for linux/goarch.
 func GoBuildsFor(t testing.TB, goarch string) (old, new []byte) {
 	t.Helper()
+	return goBuilds(t, goarch, "-s -w")
+}
+
+// GoBuildsUnstripped is GoBuilds without -s -w: as `go build` leaves
+// them, with their DWARF in zlib-compressed sections.
+func GoBuildsUnstripped(t testing.TB) (old, new []byte) {
+	t.Helper()
+	return goBuilds(t, "amd64", "")
+}
+
+func goBuilds(t testing.TB, goarch, ldflags string) (old, new []byte) {
+	t.Helper()
+	key := goarch + " " + ldflags
 	mu.Lock()
-	p := pairs[goarch]
+	p := pairs[key]
 	if p == nil {
 		p = &pair{}
-		pairs[goarch] = p
+		pairs[key] = p
 	}
 	mu.Unlock()
-	p.once.Do(func() { p.bins, p.err = build(goarch) })
+	p.once.Do(func() { p.bins, p.err = build(goarch, ldflags) })
 	if p.err != nil {
 		t.Fatal(p.err)
 	}
 	return p.bins[0], p.bins[1]
 }
 
-func build(goarch string) (bins [2][]byte, err error) {
+func build(goarch, ldflags string) (bins [2][]byte, err error) {
 	dir, err := os.MkdirTemp("", "exediff-test-")
 	if err != nil {
 		return bins, err
@@ -82,7 +95,7 @@ func build(goarch string) (bins [2][]byte, err error) {
 			}
 		}
 		bin := filepath.Join(dir, fmt.Sprint("bin", i))
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+ldflags, "-o", bin, ".")
 		cmd.Dir = src
 		cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+goarch, "CGO_ENABLED=0", "GOFLAGS=")
 		if out, err := cmd.CombinedOutput(); err != nil {

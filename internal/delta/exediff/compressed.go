@@ -1,0 +1,306 @@
+package exediff
+
+import (
+	"bytes"
+	"compress/zlib"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sort"
+)
+
+// Compressed sections. Go's linker compresses an unstripped binary's DWARF
+// (SHF_COMPRESSED, zlib): a small change anywhere changes the compressed
+// bytes throughout, so a patch of them is nearly their whole size (7.3 MB
+// of a 37 MB outpost binary one commit apart, where the stripped binary's
+// patch is 6 KB). The patch is therefore made between "expanded" files:
+// each such section's zlib stream replaced by the bytes it decompresses to
+// (its Chdr stays). The child expands the old file the same way, applies
+// the patch, and compresses the new file's expanded sections back with
+// the zlib level the parent found to reproduce them byte for byte (Go's
+// linker uses BestSpeed); a section no level reproduces stays compressed,
+// as any other bytes.
+
+// zsection is a compressed section: where it lies in the file (its Chdr
+// first), the size it decompresses to and, in a new file, the zlib level
+// that reproduces it.
+type zsection struct {
+	off, size uint64
+	rawSize   uint64
+	level     int
+}
+
+const (
+	chdrSize = 24 // elf.Chdr64
+	// maxExpand bounds the decompressed bytes of a file's expanded
+	// sections: the child holds the old file's in memory.
+	maxExpand = 48 << 20
+)
+
+// zlibLevels are tried, in order, to reproduce a new file's section: Go's
+// linker writes BestSpeed. (Other linkers use C zlib, whose output Go's
+// compress/flate does not reproduce: their sections stay compressed.)
+var zlibLevels = []int{zlib.BestSpeed}
+
+// growth is how much larger expanding z makes a file.
+func (z zsection) growth() int64 { return int64(chdrSize+z.rawSize) - int64(z.size) }
+
+// compressedSections lists r's zlib-compressed sections in file order,
+// up to maxExpand decompressed bytes in all. It reads only the ELF headers
+// and each section's Chdr.
+func compressedSections(r io.ReaderAt, size int64) (zs []zsection, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			zs, err = nil, fmt.Errorf("%w: %v", ErrNotExecutable, p)
+		}
+	}()
+	f, err := elf.NewFile(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotExecutable, err)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
+		return nil, ErrNotExecutable
+	}
+	total := uint64(0)
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_COMPRESSED == 0 || s.Type == elf.SHT_NOBITS || s.Offset > uint64(size) || s.FileSize > uint64(size)-s.Offset || s.FileSize <= chdrSize {
+			continue
+		}
+		var h [chdrSize]byte
+		if _, err := r.ReadAt(h[:], int64(s.Offset)); err != nil {
+			return nil, fmt.Errorf("exediff: reading section %s: %w", s.Name, err)
+		}
+		le := binary.LittleEndian
+		raw := le.Uint64(h[8:])
+		if elf.CompressionType(le.Uint32(h[:])) != elf.COMPRESS_ZLIB || raw == 0 || raw > maxExpand-total {
+			continue
+		}
+		total += raw
+		zs = append(zs, zsection{off: s.Offset, size: s.FileSize, rawSize: raw})
+	}
+	sort.Slice(zs, func(i, j int) bool { return zs[i].off < zs[j].off })
+	out := zs[:0]
+	end := uint64(0)
+	for _, z := range zs {
+		if z.off >= end { // overlapping sections are left compressed
+			out = append(out, z)
+			end = z.off + z.size
+		}
+	}
+	return out, nil
+}
+
+// inflate returns the bytes z's zlib stream in r decompresses to.
+func inflate(r io.ReaderAt, z zsection) ([]byte, error) {
+	zr, err := zlib.NewReader(io.NewSectionReader(r, int64(z.off+chdrSize), int64(z.size-chdrSize)))
+	if err != nil {
+		return nil, err
+	}
+	raw := make([]byte, z.rawSize)
+	if _, err := io.ReadFull(zr, raw); err != nil {
+		return nil, err
+	}
+	var one [1]byte
+	if n, _ := zr.Read(one[:]); n != 0 {
+		return nil, fmt.Errorf("more than the %d bytes its header says", z.rawSize)
+	}
+	return raw, zr.Close()
+}
+
+// reproducible keeps the sections of b whose decompressed bytes some zlib
+// level compresses back to exactly their bytes, with that level.
+func reproducible(b []byte, zs []zsection) []zsection {
+	var out []zsection
+	var buf bytes.Buffer
+	for _, z := range zs {
+		raw, err := inflate(bytes.NewReader(b), z)
+		if err != nil {
+			continue
+		}
+		want := b[z.off+chdrSize : z.off+z.size]
+		for _, level := range zlibLevels {
+			buf.Reset()
+			zw, err := zlib.NewWriterLevel(&buf, level)
+			if err != nil {
+				continue
+			}
+			zw.Write(raw)
+			if zw.Close() == nil && bytes.Equal(buf.Bytes(), want) {
+				z.level = level
+				out = append(out, z)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// expandBytes returns b with zs expanded and the sections it expanded:
+// those that decompress as their header says.
+func expandBytes(b []byte, zs []zsection) ([]byte, []zsection) {
+	var out []byte
+	var used []zsection
+	at := uint64(0)
+	for _, z := range zs {
+		raw, err := inflate(bytes.NewReader(b), z)
+		if err != nil {
+			continue
+		}
+		out = append(out, b[at:z.off+chdrSize]...)
+		out = append(out, raw...)
+		at = z.off + z.size
+		used = append(used, z)
+	}
+	if len(used) == 0 {
+		return b, nil
+	}
+	return append(out, b[at:]...), used
+}
+
+// expandedReader reads a file with zs expanded, their decompressed bytes
+// held in memory.
+type expandedReader struct {
+	r    io.ReaderAt
+	size int64 // expanded
+	segs []segment
+}
+
+// segment is a run of the expanded file: from the file at off, or raw.
+type segment struct {
+	start, n int64 // in the expanded file
+	off      int64
+	raw      []byte
+}
+
+func newExpandedReader(r io.ReaderAt, size int64, zs []zsection) (*expandedReader, error) {
+	e := &expandedReader{r: r}
+	at, exp := int64(0), int64(0)
+	for _, z := range zs {
+		raw, err := inflate(r, z)
+		if err != nil {
+			return nil, corruptf("the old file's section at %#x: %v", z.off, err)
+		}
+		head := int64(z.off) + chdrSize - at
+		e.segs = append(e.segs, segment{start: exp, n: head, off: at}, segment{start: exp + head, n: int64(len(raw)), raw: raw})
+		exp += head + int64(len(raw))
+		at = int64(z.off + z.size)
+	}
+	e.segs = append(e.segs, segment{start: exp, n: size - at, off: at})
+	e.size = exp + size - at
+	return e, nil
+}
+
+func (e *expandedReader) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("exediff: negative offset %d", off)
+	}
+	i := sort.Search(len(e.segs), func(i int) bool { return e.segs[i].start+e.segs[i].n > off })
+	n := 0
+	for ; n < len(b) && i < len(e.segs); i++ {
+		s := e.segs[i]
+		from := off + int64(n) - s.start
+		want := min(int64(len(b)-n), s.n-from)
+		if s.raw != nil {
+			n += copy(b[n:n+int(want)], s.raw[from:from+want])
+			continue
+		}
+		m, err := e.r.ReadAt(b[n:n+int(want)], s.off+from)
+		n += m
+		if err != nil && !(err == io.EOF && int64(m) == want) {
+			return n, err
+		}
+	}
+	if n < len(b) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// contractor writes a file given its expanded bytes: it compresses each
+// expanded section back and checks that the result has the section's
+// size.
+type contractor struct {
+	w    countingWriter // the new file
+	zs   []zsection
+	pos  int64 // in the expanded file
+	next int   // the first section not yet written whole
+	zw   *zlib.Writer
+	cw   countingWriter
+}
+
+// out returns the bytes written to w.
+func (c *contractor) out() int64 { return c.w.n }
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// payload returns where section k's decompressed bytes lie in the
+// expanded file.
+func (c *contractor) payload(k int) (start, end int64) {
+	shift := int64(0)
+	for _, z := range c.zs[:k] {
+		shift += z.growth()
+	}
+	start = int64(c.zs[k].off) + chdrSize + shift
+	return start, start + int64(c.zs[k].rawSize)
+}
+
+func (c *contractor) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		if c.next >= len(c.zs) {
+			n, err := c.w.Write(p)
+			c.pos += int64(n)
+			return written + n, err
+		}
+		start, end := c.payload(c.next)
+		var k int
+		var err error
+		switch {
+		case c.pos < start:
+			k = int(min(int64(len(p)), start-c.pos))
+			k, err = c.w.Write(p[:k])
+		default:
+			if c.zw == nil {
+				c.cw = countingWriter{w: &c.w}
+				if c.zw, err = zlib.NewWriterLevel(&c.cw, c.zs[c.next].level); err != nil {
+					return written, err
+				}
+			}
+			k = int(min(int64(len(p)), end-c.pos))
+			k, err = c.zw.Write(p[:k])
+		}
+		written, c.pos, p = written+k, c.pos+int64(k), p[k:]
+		if err != nil {
+			return written, err
+		}
+		if c.zw != nil && c.pos == end {
+			if err := c.zw.Close(); err != nil {
+				return written, err
+			}
+			z := c.zs[c.next]
+			if want := int64(z.size - chdrSize); c.cw.n != want {
+				return written, corruptf("section at %#x compressed back to %d bytes, not %d: this node's zlib differs from the patch maker's", z.off, c.cw.n, want)
+			}
+			c.zw, c.next = nil, c.next+1
+		}
+	}
+	return written, nil
+}
+
+// done reports an error unless every section was written whole.
+func (c *contractor) done() error {
+	if c.next != len(c.zs) {
+		return corruptf("the patch ended inside the new file's section at %#x", c.zs[c.next].off)
+	}
+	return nil
+}
