@@ -27,18 +27,24 @@ type goApp struct {
 	Subject string    `json:"subject"`
 	BinSize int64     `json:"binSize"`
 	Built   time.Time `json:"built"`
-	Dir     string    `json:"-"`
+	// Unstripped: built without -s -w, its DWARF kept (compressed).
+	Unstripped bool   `json:"unstripped,omitempty"`
+	Dir        string `json:"-"`
 }
 
 func (g *goApp) short() string { return g.Commit[:12] }
 
-func buildGoApp(ctx context.Context, cache, repo, rev string, logf func(string, ...any)) (*goApp, error) {
+func buildGoApp(ctx context.Context, cache, repo, rev string, unstripped bool, logf func(string, ...any)) (*goApp, error) {
 	out, err := (command{limit: time.Minute}).output(ctx, "git", "-C", repo, "rev-parse", "--verify", rev+"^{commit}")
 	if err != nil {
 		return nil, fmt.Errorf("resolving %s in %s: %w", rev, repo, err)
 	}
 	commit := strings.TrimSpace(string(out))
 	dir := filepath.Join(cache, "go", commit)
+	strip := "-s -w "
+	if unstripped {
+		dir, strip = filepath.Join(cache, "go-unstripped", commit), ""
+	}
 	meta := filepath.Join(dir, "build.json")
 	tree := filepath.Join(dir, "tree")
 	if raw, err := os.ReadFile(meta); err == nil {
@@ -56,7 +62,7 @@ func buildGoApp(ctx context.Context, cache, repo, rev string, logf func(string, 
 		return nil, err
 	}
 	subject, _ := (command{limit: time.Minute}).output(ctx, "git", "-C", repo, "log", "-1", "--format=%s", commit)
-	g := &goApp{Commit: commit, Subject: strings.TrimSpace(string(subject)), Dir: tree}
+	g := &goApp{Commit: commit, Subject: strings.TrimSpace(string(subject)), Dir: tree, Unstripped: unstripped}
 	logf("building Outpost at %s (%s)", g.short(), shorten(g.Subject, 70))
 	// git archive reads the commit; nothing in the repository changes.
 	archive, err := (command{limit: 2 * time.Minute}).output(ctx, "git", "-C", repo, "archive", "--format=tar", commit)
@@ -71,7 +77,7 @@ func buildGoApp(ctx context.Context, cache, repo, rev string, logf func(string, 
 	env := append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOFLAGS=")
 	c := command{dir: src, env: env, limit: 10 * time.Minute, logPath: filepath.Join(dir, "build.log")}
 	if err := c.run(ctx, "go", "build", "-trimpath", "-buildvcs=false",
-		"-ldflags", fmt.Sprintf("-s -w -X %s.Version=%s -X %s.Commit=%s", vpkg, commit[:7], vpkg, commit[:7]),
+		"-ldflags", fmt.Sprintf("%s-X %s.Version=%s -X %s.Commit=%s", strip, vpkg, commit[:7], vpkg, commit[:7]),
 		"-o", bin, "./cmd/outpost"); err != nil {
 		return nil, err
 	}

@@ -10,9 +10,9 @@
 //     (debian.go says what that changes; the notes print it). Without debootstrap, both are
 //     assembled from packages fetched with `apt-get download` (-debian debs forces it).
 //   - outpost-v1, outpost-v2: Outpost itself built from two commits of this repository 20
-//     commits apart (-go-commits; `git archive`, CGO_ENABLED=0, -trimpath, -s -w), as
-//     /usr/local/bin/outpost with a configuration file and its README; outpost-v1-next: the
-//     commit after v1's (-go-next), a small change such as a fleet's hotfix.
+//     commits apart (-go-commits; `git archive`, CGO_ENABLED=0, -trimpath, -s -w unless
+//     -go-unstripped), as /usr/local/bin/outpost with a configuration file and its README;
+//     outpost-v1-next: the commit after v1's (-go-next), a small change such as a hotfix.
 //   - npm-v1, npm-v2: `npm install --ignore-scripts` of two versions of a package set under /app
 //     (-npm-v1, -npm-v2; express 4.18.2 → 4.19.2 and a few other bumps).
 //
@@ -107,6 +107,7 @@ type options struct {
 	repo          string
 	goCommits     string
 	goNext        string
+	goUnstripped  bool
 	npmV1, npmV2  string
 	bandwidthMiB  float64
 	child         string
@@ -149,6 +150,7 @@ func main() {
 	flag.StringVar(&o.debianMirror, "debian-mirror", "", "Debian mirror for debootstrap (default: the one in /etc/apt/sources*)")
 	flag.StringVar(&o.repo, "repo", ".", "this repository, for the Go program's two releases")
 	flag.StringVar(&o.goCommits, "go-commits", defaultGoCommits, "the Go program's two releases: two commits (or revisions) of -repo, comma-separated")
+	flag.BoolVar(&o.goUnstripped, "go-unstripped", false, "build the Go program without -s -w, as a plain `go build` leaves it: its DWARF kept in zlib-compressed sections")
 	flag.StringVar(&o.goNext, "go-next", defaultGoNext, "the Go program's small update (app-go-commit): a commit (or revision) of -repo, usually the one after the first of -go-commits")
 	flag.StringVar(&o.npmV1, "npm-v1", "", "npm package set of the application's first version, name@version comma-separated (default: 8 packages with express@4.18.2; express@4.18.2 alone with -quick)")
 	flag.StringVar(&o.npmV2, "npm-v2", "", "npm package set of the second version (default: express@4.19.2, axios and moment bumped; express@4.19.2 alone with -quick)")
@@ -321,17 +323,17 @@ func buildSources(ctx context.Context, o options, logf func(string, ...any)) (*s
 		return nil, errors.New("-go-commits: want two commits, comma-separated")
 	}
 	if need("first", "base-on-device", "app-go", "app-go-commit", "base-update") {
-		if src.goV1, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(commits[0]), logf); err != nil {
+		if src.goV1, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(commits[0]), o.goUnstripped, logf); err != nil {
 			return nil, fmt.Errorf("building the Go program's first release: %w", err)
 		}
 	}
 	if need("app-go") {
-		if src.goV2, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(commits[1]), logf); err != nil {
+		if src.goV2, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(commits[1]), o.goUnstripped, logf); err != nil {
 			return nil, fmt.Errorf("building the Go program's second release: %w", err)
 		}
 	}
 	if need("app-go-commit") {
-		if src.goV1Next, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(o.goNext), logf); err != nil {
+		if src.goV1Next, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(o.goNext), o.goUnstripped, logf); err != nil {
 			return nil, fmt.Errorf("building the Go program's small update: %w", err)
 		}
 	}

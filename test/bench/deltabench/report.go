@@ -191,8 +191,12 @@ func (rep *report) write(w io.Writer) {
 		app  *goApp
 	}{{"outpost-v1", rep.src.goV1}, {"outpost-v2", rep.src.goV2}, {"outpost-v1-next", rep.src.goV1Next}} {
 		if g.app != nil {
-			fmt.Fprintf(w, "- **%s**: Outpost at %s (%q), `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w …'`: /usr/local/bin/outpost (%s), /etc/outpost/config.yaml, /usr/share/doc/outpost; owner 0:0.\n",
-				g.name, g.app.Commit[:12], shorten(g.app.Subject, 60), fmtBytes(g.app.BinSize))
+			strip := "-s -w "
+			if g.app.Unstripped {
+				strip = ""
+			}
+			fmt.Fprintf(w, "- **%s**: Outpost at %s (%q), `CGO_ENABLED=0 go build -trimpath -ldflags '%s-X …'`: /usr/local/bin/outpost (%s), /etc/outpost/config.yaml, /usr/share/doc/outpost; owner 0:0.\n",
+				g.name, g.app.Commit[:12], shorten(g.app.Subject, 60), strip, fmtBytes(g.app.BinSize))
 		}
 	}
 	for _, n := range []struct {
