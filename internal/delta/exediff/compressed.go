@@ -62,9 +62,17 @@ func compressedSections(r io.ReaderAt, size int64) (zs []zsection, err error) {
 	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
 		return nil, ErrNotExecutable
 	}
+	// Expanded sections must come after every allocated one, so that code
+	// and data keep their file offsets in the expanded file.
+	allocEnd := uint64(0)
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_ALLOC != 0 && s.Type != elf.SHT_NOBITS && s.Offset <= uint64(size) && s.Size <= uint64(size)-s.Offset {
+			allocEnd = max(allocEnd, s.Offset+s.Size)
+		}
+	}
 	total := uint64(0)
 	for _, s := range f.Sections {
-		if s.Flags&elf.SHF_COMPRESSED == 0 || s.Type == elf.SHT_NOBITS || s.Offset > uint64(size) || s.FileSize > uint64(size)-s.Offset || s.FileSize <= chdrSize {
+		if s.Flags&elf.SHF_COMPRESSED == 0 || s.Type == elf.SHT_NOBITS || s.Offset > uint64(size) || s.FileSize > uint64(size)-s.Offset || s.FileSize <= chdrSize || s.Offset < allocEnd {
 			continue
 		}
 		var h [chdrSize]byte

@@ -128,32 +128,37 @@ func Diff(old, new []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	matches, err := bsdiff.Align(old, new)
-	if err != nil {
-		return nil, err
-	}
-	pieces := piecesOf(matches)
-	preds, err := om.predict(bytes.NewReader(old), nm.layout, pieces)
-	if err != nil {
-		return nil, err
-	}
-	predicted := append([]byte(nil), old...)
-	for _, p := range preds {
-		p.put(predicted, 0)
-	}
-	h := header{crc: predsCRC(preds), layout: nm.layout, pieces: pieces}
-	src, dst := predicted, new
+	// Both files expanded (compressed.go): the map, the prediction and the
+	// patch all work on the decompressed sections.
+	var h header
+	src, dst := old, new
 	if oz, err := compressedSections(bytes.NewReader(old), int64(len(old))); err == nil && len(oz) > 0 {
-		if src, oz = expandBytes(predicted, oz); len(oz) > 0 {
-			for _, z := range oz {
-				h.oldZ = append(h.oldZ, z.off)
-			}
+		src, oz = expandBytes(old, oz)
+		for _, z := range oz {
+			h.oldZ = append(h.oldZ, z.off)
 		}
+		om.expand(oz)
 	}
 	if nz, err := compressedSections(bytes.NewReader(new), int64(len(new))); err == nil && len(nz) > 0 {
-		h.newZ = reproducible(new, nz)
-		dst, _ = expandBytes(new, h.newZ)
+		dst, h.newZ = expandBytes(new, reproducible(new, nz))
+		nm.expand(h.newZ)
 	}
+	matches, err := bsdiff.Align(src, dst)
+	if err != nil {
+		return nil, err
+	}
+	h.pieces = piecesOf(matches)
+	preds, err := om.predict(bytes.NewReader(src), nm.layout, h.pieces)
+	if err != nil {
+		return nil, err
+	}
+	if len(h.oldZ) == 0 {
+		src = bytes.Clone(old) // the caller's
+	}
+	for _, p := range preds {
+		p.put(src, 0)
+	}
+	h.crc, h.layout = predsCRC(preds), nm.layout
 	bp, err := bsdiff.Diff(src, dst)
 	if err != nil {
 		return nil, err
@@ -220,7 +225,8 @@ func Apply(old io.ReaderAt, oldSize int64, patch []byte, w io.Writer) (int64, er
 	if oldSize > MaxSize {
 		return 0, corruptf("old file of %d bytes exceeds %d", oldSize, MaxSize)
 	}
-	h, bp, err := readPatch(patch, oldSize)
+	// The map is of the expanded files: at most maxExpand larger.
+	h, bp, err := readPatch(patch, oldSize+maxExpand)
 	if err != nil {
 		return 0, err
 	}
@@ -228,32 +234,42 @@ func Apply(old io.ReaderAt, oldSize int64, patch []byte, w io.Writer) (int64, er
 	if err != nil {
 		return 0, err
 	}
+	allocEnd := uint64(0)
+	for _, s := range h.layout.secs {
+		if !s.nobits {
+			allocEnd = max(allocEnd, s.off+s.size)
+		}
+	}
+	if len(h.newZ) > 0 && h.newZ[0].off < allocEnd {
+		return 0, corruptf("the new file's compressed section at %#x lies among its allocated sections", h.newZ[0].off)
+	}
 	om, err := readModel(old, oldSize)
 	if err != nil {
 		return 0, corruptf("the old file: %v", err)
 	}
-	preds, err := om.predict(old, h.layout, h.pieces)
+	src := old
+	var oz []zsection
+	if len(h.oldZ) > 0 {
+		if oz, err = pickSections(old, oldSize, h.oldZ); err != nil {
+			return 0, err
+		}
+		if src, err = newExpandedReader(old, oldSize, oz); err != nil {
+			return 0, err
+		}
+	}
+	om.expand(oz)
+	if k := len(h.pieces); k > 0 && h.pieces[k-1].old+h.pieces[k-1].n > om.size {
+		return 0, corruptf("the map runs past the old file's %d bytes", om.size)
+	}
+	preds, err := om.predict(src, h.layout, h.pieces)
 	if err != nil {
 		return 0, err
 	}
 	if got := predsCRC(preds); got != h.crc {
 		return 0, corruptf("this node predicts the old file's addresses differently from the patch's maker (CRC %08x, want %08x)", got, h.crc)
 	}
-	var src io.ReaderAt = &predictedReader{r: old, preds: preds}
-	srcSize := oldSize
-	if len(h.oldZ) > 0 {
-		oz, err := pickSections(old, oldSize, h.oldZ)
-		if err != nil {
-			return 0, err
-		}
-		e, err := newExpandedReader(src, oldSize, oz)
-		if err != nil {
-			return 0, err
-		}
-		src, srcSize = e, e.size
-	}
 	c := &contractor{w: countingWriter{w: w}, zs: h.newZ}
-	if _, err := bsdiff.Apply(src, srcSize, bp, c); err != nil {
+	if _, err := bsdiff.Apply(&predictedReader{r: src, preds: preds}, om.size, bp, c); err != nil {
 		if errors.Is(err, bsdiff.ErrCorrupt) {
 			err = corruptf("%v", err)
 		}

@@ -73,7 +73,7 @@ func testModelParts(t *testing.T, arch string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for b, v := range om.bases {
+	for b, v := range om.bases[:baseDebugInfo] { // a stripped build has no DWARF
 		if v == 0 || nm.bases[b] == 0 {
 			t.Errorf("table base %d not found (old %#x, new %#x)", b, v, nm.bases[b])
 		}
@@ -168,6 +168,35 @@ func TestCompressedSections(t *testing.T) {
 	if got := reproducible(new, nz); len(got) != len(nz) {
 		t.Fatalf("%d of %d compressed sections reproduced", len(got), len(nz))
 	}
+	// The DWARF walker finds offsets and addresses to predict.
+	om, err := readModel(bytes.NewReader(old), int64(len(old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nm, err := readModel(bytes.NewReader(new), int64(len(new)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, oz := expandBytes(old, oz)
+	dst, nz := expandBytes(new, nz)
+	om.expand(oz)
+	nm.expand(nz)
+	for b := baseDebugInfo; b < numBases; b++ {
+		if om.bases[b] == 0 || nm.bases[b] == 0 {
+			t.Errorf("DWARF base %d not found (old %#x, new %#x)", b, om.bases[b], nm.bases[b])
+		}
+	}
+	ms, err := bsdiff.Align(src, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := &predictor{m: newMapper(om, &nm.layout, piecesOf(ms)), seq: newWindow(bytes.NewReader(src), om.size, 1<<20), rnd: newWindow(bytes.NewReader(src), om.size, 4<<10)}
+	pr.dwarfInfo()
+	if len(pr.preds) < 100 {
+		t.Errorf("DWARF: %d predictions", len(pr.preds))
+	}
+	t.Logf("DWARF: %d predictions", len(pr.preds))
+
 	p := roundTrip(t, old, new)
 	roundTrip(t, new, old)
 	// The same patch made of the compressed bytes (no level reproduces,
@@ -189,7 +218,7 @@ func TestCompressedCorrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, bp, err := readPatch(p, int64(len(old)))
+	h, bp, err := readPatch(p, int64(len(old))+maxExpand)
 	if err != nil || len(h.oldZ) == 0 || len(h.newZ) == 0 {
 		t.Fatalf("header %+v, %v", h.newZ, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
 )
@@ -29,6 +30,13 @@ const (
 	baseTypes           // type data (typelinks, name and type offsets)
 	baseGofunc          // go:func.* (funcdata)
 	baseRodata          // moduledata.rodata: stack objects' GC data
+	// DWARF sections, as file offsets in the expanded file (dwarf.go):
+	// what the offsets in .debug_info count from.
+	baseDebugInfo
+	baseDebugLine
+	baseDebugLoclists
+	baseDebugRnglists
+	baseDebugAddr
 	numBases
 )
 
@@ -62,7 +70,22 @@ type model struct {
 	nfunc   uint64 // functions in the pclntab; 0 when it is not one this package reads
 	typelnk section
 	etypes  uint64 // end of the type data (its start is bases[baseTypes])
+	// debug: the DWARF sections by name, where they lie in the file;
+	// dwarf: .debug_info's and .debug_abbrev's contents in the expanded
+	// file (expand).
+	debug            map[string]debugSection
+	dwInfo, dwAbbrev span
+	allocEnd         uint64 // the end of the last allocated section in the file
 }
+
+// debugSection is a non-allocated .debug_* section in the file.
+type debugSection struct {
+	off, size  uint64
+	compressed bool
+}
+
+// span is a run of bytes of the expanded file.
+type span struct{ off, n uint64 }
 
 // Go's pclntab header (runtime.pcHeader, Go 1.20 on) and the offsets in
 // runtime.moduledata of the fields read here, for 64-bit targets.
@@ -96,6 +119,13 @@ func readModel(r io.ReaderAt, size int64) (m *model, err error) {
 	}
 	m = &model{size: size, x86: f.Machine == elf.EM_X86_64, arm64: f.Machine == elf.EM_AARCH64, lo: ^uint64(0)}
 	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_ALLOC == 0 && strings.HasPrefix(s.Name, ".debug_") && s.Type != elf.SHT_NOBITS &&
+			s.Offset <= uint64(size) && s.FileSize <= uint64(size)-s.Offset {
+			if m.debug == nil {
+				m.debug = map[string]debugSection{}
+			}
+			m.debug[s.Name] = debugSection{off: s.Offset, size: s.FileSize, compressed: s.Flags&elf.SHF_COMPRESSED != 0}
+		}
 		if s.Flags&elf.SHF_ALLOC == 0 || s.Addr == 0 || s.Addr+s.Size < s.Addr {
 			continue
 		}
@@ -105,6 +135,9 @@ func readModel(r io.ReaderAt, size int64) (m *model, err error) {
 		}
 		m.secs = append(m.secs, sec)
 		m.lo, m.hi = min(m.lo, sec.addr), max(m.hi, sec.addr+sec.size)
+		if !sec.nobits {
+			m.allocEnd = max(m.allocEnd, sec.off+sec.size)
+		}
 		switch {
 		case sec.nobits:
 		case s.Flags&elf.SHF_EXECINSTR != 0:
@@ -365,6 +398,7 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	p.arm64Operands()
 	p.pointers()
 	p.goTypes()
+	p.dwarfInfo()
 	if err := p.seq.err; err != nil {
 		return nil, err
 	}
