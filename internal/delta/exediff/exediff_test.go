@@ -289,12 +289,18 @@ func TestModelGolden(t *testing.T) {
 		n   int
 		crc uint32
 	}{
-		"amd64": {67524, 0x40a533b9},
-		"arm64": {65225, 0xabcf5a53},
+		"amd64":            {67524, 0x40a533b9},
+		"arm64":            {65225, 0xabcf5a53},
+		"amd64 unstripped": {121854, 0xaa50e04c},
 	}
-	for _, arch := range []string{"amd64", "arm64"} {
-		t.Run(arch, func(t *testing.T) {
-			old, new := exetest.GoBuildsFor(t, arch)
+	builds := map[string]func(testing.TB) ([]byte, []byte){
+		"amd64":            exetest.GoBuilds,
+		"arm64":            func(t testing.TB) ([]byte, []byte) { return exetest.GoBuildsFor(t, "arm64") },
+		"amd64 unstripped": exetest.GoBuildsUnstripped,
+	}
+	for _, name := range []string{"amd64", "arm64", "amd64 unstripped"} {
+		t.Run(name, func(t *testing.T) {
+			old, new := builds[name](t)
 			if bi, err := buildinfo.Read(bytes.NewReader(old)); err != nil || bi.GoVersion != toolchain {
 				t.Skipf("the golden values are for %s builds; these are %v (%v)", toolchain, bi, err)
 			}
@@ -306,6 +312,13 @@ func TestModelGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Expanded, as Diff and Apply see them.
+			oz, _ := compressedSections(bytes.NewReader(old), int64(len(old)))
+			nz, _ := compressedSections(bytes.NewReader(new), int64(len(new)))
+			old, oz = expandBytes(old, oz)
+			new, nz = expandBytes(new, nz)
+			om.expand(oz)
+			nm.expand(nz)
 			// Every 4 KiB block moves by a share of the size change
 			// that grows through the file, rounded to 16 bytes.
 			var ms []bsdiff.Match
@@ -320,7 +333,7 @@ func TestModelGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, want := len(preds), golden[arch]
+			got, want := len(preds), golden[name]
 			if crc := predsCRC(preds); got != want.n || crc != want.crc {
 				t.Errorf("%d predictions, CRC %08x; want %d, %08x: the model changed (a new Magic and delta version, or a bug)", got, crc, want.n, want.crc)
 			}
