@@ -150,6 +150,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzApply$$' -fuzztime $(FUZZTIME) ./internal/delta/exediff
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeX86$$' -fuzztime $(FUZZTIME) ./internal/delta/exediff
 	$(GO) test -run '^$$' -fuzz '^FuzzApplyCompressed$$' -fuzztime $(FUZZTIME) ./internal/delta/exediff
+	$(GO) test -run '^$$' -fuzz '^FuzzDwarf$$' -fuzztime $(FUZZTIME) ./internal/delta/exediff
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/delta/bsdiff
 
 clean:

@@ -1,0 +1,64 @@
+package exediff
+
+import "testing"
+
+// FuzzDwarf: the DIE walker and the abbreviation parser take any bytes (a
+// crafted executable in an image reaches them on both sides) without
+// panicking or reading out of bounds.
+func FuzzDwarf(f *testing.F) {
+	// A DWARF 5 unit: header, one DIE of abbrev 1 (ref_addr, sec_offset,
+	// addr, exprloc, string), the end.
+	abbr := []byte{1, 0x11, 1, 0x49, 0x10, 0x10, 0x17, 0x11, 0x01, 0x02, 0x18, 0x03, 0x08, 0, 0, 0}
+	unit := []byte{0, 0, 0, 0, 5, 0, 1, 8, 0, 0, 0, 0,
+		1, 4, 0, 0, 0, 8, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 9, 3, 1, 2, 3, 4, 5, 6, 7, 8, 'a', 0, 0}
+	unit[0] = byte(len(unit) - 4)
+	f.Add(unit, abbr)
+	f.Add([]byte{7, 0, 0, 0, 4, 0, 0, 0, 0, 0, 8}, abbr)
+	f.Fuzz(func(t *testing.T, unit, abbr []byte) {
+		om := &model{lo: 0x1000, hi: 0x2000}
+		for b := range om.bases {
+			om.bases[b] = 0x100
+		}
+		nl := &layout{bases: om.bases}
+		p := &predictor{m: newMapper(om, nl, []piece{{old: 0, shift: 8, n: 1 << 20}})}
+		if len(unit) >= 11 {
+			p.dwarfUnit(unit, 0, abbr, map[uint64]map[uint64]abbrev{})
+		}
+		for _, q := range p.preds {
+			if int64(q.pos)+predWidth > int64(len(unit)) {
+				t.Fatalf("prediction at %d outside the %d-byte unit", q.pos, len(unit))
+			}
+		}
+		parseAbbrevs(abbr, uint64(len(abbr)/2))
+	})
+}
+
+// TestDwarfUnit: the walker predicts each kind of slot in a hand-made unit.
+func TestDwarfUnit(t *testing.T) {
+	abbr := []byte{1, 0x11, 1, 0x49, 0x10, 0x10, 0x17, 0x11, 0x01, 0x02, 0x18, 0x03, 0x08, 0, 0, 0}
+	unit := []byte{0, 0, 0, 0, 5, 0, 1, 8, 0, 0, 0, 0,
+		1, 4, 0, 0, 0, 8, 0, 0, 0, 0x10, 0x10, 0, 0, 0, 0, 0, 0, 9, 3, 0x20, 0x10, 0, 0, 0, 0, 0, 0, 'a', 0, 0}
+	unit[0] = byte(len(unit) - 4)
+	// Old and new: the same sections, every file offset moved by 8 in
+	// the new file, and addresses with them.
+	om := &model{lo: 0x1000, hi: 0x2000, layout: layout{secs: []section{{addr: 0x1000, off: 0x1000, size: 0x1000}}}}
+	nl := layout{secs: []section{{addr: 0x1000, off: 0x1000, size: 0x1008}}}
+	for b := baseDebugInfo; b < numBases; b++ {
+		om.bases[b], nl.bases[b] = 0x100, 0x100
+	}
+	p := &predictor{m: newMapper(om, &nl, []piece{{old: 0, shift: 8, n: 1 << 20}})}
+	p.dwarfUnit(unit, 0x100, abbr, map[uint64]map[uint64]abbrev{})
+	got := map[uint32]uint32{}
+	for _, q := range p.preds {
+		got[q.pos-0x100] = q.val
+	}
+	want := map[uint32]uint32{13: 4 + 8, 17: 8 + 8, 21: 0x1010 + 8, 31: 0x1020 + 8}
+	if len(got) != len(want) {
+		t.Fatalf("predictions %v, want %v", got, want)
+	}
+	for pos, v := range want {
+		if got[pos] != v {
+			t.Errorf("at %d: %#x, want %#x", pos, got[pos], v)
+		}
+	}
+}
