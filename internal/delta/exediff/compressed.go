@@ -5,8 +5,11 @@ import (
 	"compress/zlib"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"sort"
 )
 
@@ -34,14 +37,20 @@ type zsection struct {
 const (
 	chdrSize = 24 // elf.Chdr64
 	// maxExpand bounds the decompressed bytes of a file's expanded
-	// sections: the child holds the old file's in memory.
-	maxExpand = 48 << 20
+	// sections (the parent holds both files expanded in memory).
+	maxExpand = 128 << 20
 )
 
 // zlibLevels are tried, in order, to reproduce a new file's section: Go's
 // linker writes BestSpeed. (Other linkers use C zlib, whose output Go's
 // compress/flate does not reproduce: their sections stay compressed.)
 var zlibLevels = []int{zlib.BestSpeed}
+
+// expandInMemory: the child holds the old file's decompressed sections in
+// memory up to this size, and in a temporary file (in os.TempDir, removed
+// as it is opened) beyond, so that its memory stays bounded. (A variable
+// for the tests.)
+var expandInMemory uint64 = 16 << 20
 
 // growth is how much larger expanding z makes a file.
 func (z zsection) growth() int64 { return int64(chdrSize+z.rawSize) - int64(z.size) }
@@ -167,36 +176,91 @@ func expandBytes(b []byte, zs []zsection) ([]byte, []zsection) {
 }
 
 // expandedReader reads a file with zs expanded, their decompressed bytes
-// held in memory.
+// held in memory or in a temporary file.
 type expandedReader struct {
-	r    io.ReaderAt
-	size int64 // expanded
-	segs []segment
+	size  int64 // expanded
+	segs  []segment
+	spill *os.File
 }
 
-// segment is a run of the expanded file: from the file at off, or raw.
+// segment is a run of the expanded file, read from r at off.
 type segment struct {
 	start, n int64 // in the expanded file
+	r        io.ReaderAt
 	off      int64
-	raw      []byte
 }
 
-func newExpandedReader(r io.ReaderAt, size int64, zs []zsection) (*expandedReader, error) {
-	e := &expandedReader{r: r}
-	at, exp := int64(0), int64(0)
+func newExpandedReader(r io.ReaderAt, size int64, zs []zsection) (e *expandedReader, err error) {
+	e = &expandedReader{}
+	total := uint64(0)
 	for _, z := range zs {
-		raw, err := inflate(r, z)
-		if err != nil {
-			return nil, corruptf("the old file's section at %#x: %v", z.off, err)
+		total += z.rawSize
+	}
+	if total > expandInMemory {
+		if e.spill, err = os.CreateTemp("", "outpost-exediff-*"); err != nil {
+			return nil, fmt.Errorf("exediff: a file for %d decompressed bytes: %w", total, err)
 		}
+		os.Remove(e.spill.Name()) // gone with the last descriptor
+		defer func() {
+			if err != nil {
+				e.Close()
+			}
+		}()
+	}
+	at, exp, spilled := int64(0), int64(0), int64(0)
+	for _, z := range zs {
 		head := int64(z.off) + chdrSize - at
-		e.segs = append(e.segs, segment{start: exp, n: head, off: at}, segment{start: exp + head, n: int64(len(raw)), raw: raw})
-		exp += head + int64(len(raw))
+		e.segs = append(e.segs, segment{start: exp, n: head, r: r, off: at})
+		exp += head
+		raw := segment{start: exp, n: int64(z.rawSize)}
+		if e.spill != nil {
+			if err := inflateTo(r, z, io.NewOffsetWriter(e.spill, spilled)); err != nil {
+				return nil, err
+			}
+			raw.r, raw.off = e.spill, spilled
+			spilled += raw.n
+		} else {
+			b, err := inflate(r, z)
+			if err != nil {
+				return nil, corruptf("the old file's section at %#x: %v", z.off, err)
+			}
+			raw.r = bytes.NewReader(b)
+		}
+		e.segs = append(e.segs, raw)
+		exp += raw.n
 		at = int64(z.off + z.size)
 	}
-	e.segs = append(e.segs, segment{start: exp, n: size - at, off: at})
+	e.segs = append(e.segs, segment{start: exp, n: size - at, r: r, off: at})
 	e.size = exp + size - at
 	return e, nil
+}
+
+// inflateTo writes the bytes z's zlib stream in r decompresses to into w.
+func inflateTo(r io.ReaderAt, z zsection, w io.Writer) error {
+	zr, err := zlib.NewReader(io.NewSectionReader(r, int64(z.off+chdrSize), int64(z.size-chdrSize)))
+	if err != nil {
+		return corruptf("the old file's section at %#x: %v", z.off, err)
+	}
+	n, err := io.Copy(w, io.LimitReader(zr, int64(z.rawSize)+1))
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("exediff: %w", err) // the temporary file: not the patch's fault
+		}
+		return corruptf("the old file's section at %#x: %v", z.off, err)
+	}
+	if n != int64(z.rawSize) {
+		return corruptf("the old file's section at %#x decompresses to %d bytes, not %d", z.off, n, z.rawSize)
+	}
+	return zr.Close()
+}
+
+// Close removes the temporary file, if any.
+func (e *expandedReader) Close() error {
+	if e.spill == nil {
+		return nil
+	}
+	return e.spill.Close()
 }
 
 func (e *expandedReader) ReadAt(b []byte, off int64) (int, error) {
@@ -209,11 +273,7 @@ func (e *expandedReader) ReadAt(b []byte, off int64) (int, error) {
 		s := e.segs[i]
 		from := off + int64(n) - s.start
 		want := min(int64(len(b)-n), s.n-from)
-		if s.raw != nil {
-			n += copy(b[n:n+int(want)], s.raw[from:from+want])
-			continue
-		}
-		m, err := e.r.ReadAt(b[n:n+int(want)], s.off+from)
+		m, err := s.r.ReadAt(b[n:n+int(want)], s.off+from)
 		n += m
 		if err != nil && !(err == io.EOF && int64(m) == want) {
 			return n, err

@@ -199,6 +199,10 @@ func TestCompressedSections(t *testing.T) {
 
 	p := roundTrip(t, old, new)
 	roundTrip(t, new, old)
+	// The child's decompressed sections in a temporary file.
+	defer func(n uint64) { expandInMemory = n }(expandInMemory)
+	expandInMemory = 0
+	roundTrip(t, old, new)
 	// The same patch made of the compressed bytes (no level reproduces,
 	// and the old file keeps its sections compressed).
 	defer func(l []int) { zlibLevels = l }(zlibLevels)
