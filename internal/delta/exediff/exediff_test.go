@@ -65,14 +65,7 @@ func TestModelParts(t *testing.T) {
 
 func testModelParts(t *testing.T, arch string) {
 	old, new := exetest.GoBuildsFor(t, arch)
-	om, err := readModel(bytes.NewReader(old), int64(len(old)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nm, err := readModel(bytes.NewReader(new), int64(len(new)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	om, nm := models(t, old, new)
 	for b, v := range om.bases[:baseDebugInfo] { // a stripped build has no DWARF
 		if v == 0 || nm.bases[b] == 0 {
 			t.Errorf("table base %d not found (old %#x, new %#x)", b, v, nm.bases[b])
@@ -169,14 +162,7 @@ func TestCompressedSections(t *testing.T) {
 		t.Fatalf("%d of %d compressed sections reproduced", len(got), len(nz))
 	}
 	// The DWARF walker finds offsets and addresses to predict.
-	om, err := readModel(bytes.NewReader(old), int64(len(old)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nm, err := readModel(bytes.NewReader(new), int64(len(new)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	om, nm := models(t, old, new)
 	src, oz := expandBytes(old, oz)
 	dst, nz := expandBytes(new, nz)
 	om.expand(oz)
@@ -253,6 +239,19 @@ func TestCompressedCorrupt(t *testing.T) {
 	}
 }
 
+// models returns the models of two files.
+func models(t *testing.T, old, new []byte) (om, nm *model) {
+	t.Helper()
+	var err error
+	if om, err = readModel(bytes.NewReader(old), int64(len(old))); err != nil {
+		t.Fatal(err)
+	}
+	if nm, err = readModel(bytes.NewReader(new), int64(len(new))); err != nil {
+		t.Fatal(err)
+	}
+	return om, nm
+}
+
 type new2discard struct{}
 
 func (new2discard) Write(b []byte) (int, error) { return len(b), nil }
@@ -308,14 +307,7 @@ func TestModelGolden(t *testing.T) {
 			if bi, err := buildinfo.Read(bytes.NewReader(old)); err != nil || bi.GoVersion != toolchain {
 				t.Skipf("the golden values are for %s builds; these are %v (%v)", toolchain, bi, err)
 			}
-			om, err := readModel(bytes.NewReader(old), int64(len(old)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			nm, err := readModel(bytes.NewReader(new), int64(len(new)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			om, nm := models(t, old, new)
 			// Expanded, as Diff and Apply see them.
 			oz, _ := compressedSections(bytes.NewReader(old), int64(len(old)))
 			nz, _ := compressedSections(bytes.NewReader(new), int64(len(new)))
