@@ -132,19 +132,22 @@ func Diff(old, new []byte) ([]byte, error) {
 	}
 	// Both files expanded (compressed.go): the map, the prediction and the
 	// patch all work on the decompressed sections.
+	// Both models move to the expanded coordinates even when nothing is
+	// expanded, as Apply's does: that also places uncompressed DWARF.
 	var h header
 	src, dst := old, new
-	if oz, err := compressedSections(bytes.NewReader(old), int64(len(old))); err == nil && len(oz) > 0 {
-		src, oz = expandBytes(old, oz)
+	var oz []zsection
+	if zs, err := compressedSections(bytes.NewReader(old), int64(len(old))); err == nil && len(zs) > 0 {
+		src, oz = expandBytes(old, zs)
 		for _, z := range oz {
 			h.oldZ = append(h.oldZ, z.off)
 		}
-		om.expand(oz)
 	}
-	if nz, err := compressedSections(bytes.NewReader(new), int64(len(new))); err == nil && len(nz) > 0 {
-		dst, h.newZ = expandBytes(new, reproducible(new, nz))
-		nm.expand(h.newZ)
+	if zs, err := compressedSections(bytes.NewReader(new), int64(len(new))); err == nil && len(zs) > 0 {
+		dst, h.newZ = expandBytes(new, reproducible(new, zs))
 	}
+	om.expand(oz)
+	nm.expand(h.newZ)
 	matches, err := bsdiff.Align(src, dst)
 	if err != nil {
 		return nil, err

@@ -200,6 +200,19 @@ func TestCompressedSections(t *testing.T) {
 	}
 }
 
+// TestDwarfMixed: DWARF compressed in one file and not in the other (Go's
+// -compressdwarf=false) round-trips both ways: parent and child predict
+// the same DWARF slots.
+func TestDwarfMixed(t *testing.T) {
+	plainOld, _ := exetest.GoBuildsLdflags(t, "amd64", "-compressdwarf=false")
+	_, zNew := exetest.GoBuildsUnstripped(t)
+	if zs, _ := compressedSections(bytes.NewReader(plainOld), int64(len(plainOld))); len(zs) != 0 {
+		t.Fatalf("-compressdwarf=false left %d compressed sections", len(zs))
+	}
+	roundTrip(t, plainOld, zNew)
+	roundTrip(t, zNew, plainOld)
+}
+
 // TestCompressedCorrupt: a patch that misdescribes the compressed
 // sections fails with ErrCorrupt.
 func TestCompressedCorrupt(t *testing.T) {

@@ -60,6 +60,12 @@ func GoBuildsUnstripped(t testing.TB) (old, new []byte) {
 	return goBuilds(t, "amd64", "")
 }
 
+// GoBuildsLdflags is GoBuilds for linux/goarch with these -ldflags.
+func GoBuildsLdflags(t testing.TB, goarch, ldflags string) (old, new []byte) {
+	t.Helper()
+	return goBuilds(t, goarch, ldflags)
+}
+
 func goBuilds(t testing.TB, goarch, ldflags string) (old, new []byte) {
 	t.Helper()
 	key := goarch + " " + ldflags
