@@ -119,8 +119,10 @@ func inflate(r io.ReaderAt, z zsection) ([]byte, error) {
 		return nil, err
 	}
 	var one [1]byte
-	if n, _ := zr.Read(one[:]); n != 0 {
+	if n, err := zr.Read(one[:]); n != 0 {
 		return nil, fmt.Errorf("more than the %d bytes its header says", z.rawSize)
+	} else if err != io.EOF {
+		return nil, fmt.Errorf("after its %d bytes: %v", z.rawSize, err) // a bad checksum, say
 	}
 	return raw, zr.Close()
 }
