@@ -135,7 +135,10 @@ func (p *predictor) dwarfInfo() {
 			return // 64-bit DWARF, or not a unit
 		}
 		if n <= maxUnit {
-			unit = append(unit[:0], make([]byte, n)...)
+			if uint64(cap(unit)) < n {
+				unit = make([]byte, n)
+			}
+			unit = unit[:n]
 			if _, err := r.ReadAt(unit, int64(om.dwInfo.off+u)); err != nil {
 				return
 			}
@@ -161,7 +164,7 @@ func (p *predictor) dwarfUnit(b []byte, pos int64, abbr []byte, tables map[uint6
 		case 4, 5: // skeleton and split units: their id
 			i += 8
 		}
-	case version >= 2 && version <= 4:
+	case version == 3 || version == 4: // (version 2's ref_addr has another size)
 		abbrOff, asize, i = uint64(le.Uint32(b[6:])), b[10], 11
 	default:
 		return
