@@ -146,6 +146,11 @@ func Diff(old, new []byte) ([]byte, error) {
 	if zs, err := compressedSections(bytes.NewReader(new), int64(len(new))); err == nil && len(zs) > 0 {
 		dst, h.newZ = expandBytes(new, reproducible(new, zs))
 	}
+	if len(src) > MaxSize || len(dst) > MaxSize {
+		// Expanded, the files would cost the parent more memory than
+		// MaxSize allows for: patch them as they are.
+		src, dst, oz, h.oldZ, h.newZ = old, new, nil, nil, nil
+	}
 	om.expand(oz)
 	nm.expand(h.newZ)
 	matches, err := bsdiff.Align(src, dst)
