@@ -46,12 +46,14 @@ func (m *model) expand(zs []zsection) {
 		return span{} // still compressed: not readable
 	}
 	for name, b := range map[string]int{".debug_info": baseDebugInfo, ".debug_line": baseDebugLine,
-		".debug_loclists": baseDebugLoclists, ".debug_rnglists": baseDebugRnglists, ".debug_addr": baseDebugAddr} {
+		".debug_loclists": baseDebugLoclists, ".debug_rnglists": baseDebugRnglists, ".debug_addr": baseDebugAddr,
+		".debug_frame": baseDebugFrame} {
 		if s := spanOf(name); s.n > 0 {
 			m.bases[b] = s.off
 		}
 	}
 	m.dwInfo, m.dwAbbrev = spanOf(".debug_info"), spanOf(".debug_abbrev")
+	m.dwAddr, m.dwLine, m.dwFrame = spanOf(".debug_addr"), spanOf(".debug_line"), spanOf(".debug_frame")
 }
 
 // DWARF constants used here (DWARF 5, section 7).
@@ -367,3 +369,124 @@ func parseAbbrevs(b []byte, off uint64) map[uint64]abbrev {
 
 // uvarint reads an unsigned LEB128 number (binary.Uvarint's encoding).
 func uvarint(b []byte) (uint64, int) { return binary.Uvarint(b) }
+
+// dwarfTables predicts the addresses in the other DWARF sections, where
+// code addresses sit whole: .debug_addr's entries, the DW_LNE_set_address
+// operands that start .debug_line's sequences, and .debug_frame's FDEs
+// (their CIE offset and initial location).
+func (p *predictor) dwarfTables() {
+	om := p.m.old
+	le := binary.LittleEndian
+	// readSpan reads a whole section, up to maxUnit.
+	readSpan := func(s span) []byte {
+		if s.n == 0 || s.n > maxUnit {
+			return nil
+		}
+		b := make([]byte, s.n)
+		if _, err := p.seq.r.ReadAt(b, int64(s.off)); err != nil {
+			return nil
+		}
+		return b
+	}
+	// .debug_addr: contributions of a header (length, version, address
+	// and segment selector sizes) and addresses.
+	if b := readSpan(om.dwAddr); b != nil {
+		for u := 0; u+8 <= len(b); {
+			n := int(le.Uint32(b[u:]))
+			if n < 4 || n > len(b)-u-4 || n >= 0xfffffff0 {
+				break
+			}
+			if b[u+6] == 8 && b[u+7] == 0 {
+				for a := u + 8; a+8 <= u+4+n; a += 8 {
+					p.dwarfAddr(int64(om.dwAddr.off)+int64(a), le.Uint64(b[a:]))
+				}
+			}
+			u += 4 + n
+		}
+	}
+	if b := readSpan(om.dwLine); b != nil {
+		for u := 0; u+4 <= len(b); {
+			n := int(le.Uint32(b[u:]))
+			if n < 4 || n > len(b)-u-4 || n >= 0xfffffff0 {
+				break
+			}
+			p.lineProgram(b[u:u+4+n], int64(om.dwLine.off)+int64(u))
+			u += 4 + n
+		}
+	}
+	if b := readSpan(om.dwFrame); b != nil {
+		for u := 0; u+8 <= len(b); {
+			n := int(le.Uint32(b[u:]))
+			if n < 4 || n > len(b)-u-4 || n >= 0xfffffff0 {
+				break
+			}
+			if id := le.Uint32(b[u+4:]); id != 0xffffffff && n >= 4+16 { // an FDE
+				pos := int64(om.dwFrame.off) + int64(u)
+				p.secOffset(pos+4, id, baseDebugFrame)
+				p.dwarfAddr(pos+8, le.Uint64(b[u+8:]))
+			}
+			u += 4 + n
+		}
+	}
+}
+
+// lineProgram predicts the DW_LNE_set_address operands of one line
+// program (DWARF 2 to 5, 32-bit format) at old offset pos.
+func (p *predictor) lineProgram(b []byte, pos int64) {
+	le := binary.LittleEndian
+	if len(b) < 10 {
+		return
+	}
+	version := le.Uint16(b[4:])
+	i := 6
+	if version >= 5 {
+		i += 2 // address and segment selector sizes
+	}
+	if version < 2 || version > 5 || i+4 > len(b) {
+		return
+	}
+	hlen := int(le.Uint32(b[i:]))
+	i += 4
+	prog := i + hlen
+	// minimum_instruction_length, [maximum_operations_per_instruction,]
+	// default_is_stmt, line_base, line_range, opcode_base, then the
+	// standard opcodes' operand counts.
+	k := i + 4
+	if version >= 4 {
+		k++
+	}
+	if hlen < 0 || prog > len(b) || k >= prog {
+		return
+	}
+	opBase := int(b[k])
+	if opBase == 0 || k+opBase > prog {
+		return
+	}
+	lengths := b[k+1 : k+opBase]
+	for i = prog; i < len(b); {
+		op := int(b[i])
+		i++
+		switch {
+		case op >= opBase: // special opcode
+		case op == 0: // extended: length, sub-opcode, operands
+			n, k := uvarint(b[i:])
+			if k <= 0 || n == 0 || n > uint64(len(b)-i-k) {
+				return
+			}
+			if b[i+k] == 2 && n == 9 { // DW_LNE_set_address
+				p.dwarfAddr(pos+int64(i+k+1), le.Uint64(b[i+k+1:]))
+			}
+			i += k + int(n)
+		case op == 9: // DW_LNS_fixed_advance_pc: a uhalf
+			i += 2
+		default:
+			for range lengths[op-1] {
+				_, k := uvarint(b[i:])
+				if k <= 0 {
+					return
+				}
+				i += k
+			}
+		}
+	}
+}

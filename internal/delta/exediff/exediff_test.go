@@ -307,7 +307,7 @@ func TestModelGolden(t *testing.T) {
 	}{
 		"amd64":            {67524, 0x40a533b9},
 		"arm64":            {65225, 0xabcf5a53},
-		"amd64 unstripped": {121854, 0xaa50e04c},
+		"amd64 unstripped": {129774, 0xd0f0449b},
 	}
 	builds := map[string]func(testing.TB) ([]byte, []byte){
 		"amd64":            exetest.GoBuilds,

@@ -37,6 +37,7 @@ const (
 	baseDebugLoclists
 	baseDebugRnglists
 	baseDebugAddr
+	baseDebugFrame
 	numBases
 )
 
@@ -73,9 +74,10 @@ type model struct {
 	// debug: the DWARF sections by name, where they lie in the file;
 	// dwarf: .debug_info's and .debug_abbrev's contents in the expanded
 	// file (expand).
-	debug            map[string]debugSection
-	dwInfo, dwAbbrev span
-	allocEnd         uint64 // the end of the last allocated section in the file
+	debug                   map[string]debugSection
+	dwInfo, dwAbbrev        span
+	dwAddr, dwLine, dwFrame span
+	allocEnd                uint64 // the end of the last allocated section in the file
 }
 
 // debugSection is a non-allocated .debug_* section in the file.
@@ -399,6 +401,7 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	p.pointers()
 	p.goTypes()
 	p.dwarfInfo()
+	p.dwarfTables()
 	if err := p.seq.err; err != nil {
 		return nil, err
 	}
