@@ -2,9 +2,9 @@ package exediff
 
 import "testing"
 
-// FuzzDwarf: the DIE walker and the abbreviation parser take any bytes (a
-// crafted executable in an image reaches them on both sides) without
-// panicking or reading out of bounds.
+// FuzzDwarf: the DIE walker, the line program reader and the abbreviation
+// parser take any bytes (a crafted executable in an image reaches them on
+// both sides) without panicking or predicting outside their input.
 func FuzzDwarf(f *testing.F) {
 	// A DWARF 5 unit: header, one DIE of abbrev 1 (ref_addr, sec_offset,
 	// addr, exprloc, string), the end.
@@ -24,6 +24,7 @@ func FuzzDwarf(f *testing.F) {
 		if len(unit) >= 11 {
 			p.dwarfUnit(unit, 0, abbr, map[uint64]map[uint64]abbrev{})
 		}
+		p.lineProgram(unit, 0)
 		for _, q := range p.preds {
 			if int64(q.pos)+predWidth > int64(len(unit)) {
 				t.Fatalf("prediction at %d outside the %d-byte unit", q.pos, len(unit))
