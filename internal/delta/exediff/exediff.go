@@ -37,15 +37,15 @@ package exediff
 //
 // Unstripped binaries keep their DWARF in zlib-compressed sections, which
 // a small change alters throughout: those are patched decompressed
-// (compressed.go), and the offsets and addresses in .debug_info are
+// (compressed.go), and the offsets and addresses in their DWARF are
 // predicted too (dwarf.go).
 //
 // Measured on two 26 MB builds of this repository's outpost binary: one
 // commit apart, 281 KB with bsdiff alone, 5.9 KB here; 20 commits apart,
 // 1.19 MB against 353 KB (arm64 builds: 284 KB against 5.8 KB, 1.23 MB
 // against 327 KB; unstripped, 37 MB, one commit apart: 7.35 MB with the
-// DWARF patched compressed, 327 KB decompressed, 33 KB with its DIEs'
-// offsets predicted by dwarf.go). The prediction costs about 0.2 s per 26 MB on
+// DWARF patched compressed, 327 KB decompressed, 31.3 KB with its
+// offsets and addresses predicted by dwarf.go). The prediction costs about 0.2 s per 26 MB on
 // each side (half of it x86 decoding, by the length decoder of x86len.go);
 // Diff also runs bsdiff's search twice.
 //
