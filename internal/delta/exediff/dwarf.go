@@ -392,8 +392,8 @@ func (p *predictor) dwarfTables() {
 	// and segment selector sizes) and addresses.
 	if b := readSpan(om.dwAddr); b != nil {
 		for u := 0; u+8 <= len(b); {
-			n := int(le.Uint32(b[u:]))
-			if n < 4 || n > len(b)-u-4 || n >= 0xfffffff0 {
+			n, ok := unitLength(b, u, 4)
+			if !ok {
 				break
 			}
 			if b[u+6] == 8 && b[u+7] == 0 {
@@ -406,8 +406,8 @@ func (p *predictor) dwarfTables() {
 	}
 	if b := readSpan(om.dwLine); b != nil {
 		for u := 0; u+4 <= len(b); {
-			n := int(le.Uint32(b[u:]))
-			if n < 4 || n > len(b)-u-4 || n >= 0xfffffff0 {
+			n, ok := unitLength(b, u, 4)
+			if !ok {
 				break
 			}
 			p.lineProgram(b[u:u+4+n], int64(om.dwLine.off)+int64(u))
@@ -416,8 +416,8 @@ func (p *predictor) dwarfTables() {
 	}
 	if b := readSpan(om.dwFrame); b != nil {
 		for u := 0; u+8 <= len(b); {
-			n := int(le.Uint32(b[u:]))
-			if n < 4 || n > len(b)-u-4 || n >= 0xfffffff0 {
+			n, ok := unitLength(b, u, 4)
+			if !ok {
 				break
 			}
 			if id := le.Uint32(b[u+4:]); id != 0xffffffff && n >= 4+16 { // an FDE
@@ -489,4 +489,15 @@ func (p *predictor) lineProgram(b []byte, pos int64) {
 			}
 		}
 	}
+}
+
+// unitLength returns the length of the DWARF unit or entry at b[u] (not
+// counting its 4-byte length field) if it is at least least bytes and fits
+// in b; 64-bit DWARF (0xffffffff) and the reserved lengths do not.
+func unitLength(b []byte, u, least int) (int, bool) {
+	n := binary.LittleEndian.Uint32(b[u:])
+	if n < uint32(least) || n >= 0xfffffff0 || uint64(n) > uint64(len(b)-u-4) {
+		return 0, false
+	}
+	return int(n), true
 }
