@@ -55,38 +55,37 @@ var expandInMemory uint64 = 16 << 20
 // growth is how much larger expanding z makes a file.
 func (z zsection) growth() int64 { return int64(chdrSize+z.rawSize) - int64(z.size) }
 
-// compressedSections lists r's zlib-compressed sections in file order,
-// up to maxExpand decompressed bytes in all. It reads only the ELF headers
-// and each section's Chdr.
-func compressedSections(r io.ReaderAt, size int64) (zs []zsection, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			zs, err = nil, fmt.Errorf("%w: %v", ErrNotExecutable, p)
-		}
-	}()
-	f, err := elf.NewFile(io.NewSectionReader(r, 0, size))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotExecutable, err)
-	}
-	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
-		return nil, ErrNotExecutable
-	}
-	// Expanded sections must come after every allocated one, so that code
-	// and data keep their file offsets in the expanded file.
+// compressedCandidates returns the SHF_COMPRESSED sections of a file of
+// size bytes that may be expanded, in section-table order: those after
+// every allocated section, so that code and data keep their file offsets
+// in the expanded file.
+func compressedCandidates(secs []*elf.Section, size uint64) []zsection {
 	allocEnd := uint64(0)
-	for _, s := range f.Sections {
-		if s.Flags&elf.SHF_ALLOC != 0 && s.Type != elf.SHT_NOBITS && s.Offset <= uint64(size) && s.Size <= uint64(size)-s.Offset {
+	for _, s := range secs {
+		if s.Flags&elf.SHF_ALLOC != 0 && s.Type != elf.SHT_NOBITS && s.Offset <= size && s.Size <= size-s.Offset {
 			allocEnd = max(allocEnd, s.Offset+s.Size)
 		}
 	}
-	total := uint64(0)
-	for _, s := range f.Sections {
-		if s.Flags&elf.SHF_COMPRESSED == 0 || s.Type == elf.SHT_NOBITS || s.Offset > uint64(size) || s.FileSize > uint64(size)-s.Offset || s.FileSize <= chdrSize || s.Offset < allocEnd {
+	var zs []zsection
+	for _, s := range secs {
+		if s.Flags&elf.SHF_COMPRESSED == 0 || s.Type == elf.SHT_NOBITS || s.Offset > size || s.FileSize > size-s.Offset || s.FileSize <= chdrSize || s.Offset < allocEnd {
 			continue
 		}
+		zs = append(zs, zsection{off: s.Offset, size: s.FileSize})
+	}
+	return zs
+}
+
+// compressedSections lists the zlib-compressed sections of r (whose model
+// m is) in file order, up to maxExpand decompressed bytes in all. It reads
+// each candidate's Chdr.
+func (m *model) compressedSections(r io.ReaderAt) ([]zsection, error) {
+	var zs []zsection
+	total := uint64(0)
+	for _, z := range m.zcand {
 		var h [chdrSize]byte
-		if _, err := r.ReadAt(h[:], int64(s.Offset)); err != nil {
-			return nil, fmt.Errorf("exediff: reading section %s: %w", s.Name, err)
+		if _, err := r.ReadAt(h[:], int64(z.off)); err != nil {
+			return nil, fmt.Errorf("exediff: reading the section at %#x: %w", z.off, err)
 		}
 		le := binary.LittleEndian
 		raw := le.Uint64(h[8:])
@@ -94,7 +93,8 @@ func compressedSections(r io.ReaderAt, size int64) (zs []zsection, err error) {
 			continue
 		}
 		total += raw
-		zs = append(zs, zsection{off: s.Offset, size: s.FileSize, rawSize: raw})
+		z.rawSize = raw
+		zs = append(zs, z)
 	}
 	sort.Slice(zs, func(i, j int) bool { return zs[i].off < zs[j].off })
 	out := zs[:0]

@@ -131,19 +131,19 @@ func Diff(old, new []byte) ([]byte, error) {
 		return nil, err
 	}
 	// Both files expanded (compressed.go): the map, the prediction and the
-	// patch all work on the decompressed sections.
-	// Both models move to the expanded coordinates even when nothing is
-	// expanded, as Apply's does: that also places uncompressed DWARF.
+	// patch all work on the decompressed sections. Both models move to
+	// the expanded coordinates even when nothing is expanded, as Apply's
+	// does: that also places uncompressed DWARF.
 	var h header
 	src, dst := old, new
 	var oz []zsection
-	if zs, err := compressedSections(bytes.NewReader(old), int64(len(old))); err == nil && len(zs) > 0 {
+	if zs, err := om.compressedSections(bytes.NewReader(old)); err == nil && len(zs) > 0 {
 		src, oz = expandBytes(old, zs)
 		for _, z := range oz {
 			h.oldZ = append(h.oldZ, z.off)
 		}
 	}
-	if zs, err := compressedSections(bytes.NewReader(new), int64(len(new))); err == nil && len(zs) > 0 {
+	if zs, err := nm.compressedSections(bytes.NewReader(new)); err == nil && len(zs) > 0 {
 		dst, h.newZ = expandBytes(new, reproducible(new, zs))
 	}
 	if len(src) > MaxSize || len(dst) > MaxSize {
@@ -260,7 +260,7 @@ func Apply(old io.ReaderAt, oldSize int64, patch []byte, w io.Writer) (int64, er
 	src := old
 	var oz []zsection
 	if len(h.oldZ) > 0 {
-		if oz, err = pickSections(old, oldSize, h.oldZ); err != nil {
+		if oz, err = pickSections(om, old, h.oldZ); err != nil {
 			return 0, err
 		}
 		e, err := newExpandedReader(old, oldSize, oz)
@@ -298,8 +298,8 @@ func Apply(old io.ReaderAt, oldSize int64, patch []byte, w io.Writer) (int64, er
 }
 
 // pickSections returns the old file's compressed sections at offs.
-func pickSections(old io.ReaderAt, oldSize int64, offs []uint64) ([]zsection, error) {
-	all, err := compressedSections(old, oldSize)
+func pickSections(om *model, old io.ReaderAt, offs []uint64) ([]zsection, error) {
+	all, err := om.compressedSections(old)
 	if err != nil {
 		return nil, corruptf("the old file: %v", err)
 	}

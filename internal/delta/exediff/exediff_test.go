@@ -153,16 +153,16 @@ func TestCorrupt(t *testing.T) {
 // is a fraction of one made of the compressed bytes, and it round-trips.
 func TestCompressedSections(t *testing.T) {
 	old, new := exetest.GoBuildsUnstripped(t)
-	oz, err := compressedSections(bytes.NewReader(old), int64(len(old)))
+	om, nm := models(t, old, new)
+	oz, err := om.compressedSections(bytes.NewReader(old))
 	if err != nil || len(oz) < 3 {
 		t.Fatalf("%d compressed sections (%v)", len(oz), err)
 	}
-	nz, _ := compressedSections(bytes.NewReader(new), int64(len(new)))
+	nz, _ := nm.compressedSections(bytes.NewReader(new))
 	if got := reproducible(new, nz); len(got) != len(nz) {
 		t.Fatalf("%d of %d compressed sections reproduced", len(got), len(nz))
 	}
 	// The DWARF walker finds offsets and addresses to predict.
-	om, nm := models(t, old, new)
 	src, oz := expandBytes(old, oz)
 	dst, nz := expandBytes(new, nz)
 	om.expand(oz)
@@ -206,7 +206,8 @@ func TestCompressedSections(t *testing.T) {
 func TestDwarfMixed(t *testing.T) {
 	plainOld, _ := exetest.GoBuildsLdflags(t, "amd64", "-compressdwarf=false")
 	_, zNew := exetest.GoBuildsUnstripped(t)
-	if zs, _ := compressedSections(bytes.NewReader(plainOld), int64(len(plainOld))); len(zs) != 0 {
+	om, _ := models(t, plainOld, zNew)
+	if zs, _ := om.compressedSections(bytes.NewReader(plainOld)); len(zs) != 0 {
 		t.Fatalf("-compressdwarf=false left %d compressed sections", len(zs))
 	}
 	roundTrip(t, plainOld, zNew)
@@ -322,8 +323,8 @@ func TestModelGolden(t *testing.T) {
 			}
 			om, nm := models(t, old, new)
 			// Expanded, as Diff and Apply see them.
-			oz, _ := compressedSections(bytes.NewReader(old), int64(len(old)))
-			nz, _ := compressedSections(bytes.NewReader(new), int64(len(new)))
+			oz, _ := om.compressedSections(bytes.NewReader(old))
+			nz, _ := nm.compressedSections(bytes.NewReader(new))
 			old, oz = expandBytes(old, oz)
 			new, nz = expandBytes(new, nz)
 			om.expand(oz)

@@ -77,7 +77,10 @@ type model struct {
 	debug                   map[string]debugSection
 	dwInfo, dwAbbrev        span
 	dwAddr, dwLine, dwFrame span
-	allocEnd                uint64 // the end of the last allocated section in the file
+	// zcand: the SHF_COMPRESSED sections that lie after every allocated
+	// one, in section-table order (compressedSections reads their
+	// headers).
+	zcand []zsection
 }
 
 // debugSection is a non-allocated .debug_* section in the file.
@@ -137,9 +140,6 @@ func readModel(r io.ReaderAt, size int64) (m *model, err error) {
 		}
 		m.secs = append(m.secs, sec)
 		m.lo, m.hi = min(m.lo, sec.addr), max(m.hi, sec.addr+sec.size)
-		if !sec.nobits {
-			m.allocEnd = max(m.allocEnd, sec.off+sec.size)
-		}
 		switch {
 		case sec.nobits:
 		case s.Flags&elf.SHF_EXECINSTR != 0:
@@ -160,6 +160,7 @@ func readModel(r io.ReaderAt, size int64) (m *model, err error) {
 	if len(m.secs) == 0 {
 		return nil, fmt.Errorf("%w: no allocated sections", ErrNotExecutable)
 	}
+	m.zcand = compressedCandidates(f.Sections, uint64(size))
 	if err := m.readGoTables(r); err != nil {
 		return nil, err
 	}
