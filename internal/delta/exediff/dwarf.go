@@ -377,56 +377,45 @@ func uvarint(b []byte) (uint64, int) { return binary.Uvarint(b) }
 func (p *predictor) dwarfTables() {
 	om := p.m.old
 	le := binary.LittleEndian
-	// readSpan reads a whole section, up to maxUnit.
-	readSpan := func(s span) []byte {
-		if s.n == 0 || s.n > maxUnit {
-			return nil
-		}
-		b := make([]byte, s.n)
-		if _, err := p.seq.r.ReadAt(b, int64(s.off)); err != nil {
-			return nil
-		}
-		return b
-	}
 	// .debug_addr: contributions of a header (length, version, address
 	// and segment selector sizes) and addresses.
-	if b := readSpan(om.dwAddr); b != nil {
-		for u := 0; u+8 <= len(b); {
-			n, ok := unitLength(b, u, 4)
-			if !ok {
-				break
+	p.units(om.dwAddr, func(b []byte, u, n int) {
+		if b[u+6] == 8 && b[u+7] == 0 {
+			for a := u + 8; a+8 <= u+4+n; a += 8 {
+				p.dwarfAddr(int64(om.dwAddr.off)+int64(a), le.Uint64(b[a:]))
 			}
-			if b[u+6] == 8 && b[u+7] == 0 {
-				for a := u + 8; a+8 <= u+4+n; a += 8 {
-					p.dwarfAddr(int64(om.dwAddr.off)+int64(a), le.Uint64(b[a:]))
-				}
-			}
-			u += 4 + n
 		}
+	})
+	p.units(om.dwLine, func(b []byte, u, n int) {
+		p.lineProgram(b[u:u+4+n], int64(om.dwLine.off)+int64(u))
+	})
+	p.units(om.dwFrame, func(b []byte, u, n int) {
+		if id := le.Uint32(b[u+4:]); id != 0xffffffff && n >= 4+16 { // an FDE
+			pos := int64(om.dwFrame.off) + int64(u)
+			p.secOffset(pos+4, id, baseDebugFrame)
+			p.dwarfAddr(pos+8, le.Uint64(b[u+8:]))
+		}
+	})
+}
+
+// units reads the section at s (up to maxUnit bytes) and calls f with it
+// and the offset and length of each of its length-prefixed units or
+// entries of at least 4 bytes, in order, up to the first that is not one.
+func (p *predictor) units(s span, f func(b []byte, u, n int)) {
+	if s.n == 0 || s.n > maxUnit {
+		return
 	}
-	if b := readSpan(om.dwLine); b != nil {
-		for u := 0; u+4 <= len(b); {
-			n, ok := unitLength(b, u, 4)
-			if !ok {
-				break
-			}
-			p.lineProgram(b[u:u+4+n], int64(om.dwLine.off)+int64(u))
-			u += 4 + n
-		}
+	b := make([]byte, s.n)
+	if _, err := p.seq.r.ReadAt(b, int64(s.off)); err != nil {
+		return
 	}
-	if b := readSpan(om.dwFrame); b != nil {
-		for u := 0; u+8 <= len(b); {
-			n, ok := unitLength(b, u, 4)
-			if !ok {
-				break
-			}
-			if id := le.Uint32(b[u+4:]); id != 0xffffffff && n >= 4+16 { // an FDE
-				pos := int64(om.dwFrame.off) + int64(u)
-				p.secOffset(pos+4, id, baseDebugFrame)
-				p.dwarfAddr(pos+8, le.Uint64(b[u+8:]))
-			}
-			u += 4 + n
+	for u := 0; u+4 <= len(b); {
+		n, ok := unitLength(b, u, 4)
+		if !ok {
+			return
 		}
+		f(b, u, n)
+		u += 4 + n
 	}
 }
 
