@@ -127,43 +127,36 @@ func inflate(r io.ReaderAt, z zsection) ([]byte, error) {
 	return raw, zr.Close()
 }
 
-// reproducible keeps the sections of b whose decompressed bytes some zlib
-// level compresses back to exactly their bytes, with that level.
-func reproducible(b []byte, zs []zsection) []zsection {
-	var out []zsection
+// reproduces is expandBytes's test for a new file's sections: some zlib
+// level compresses raw back to exactly the section's compressed bytes;
+// it records that level in z.
+func reproduces(z *zsection, compressed, raw []byte) bool {
 	var buf bytes.Buffer
-	for _, z := range zs {
-		raw, err := inflate(bytes.NewReader(b), z)
+	for _, level := range zlibLevels {
+		buf.Reset()
+		zw, err := zlib.NewWriterLevel(&buf, level)
 		if err != nil {
 			continue
 		}
-		want := b[z.off+chdrSize : z.off+z.size]
-		for _, level := range zlibLevels {
-			buf.Reset()
-			zw, err := zlib.NewWriterLevel(&buf, level)
-			if err != nil {
-				continue
-			}
-			zw.Write(raw)
-			if zw.Close() == nil && bytes.Equal(buf.Bytes(), want) {
-				z.level = level
-				out = append(out, z)
-				break
-			}
+		zw.Write(raw)
+		if zw.Close() == nil && bytes.Equal(buf.Bytes(), compressed) {
+			z.level = level
+			return true
 		}
 	}
-	return out
+	return false
 }
 
 // expandBytes returns b with zs expanded and the sections it expanded:
-// those that decompress as their header says.
-func expandBytes(b []byte, zs []zsection) ([]byte, []zsection) {
+// those that decompress as their header says and, if keep is not nil,
+// that keep accepts (it may set the section's level).
+func expandBytes(b []byte, zs []zsection, keep func(z *zsection, compressed, raw []byte) bool) ([]byte, []zsection) {
 	var out []byte
 	var used []zsection
 	at := uint64(0)
 	for _, z := range zs {
 		raw, err := inflate(bytes.NewReader(b), z)
-		if err != nil {
+		if err != nil || (keep != nil && !keep(&z, b[z.off+chdrSize:z.off+z.size], raw)) {
 			continue
 		}
 		out = append(out, b[at:z.off+chdrSize]...)

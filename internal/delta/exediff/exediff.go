@@ -138,13 +138,13 @@ func Diff(old, new []byte) ([]byte, error) {
 	src, dst := old, new
 	var oz []zsection
 	if zs, err := om.compressedSections(bytes.NewReader(old)); err == nil && len(zs) > 0 {
-		src, oz = expandBytes(old, zs)
+		src, oz = expandBytes(old, zs, nil)
 		for _, z := range oz {
 			h.oldZ = append(h.oldZ, z.off)
 		}
 	}
 	if zs, err := nm.compressedSections(bytes.NewReader(new)); err == nil && len(zs) > 0 {
-		dst, h.newZ = expandBytes(new, reproducible(new, zs))
+		dst, h.newZ = expandBytes(new, zs, reproduces)
 	}
 	if len(src) > MaxSize || len(dst) > MaxSize {
 		// Expanded, the files would cost the parent more memory than
