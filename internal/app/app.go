@@ -237,6 +237,17 @@ func Listen(cfg config.Config, src config.Sources) (net.Listener, error) {
 	return nil, &config.Error{Key: "addr", Source: src["addr"], Msg: msg}
 }
 
+// serverProtocols are the HTTP versions a node serves: HTTP/1.1 for every client, HTTP/2 over TLS
+// (ALPN), and HTTP/2 without TLS for clients that start with its preface: children, whose sync
+// passes are mostly small requests whose headers HTTP/2 compresses.
+func serverProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
 // Serve serves on ln until ctx ends, then shuts down gracefully: it stops accepting, lets
 // in-flight requests finish within the shutdown timeout, and stops the registry's background
 // work. It returns nil after a graceful stop.
@@ -247,13 +258,21 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          zap.NewStdLog(n.log.Named("http")),
+		Protocols:         serverProtocols(),
+		HTTP2: &http.HTTP2Config{
+			// A child pushing up (ReadWrite) over a long link needs a window of a few round
+			// trips; the 1 MiB default caps it at 1 MiB per round trip.
+			MaxReceiveBufferPerStream:     8 << 20,
+			MaxReceiveBufferPerConnection: 32 << 20,
+		},
 	}
 	if n.cfg.TLSEnabled() {
 		certs, err := n.certificates(src)
 		if err != nil {
 			return err
 		}
-		srv.TLSConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"}}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	errc := make(chan error, 2)

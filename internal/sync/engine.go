@@ -142,6 +142,9 @@ func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
 		opts.StallTimeout = time.Minute
 	}
 	opts.Parent.Retry = opts.Retry
+	if opts.Parent.Log == nil {
+		opts.Parent.Log = opts.Log
+	}
 	sched, err := parser.Parse(opts.Schedule)
 	if err != nil {
 		return nil, fmt.Errorf("sync schedule %q: %w", opts.Schedule, err)

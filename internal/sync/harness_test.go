@@ -54,7 +54,12 @@ func startNode(t *testing.T, opts registry.Options, wrap func(http.Handler) http
 	if wrap != nil {
 		h = wrap(h)
 	}
-	srv := httptest.NewServer(h)
+	// HTTP/1.1 and h2c, as a node serves: children speak h2c to it.
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
 	t.Cleanup(func() { srv.Close(); _ = reg.Close() })
 	return &node{reg: reg, srv: srv, host: strings.TrimPrefix(srv.URL, "http://")}
 }

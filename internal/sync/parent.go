@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
+	"go.uber.org/zap"
 
 	"github.com/outpost-registry/outpost/internal/version"
 )
@@ -38,6 +39,8 @@ type ParentOptions struct {
 	Scopes []string
 	// Retry bounds the retries of one request.
 	Retry RetryPolicy
+	// Log, if set, is told which HTTP version a plain-HTTP parent answers in.
+	Log *zap.Logger
 }
 
 // RetryPolicy is capped exponential backoff with full jitter.
@@ -96,7 +99,12 @@ func NewParent(opts ParentOptions, link *linkTransport) (*Parent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parent url %q: %w", opts.URL, err)
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.InsecureSkipVerify} //nolint:gosec // operator's explicit choice
+	tlsCfg := &tls.Config{
+		MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.InsecureSkipVerify, //nolint:gosec // operator's explicit choice
+		// Resuming a session skips the certificate chain, a few KiB on every reconnection of a
+		// link that drops.
+		ClientSessionCache: tls.NewLRUClientSessionCache(8),
+	}
 	if opts.CAFile != "" {
 		pem, err := os.ReadFile(opts.CAFile)
 		if err != nil {
@@ -122,7 +130,17 @@ func NewParent(opts ParentOptions, link *linkTransport) (*Parent, error) {
 		ForceAttemptHTTP2:     true,
 	}
 	if link.inner == nil {
-		link.inner = base
+		log := opts.Log
+		if log == nil {
+			log = zap.NewNop()
+		}
+		link.inner = newProtocolTransport(base, u, func(m protocolMode, cause error) {
+			if cause != nil {
+				log.Info("the parent does not speak HTTP/2 without TLS (h2c): using HTTP/1.1", zap.String("parent", u.Redacted()), zap.Error(cause))
+				return
+			}
+			log.Info("speaking HTTP/2 without TLS (h2c) to the parent", zap.String("parent", u.Redacted()))
+		})
 	}
 	auth := authn.Anonymous
 	if opts.Username != "" {

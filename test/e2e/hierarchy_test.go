@@ -71,6 +71,11 @@ func TestHierarchy(t *testing.T) {
 	appV1Digest := root.pushImage(t, "team/app:v1", appV1)
 	l2.waitImage(t, propagate, "team/app", "v1", appV1Digest, all...)
 	l2.expectServes(t, map[string]v1.Image{"team/app:v1": appV1})
+	for _, m := range []*member{l1, l2} {
+		if !strings.Contains(m.logs(), "speaking HTTP/2 without TLS (h2c) to the parent") {
+			t.Errorf("%s does not say it speaks h2c to its plain-HTTP parent", m.name)
+		}
+	}
 
 	// 4. Configuration changes at the root reach L2 through L1.
 	step("4. repo add team/web and schedule @every 4s for lineL2; push team/web:v1")

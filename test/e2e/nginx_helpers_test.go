@@ -78,7 +78,7 @@ http {
     }
 
     server {
-        listen 127.0.0.1:{{PORT}} ssl;
+        listen 127.0.0.1:{{PORT}} ssl http2;
         server_name outpost.test;
         ssl_certificate     {{CERT}};
         ssl_certificate_key {{KEY}};

@@ -112,6 +112,19 @@ func TestHTTPS(t *testing.T) {
 	// Plain requests by IP address over HTTPS.
 	expectStatus(t, "GET /v2/ over HTTPS", n.do(t, http.MethodGet, "/v2/", nil), http.StatusOK)
 
+	// HTTP/2 for a client that offers it by ALPN (children do: their headers are compressed).
+	h2 := n.transport.Clone()
+	h2.ForceAttemptHTTP2 = true
+	defer h2.CloseIdleConnections()
+	if resp, err := (&http.Client{Transport: h2, Timeout: 10 * time.Second}).Get(n.base() + "/v2/"); err != nil {
+		t.Errorf("GET /v2/ offering HTTP/2: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Errorf("a client offering HTTP/2 over TLS was answered in %s", resp.Proto)
+		}
+	}
+
 	// A client that does not trust the certificate is refused, and so is plain HTTP.
 	untrusting := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 5 * time.Second}
 	if resp, err := untrusting.Get(n.base() + "/v2/"); err == nil {
