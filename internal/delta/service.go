@@ -206,7 +206,7 @@ func (s *Service) Open(id string) (*os.File, error) {
 func tardeltaFormat(req acrapi.DeltaRequest) (string, int) {
 	switch {
 	case slices.Contains(req.Formats, acrapi.DeltaFormat):
-		return acrapi.DeltaFormat, 3
+		return acrapi.DeltaFormat, 4
 	case slices.Contains(req.Formats, acrapi.DeltaFormatV2):
 		return acrapi.DeltaFormatV2, 2
 	}

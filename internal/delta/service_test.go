@@ -269,6 +269,8 @@ func TestPlanFormats(t *testing.T) {
 		{"whole-only,holding-base,again", []string{delta.FormatWhole}, []blob{b1}},
 		// A child of the release before EXEDIFF.
 		{"tardelta-2,holding-base", []string{acrapi.DeltaFormatV2, acrapi.DeltaFormatV1, delta.FormatWhole}, []blob{b1}},
+		// A child whose EXEDIFF model is the previous one: version 2, as above.
+		{"tardelta-3,holding-base", []string{"tardelta/3", acrapi.DeltaFormatV2, acrapi.DeltaFormatV1, delta.FormatWhole}, []blob{b1}},
 		{"tardelta-1-only,holding-base", []string{acrapi.DeltaFormatV1}, []blob{b1}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -287,6 +289,9 @@ func TestPlanFormats(t *testing.T) {
 			}
 			ch := newChild(t, c.have...)
 			d := ch.fetch(svc, p)
+			if slices.Contains(c.formats, acrapi.DeltaFormatV2) && !slices.Contains(c.formats, acrapi.DeltaFormat) && p.Format != acrapi.DeltaFormatV2 && p.Format != delta.FormatWhole {
+				t.Fatalf("plan format %q for a child without %s", p.Format, acrapi.DeltaFormat)
+			}
 			if p.Format == acrapi.DeltaFormatV2 {
 				if b, err := os.ReadFile(d); err != nil || len(b) < 5 || b[4] != 2 {
 					t.Fatalf("a %s plan's delta is not version 2 (%v)", p.Format, err)

@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 )
 
-// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 3:
+// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 4:
 // version 2 and executables patched with their addresses predicted). DeltaFormatV2 (with
 // approximate-match patches for executables) and DeltaFormatV1 are the earlier versions: a
 // parent makes version 2 for a child that offers no newer, and a child applies whichever its
-// parent makes.
+// parent makes. "tardelta/3" predicted executables with an older model: a child that offers it
+// (and not version 4) gets version 2 from this parent, and this child does not offer it.
 const (
-	DeltaFormat   = "tardelta/3"
+	DeltaFormat   = "tardelta/4"
 	DeltaFormatV2 = "tardelta/2"
 	DeltaFormatV1 = "tardelta/1"
 )

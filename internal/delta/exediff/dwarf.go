@@ -97,6 +97,7 @@ const (
 	formAddrx1     = 0x29
 	formAddrx4     = 0x2c
 	attrStmtList   = 0x10
+	attrGoType     = 0x2904 // DW_AT_go_runtime_type: the type descriptor, from the type data's start
 	attrRanges     = 0x55
 	attrAddrBase   = 0x73
 	attrRnglistsB  = 0x74
@@ -217,7 +218,11 @@ func (p *predictor) dwarfAttr(b []byte, i int, pos int64, attr, form uint64, asi
 	switch form {
 	case formAddr:
 		if asize == 8 && i+8 <= len(b) {
-			p.dwarfAddr(pos+int64(i), le.Uint64(b[i:]))
+			if attr == attrGoType {
+				p.goTypeOffset(pos+int64(i), le.Uint64(b[i:]))
+			} else {
+				p.dwarfAddr(pos+int64(i), le.Uint64(b[i:]))
+			}
 		}
 		return fixed(int(asize))
 	case formRefAddr:
@@ -243,15 +248,13 @@ func (p *predictor) dwarfAttr(b []byte, i int, pos int64, attr, form uint64, asi
 		return fixed(4)
 	case formExprloc, formBlock:
 		n, k := uvarint(b[i:])
-		// A lone DW_OP_addr: a variable's address.
-		if n == 9 && k > 0 && asize == 8 && i+k+9 <= len(b) && b[i+k] == opAddr {
-			p.dwarfAddr(pos+int64(i+k+1), le.Uint64(b[i+k+1:]))
-		}
+		p.loneAddr(b, i+k, n, pos, asize)
 		return block(n, k)
 	case formBlock1:
 		if i >= len(b) {
 			return -1
 		}
+		p.loneAddr(b, i+1, uint64(b[i]), pos, asize)
 		return block(uint64(b[i]), 1)
 	case formBlock2:
 		if i+2 > len(b) {
@@ -318,6 +321,29 @@ func (p *predictor) dwarfAddr(pos int64, v uint64) {
 	}
 	if nv, ok := p.m.addr(v); ok && nv != v {
 		p.add64(pos, v, nv)
+	}
+}
+
+// loneAddr predicts the address in a location expression of n bytes at
+// b[i] that is a lone DW_OP_addr: a variable's (Go writes its globals'
+// in block1 forms).
+func (p *predictor) loneAddr(b []byte, i int, n uint64, pos int64, asize byte) {
+	if n == 9 && asize == 8 && i >= 0 && i+9 <= len(b) && b[i] == opAddr {
+		p.dwarfAddr(pos+int64(i+1), binary.LittleEndian.Uint64(b[i+1:]))
+	}
+}
+
+// goTypeOffset predicts Go's DW_AT_go_runtime_type at old expanded offset
+// pos: an 8-byte offset from the type data's start, in an addr form. (Most
+// of a Go type's DIE: every type whose descriptor moved changes it.)
+func (p *predictor) goTypeOffset(pos int64, v uint64) {
+	om := p.m.old
+	if !p.usable(baseTypes) || v >= om.etypes-om.bases[baseTypes] {
+		return
+	}
+	nt, ok := p.m.addr(om.bases[baseTypes] + v)
+	if base := p.m.new.bases[baseTypes]; ok && nt >= base && nt-base != v {
+		p.add64(pos, v, nt-base)
 	}
 }
 

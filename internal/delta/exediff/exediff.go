@@ -88,7 +88,7 @@ const (
 	// predicting anything. Any change to what the model predicts is a
 	// new model (TestModelGolden says when): see tardelta's opExediff
 	// for what else must change with it.
-	Magic = "OXD2"
+	Magic = "OXD3"
 	// MaxSize bounds the old and new files Diff and Apply take: the
 	// child holds a prediction per moved slot (see maxPreds), and the
 	// parent both files, the prediction and bsdiff's index (about 10 bytes

@@ -309,7 +309,7 @@ func TestModelGolden(t *testing.T) {
 	}{
 		"amd64":            {67524, 0x40a533b9},
 		"arm64":            {65225, 0xabcf5a53},
-		"amd64 unstripped": {129774, 0xd0f0449b},
+		"amd64 unstripped": {131628, 0x812d5fca},
 	}
 	builds := map[string]func(testing.TB) ([]byte, []byte){
 		"amd64":            exetest.GoBuilds,

@@ -547,7 +547,7 @@ var (
 	// predictions (package exediff), not the files.
 	exediffPatches = patchKind{
 		name:       "exediff",
-		since:      3,
+		since:      deltaVersion, // version 3's are of an older model (format.go)
 		maxOld:     func(n uint64) uint64 { return min(exediff.MaxSize, 2*n+patchDictSlack) },
 		maxTarget:  exediff.MaxSize,
 		newSize:    exediff.NewSize,

@@ -347,7 +347,7 @@ func TestApplyBsdiffErrors(t *testing.T) {
 
 // TestExediffGoBuilds: a rebuilt Go program goes as one EXEDIFF, smaller
 // than the BSDIFF a version 2 delta makes of it, and both rebuild exactly;
-// a version 2 reader refuses EXEDIFF, and a damaged one is reported.
+// versions 2 and 3 refuse EXEDIFF, and a damaged one is reported.
 func TestExediffGoBuilds(t *testing.T) {
 	oldBin, newBin := exetest.GoBuilds(t)
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -373,10 +373,14 @@ func TestExediffGoBuilds(t *testing.T) {
 		_, err := Apply(context.Background(), bytes.NewReader(d), []SizedReaderAt{bytes.NewReader(base)}, io.Discard)
 		return err
 	}
-	old := bytes.Clone(delta)
-	old[len(deltaMagic)] = 2
-	if err := apply(old); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "unknown op 0x07") {
-		t.Errorf("version 2 delta with EXEDIFF: %v", err)
+	// Version 2 has no EXEDIFF; version 3's were of exediff's previous
+	// model, which this package refuses (the child fetches the layer).
+	for _, v := range []byte{2, 3} {
+		old := bytes.Clone(delta)
+		old[len(deltaMagic)] = v
+		if err := apply(old); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "unknown op 0x07") {
+			t.Errorf("version %d delta with EXEDIFF: %v", v, err)
+		}
 	}
 	// Damage the patch's header (its CRC of the predictions, or the map).
 	i := bytes.Index(delta, []byte(exediff.Magic))
@@ -388,7 +392,9 @@ func TestExediffGoBuilds(t *testing.T) {
 	if err := apply(bad); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("damaged EXEDIFF: %v", err)
 	}
-	if _, err := Encode(context.Background(), bytes.NewReader(target), nil, io.Discard, Options{Version: 1}); err == nil {
-		t.Error("Encode wrote version 1")
+	for _, v := range []int{1, 3} {
+		if _, err := Encode(context.Background(), bytes.NewReader(target), nil, io.Discard, Options{Version: v}); err == nil {
+			t.Errorf("Encode wrote version %d", v)
+		}
 	}
 }

@@ -51,10 +51,10 @@ package tardelta
 //     of a 26 MB Go program one commit apart: 28.7 KB instead of bsdiff's
 //     281 KB), else segment by segment as above.
 //
-// Delta format, version 3. Integers are unsigned LEB128 varints ("uv") or
+// Delta format, version 4. Integers are unsigned LEB128 varints ("uv") or
 // zigzag signed varints ("sv"):
 //
-//	delta   = "OTDL" version:u8=3 flags:u8=0 nbases:uv baseSize:uv*nbases
+//	delta   = "OTDL" version:u8=4 flags:u8=0 nbases:uv baseSize:uv*nbases
 //	          block* end
 //	block   = 'B' section(ops) section(header) section(literal) payload*
 //	section = rawLen:uv storedLen:uv bytes[storedLen]
@@ -98,10 +98,13 @@ package tardelta
 // An EXEDIFF's oldLen and targetLen are at most exediff.MaxSize, and oldLen
 // at most 2*targetLen+4 MiB; it reads its base range through the ReaderAt.
 //
-// Version 1 is version 2 without BSDIFF, and version 2 is version 3 without
-// EXEDIFF. Apply reads all three, so deltas made before an upgrade still
-// apply; Encode writes version 3, or version 2 for a reader that applies no
-// newer (Options.Version).
+// Version 1 is version 2 without BSDIFF, and version 2 is version 4 without
+// EXEDIFF. Version 3 carried EXEDIFF patches of exediff's previous model,
+// which this package no longer makes or applies. Apply reads versions 1 to
+// 4, so deltas made before an upgrade still apply (version 3's EXEDIFF
+// operations excepted: the child then fetches the layer whole); Encode
+// writes version 4, or version 2 for a reader that applies no newer
+// (Options.Version).
 //
 // Blocks are compressed independently (zstd, best level by default) by a
 // small pipeline of goroutines and written in order, so Encode streams: it

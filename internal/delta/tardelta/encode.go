@@ -45,8 +45,9 @@ type Options struct {
 	// second pass when the target later serves as a base.
 	TargetIndex *Index
 
-	// Version is the format version to write: 0 for the newest (3), or 2
-	// for a reader that does not apply EXEDIFF.
+	// Version is the format version to write: 0 for the newest (4), or 2
+	// for a reader that does not apply EXEDIFF (or applies version 3's,
+	// of an older model).
 	Version int
 }
 
@@ -136,8 +137,8 @@ func Encode(ctx context.Context, target io.Reader, bases []Base, w io.Writer, op
 	if version == 0 {
 		version = deltaVersion
 	}
-	if version < 2 || version > deltaVersion {
-		return Stats{}, fmt.Errorf("tardelta: cannot write format version %d (2 to %d)", version, deltaVersion)
+	if version != 2 && version != deltaVersion {
+		return Stats{}, fmt.Errorf("tardelta: cannot write format version %d (2 or %d)", version, deltaVersion)
 	}
 	workers := opts.Concurrency
 	if workers <= 0 {
@@ -696,7 +697,7 @@ var elfMagic = []byte("\x7fELF")
 // start) is an ELF file within exediff's limits, and a related base
 // content is one too.
 func (e *encoder) exeBase(seg []byte, key string) (ref, bool) {
-	if e.version < 3 || !bsdiffEnabled || e.unitLen < minExecutable || e.unitLen > exediff.MaxSize || !bytes.HasPrefix(seg, elfMagic) {
+	if e.version < int(exediffPatches.since) || !bsdiffEnabled || e.unitLen < minExecutable || e.unitLen > exediff.MaxSize || !bytes.HasPrefix(seg, elfMagic) {
 		return ref{}, false
 	}
 	r, ok := e.patchSource(key, e.unitLen)

@@ -9,10 +9,12 @@ import (
 // Delta stream constants; the layout is described in doc.go.
 const (
 	deltaMagic   = "OTDL"
-	deltaVersion = 3
+	deltaVersion = 4
 	// minDeltaVersion is the oldest version Apply reads: version 1 is
-	// version 2 without the BSDIFF operation, and version 2 is version 3
+	// version 2 without the BSDIFF operation, and version 2 is version 4
 	// without EXEDIFF, so deltas cached before an upgrade still apply.
+	// Version 3 is version 4 with EXEDIFF patches of exediff's older model
+	// ("OXD2"): Apply reads it, but refuses its EXEDIFF operations.
 	minDeltaVersion = 1
 
 	recBlock = 'B'
@@ -28,8 +30,9 @@ const (
 	// version 2 on.
 	opBsdiff = 6
 	// opExediff: an exediff patch (package exediff) against a whole base
-	// executable; version 3 on. Version 3 means exediff's model of
-	// exediff.Magic "OXD2": a model that predicts anything differently
+	// executable; version 3 on. Version 4 means exediff's model of
+	// exediff.Magic "OXD3" (version 3 meant "OXD2", which also left Go's
+	// DWARF type offsets unpredicted): a model that predicts anything differently
 	// (exediff's TestModelGolden fails) needs a new magic and a new delta
 	// version and format name (acrapi.DeltaFormat), so that a parent that
 	// has it sends children still on the old one version 2 deltas, not
