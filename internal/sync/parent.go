@@ -129,6 +129,14 @@ func NewParent(opts ParentOptions, link *linkTransport) (*Parent, error) {
 		MaxIdleConnsPerHost:   16,
 		ForceAttemptHTTP2:     true,
 	}
+	// A connection whose path died without a reset must be given up: over HTTP/2 every request
+	// shares it, so the retries after a stall would stall on it again. A ping after half the
+	// stall timeout of silence, unanswered for as long again, closes it.
+	ping := 30 * time.Second
+	if link.stall > 0 {
+		ping = min(ping, max(link.stall/2, 50*time.Millisecond))
+	}
+	base.HTTP2 = &http.HTTP2Config{SendPingTimeout: ping, PingTimeout: ping}
 	if link.inner == nil {
 		log := opts.Log
 		if log == nil {

@@ -47,3 +47,36 @@ func TestStalledLinkIsAbandonedAndResumed(t *testing.T) {
 		t.Fatalf("%d bytes from the parent for a %d-byte image", got, size)
 	}
 }
+
+// TestFrozenConnectionIsAbandoned: a connection whose path dies without a reset (a NAT entry
+// lost) is given up, not reused: over HTTP/2 every request shares one connection, so a retry
+// on it would stall again for ever.
+func TestFrozenConnectionIsAbandoned(t *testing.T) {
+	parent, child := newNode(t, nil), newNode(t, nil)
+	parent.push(t, "app:v1", randomImage(t, 2<<20, 1))
+	link, err := faultnet.NewProxy(parent.host, faultnet.WithBandwidth(faultnet.Downstream, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { link.Close() })
+
+	opts := engineOptions(t, link.URL(), "app")
+	opts.StallTimeout = 500 * time.Millisecond
+	e := newEngine(t, opts, child)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if link.WaitBytes(ctx, faultnet.Downstream, 700<<10) == nil {
+			link.Freeze()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	s := e.RunPass(ctx, false)
+	if s.Result != "ok" {
+		t.Fatalf("pass after a connection froze: %+v", s)
+	}
+	requireSame(t, parent, child, "app:v1")
+	t.Logf("synced in %s over %d connections", time.Since(start).Round(time.Millisecond), link.Stats().Conns)
+}

@@ -284,6 +284,18 @@ func (p *Proxy) IsDown() bool {
 	return p.down
 }
 
+// Freeze turns the open connections into black holes: they stay open and accept bytes but
+// never deliver another, as a connection whose path died without a reset (a NAT entry lost, a
+// satellite handover). Connections made afterwards are unaffected.
+func (p *Proxy) Freeze() {
+	p.mu.Lock()
+	conns := p.openConnsLocked()
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.frozen.Store(true)
+	}
+}
+
 // Stall stops all forwarding, both ways, until Release: connections stay open and idle, as
 // on a link that silently stops carrying packets.
 func (p *Proxy) Stall() {
@@ -613,6 +625,7 @@ type conn struct {
 	bytes          [2]atomic.Int64
 	readErr        [2]error // set by a reader before it closes its queue
 	wasReset       atomic.Bool
+	frozen         atomic.Bool  // Freeze: deliver nothing more, ever
 	corrupt        corruptState // downstream writer only
 }
 
@@ -678,6 +691,10 @@ func (c *conn) write(dir Direction, dst *net.TCPConn, q <-chan chunk) {
 			return
 		}
 		if !sleepUntil(ch.at, c.done) {
+			return
+		}
+		if c.frozen.Load() {
+			<-c.done
 			return
 		}
 		for data := ch.data; len(data) > 0; {

@@ -636,3 +636,30 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+func TestFreeze(t *testing.T) {
+	t.Parallel()
+	body := randBytes(64<<10, 13)
+	srv := blobServer(t, body)
+	p := newProxy(t, srv.Listener.Addr().String())
+
+	// A kept-alive connection, frozen: its next request never gets an answer.
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	frozen := &http.Client{Transport: tr}
+	mustGet(t, frozen, p.URL()+"/blob", body)
+	p.Freeze()
+	before := p.Stats()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/blob", nil)
+	if resp, err := frozen.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a frozen connection answered")
+	}
+	if st := p.Stats(); st.BytesDown != before.BytesDown || st.BytesUp != before.BytesUp || st.Resets != before.Resets {
+		t.Errorf("a frozen connection delivered or was reset: %+v, before %+v", st, before)
+	}
+	// A new connection is not frozen.
+	mustGet(t, newClient(t), p.URL()+"/blob", body)
+}
