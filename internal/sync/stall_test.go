@@ -5,32 +5,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-registry/outpost/internal/sync"
 	"github.com/outpost-registry/outpost/test/faultnet"
 )
 
 // TestStalledLinkIsAbandonedAndResumed: a link that stays connected but carries nothing does not
 // hang the pass; the transfer is abandoned after the stall timeout and resumed.
 func TestStalledLinkIsAbandonedAndResumed(t *testing.T) {
-	parent, child := newNode(t, nil), newNode(t, nil)
-	parent.push(t, "app:v1", randomImage(t, 2<<20, 1))
-	link, err := faultnet.NewProxy(parent.host, faultnet.WithBandwidth(faultnet.Downstream, 1<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { link.Close() })
-
-	opts := engineOptions(t, link.URL(), "app")
-	opts.StallTimeout = 500 * time.Millisecond
-	e := newEngine(t, opts, child)
-
-	// Freeze the link once a third of the blob has crossed, for 3 s: several stall timeouts.
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if link.WaitBytes(ctx, faultnet.Downstream, 700<<10) == nil {
-			link.StallFor(3 * time.Second)
-		}
-	}()
+	parent, child, link, opts, e := stallSetup(t)
+	// Stall the link once a third of the blob has crossed, for 3 s: several stall timeouts.
+	afterBytes(link, 700<<10, func() { link.StallFor(3 * time.Second) })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := e.RunPass(ctx, false)
@@ -52,24 +36,8 @@ func TestStalledLinkIsAbandonedAndResumed(t *testing.T) {
 // lost) is given up, not reused: over HTTP/2 every request shares one connection, so a retry
 // on it would stall again for ever.
 func TestFrozenConnectionIsAbandoned(t *testing.T) {
-	parent, child := newNode(t, nil), newNode(t, nil)
-	parent.push(t, "app:v1", randomImage(t, 2<<20, 1))
-	link, err := faultnet.NewProxy(parent.host, faultnet.WithBandwidth(faultnet.Downstream, 1<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { link.Close() })
-
-	opts := engineOptions(t, link.URL(), "app")
-	opts.StallTimeout = 500 * time.Millisecond
-	e := newEngine(t, opts, child)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if link.WaitBytes(ctx, faultnet.Downstream, 700<<10) == nil {
-			link.Freeze()
-		}
-	}()
+	parent, child, link, _, e := stallSetup(t)
+	afterBytes(link, 700<<10, link.Freeze)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -79,4 +47,31 @@ func TestFrozenConnectionIsAbandoned(t *testing.T) {
 	}
 	requireSame(t, parent, child, "app:v1")
 	t.Logf("synced in %s over %d connections", time.Since(start).Round(time.Millisecond), link.Stats().Conns)
+}
+
+// stallSetup: a 2 MiB image on a parent, reached through a 1 MiB/s link by a child engine
+// whose stall timeout is 500 ms.
+func stallSetup(t *testing.T) (parent, child *node, link *faultnet.Proxy, opts sync.Options, e *sync.Engine) {
+	t.Helper()
+	parent, child = newNode(t, nil), newNode(t, nil)
+	parent.push(t, "app:v1", randomImage(t, 2<<20, 1))
+	link, err := faultnet.NewProxy(parent.host, faultnet.WithBandwidth(faultnet.Downstream, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { link.Close() })
+	opts = engineOptions(t, link.URL(), "app")
+	opts.StallTimeout = 500 * time.Millisecond
+	return parent, child, link, opts, newEngine(t, opts, child)
+}
+
+// afterBytes runs fault once n bytes have crossed the link downstream (within 20 s).
+func afterBytes(link *faultnet.Proxy, n int64, fault func()) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if link.WaitBytes(ctx, faultnet.Downstream, n) == nil {
+			fault()
+		}
+	}()
 }
