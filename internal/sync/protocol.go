@@ -6,12 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	stdsync "sync"
 	"time"
 )
 
 // protocolTransport speaks HTTP/2 to a plain-HTTP parent (h2c, with prior knowledge) and falls
-// back to HTTP/1.1 when the parent, or a proxy in front of it, does not.
+// back to HTTP/1.1 when the parent, or a proxy in front of it, does not, or stops doing so.
 //
 // Over a metered link a sync pass is mostly small requests: tag lists, manifest HEADs, referrers,
 // delta plans. In HTTP/1.1 every one of them repeats its Host, User-Agent, Authorization and Accept
@@ -90,7 +91,15 @@ func (t *protocolTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	t.mu.Unlock()
 	switch mode {
 	case modeH2C:
-		return t.h2c.RoundTrip(req)
+		resp, err := t.h2c.RoundTrip(req)
+		if err != nil && strings.Contains(err.Error(), "looked like an HTTP/1.1 header") {
+			// The parent answered in HTTP/1.1 after all: replaced, or a proxy put in front of
+			// it. This request fails (the caller retries it); the next one decides again.
+			t.mu.Lock()
+			t.mode = modeUnknown
+			t.mu.Unlock()
+		}
+		return resp, err
 	case modeHTTP1:
 		return t.http1.RoundTrip(req)
 	}

@@ -225,3 +225,37 @@ func TestProtocolChoice(t *testing.T) {
 		t.Errorf("parent behind an HTTP proxy: %T, want the base transport", rt)
 	}
 }
+
+// TestProtocolParentDowngraded: a parent replaced, at the same address, by one that speaks only
+// HTTP/1.1 (or put behind such a proxy) is noticed: one request fails, the next goes over
+// HTTP/1.1.
+func TestProtocolParentDowngraded(t *testing.T) {
+	h2 := newProtoServer(t, true)
+	addr := h2.Listener.Addr().String()
+	pt, changes := newTestProtocolTransport(t, h2.URL)
+	if got, err := post(t, pt, h2.URL, "a"); err != nil || got != "HTTP/2.0 a" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	h2.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen again on %s: %v", addr, err)
+	}
+	http1 := &http.Server{Handler: h2.Config.Handler}
+	go http1.Serve(ln)
+	t.Cleanup(func() { http1.Close() })
+
+	var got string
+	for i := range 3 {
+		if got, err = post(t, pt, "http://"+addr, "b"); err == nil {
+			break
+		}
+		t.Logf("request %d to the replaced parent: %v", i, err)
+	}
+	if err != nil || got != "HTTP/1.1 b" {
+		t.Fatalf("after the parent was replaced: %q, %v", got, err)
+	}
+	if fmt.Sprint(*changes) != "[HTTP/2 (h2c) false HTTP/1.1 true]" {
+		t.Errorf("mode changes %v", *changes)
+	}
+}
