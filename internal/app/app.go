@@ -260,10 +260,12 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener, src config.Sources) e
 		ErrorLog:          zap.NewStdLog(n.log.Named("http")),
 		Protocols:         serverProtocols(),
 		HTTP2: &http.HTTP2Config{
-			// A child pushing up (ReadWrite) over a long link needs a window of a few round
-			// trips; the 1 MiB default caps it at 1 MiB per round trip.
-			MaxReceiveBufferPerStream:     8 << 20,
-			MaxReceiveBufferPerConnection: 32 << 20,
+			// A child pushing up (ReadWrite) over HTTP/2 sends at most a window per round trip:
+			// the 1 MiB default caps a 600 ms satellite hop at 1.7 MiB/s, 4 MiB at 6.7. Bounded
+			// so, unread bodies cost at most 16 MiB a connection (a socket's buffers are of that
+			// order too).
+			MaxReceiveBufferPerStream:     4 << 20,
+			MaxReceiveBufferPerConnection: 16 << 20,
 		},
 	}
 	if n.cfg.TLSEnabled() {
