@@ -85,28 +85,6 @@ func TestBsdiffRoundTrip(t *testing.T) {
 	}
 }
 
-func TestLooksBinary(t *testing.T) {
-	rng := rand.New(rand.NewPCG(20, 20))
-	for _, c := range []struct {
-		name string
-		data []byte
-		want bool
-	}{
-		{"elf", append([]byte("\x7fELF"), textData(rng, 1000)...), true},
-		{"mach-o", append([]byte("\xcf\xfa\xed\xfe"), textData(rng, 1000)...), true},
-		{"toy executable body", newToyExec(rng, 500).render()[8:], true},
-		{"text", textData(rng, 100000), false},
-		{"random", randData(rng, 100000), false},
-		{"mixed binary", binData(rng, 100000), false},
-		{"zeros", make([]byte, 5000), true},
-		{"empty", nil, false},
-	} {
-		if got := looksBinary(c.data); got != c.want {
-			t.Errorf("%s: looksBinary = %v", c.name, got)
-		}
-	}
-}
-
 // deltaOp is an operation of a delta, with where its payload lies.
 type deltaOp struct {
 	kind           byte
@@ -247,10 +225,13 @@ func TestApplyVersion1(t *testing.T) {
 	tr := randomTree(rng, 50, 20<<10)
 	base := buildTar(tr, tarOpts{})
 	target := buildTar(mutate(rng, tr, 10), tarOpts{})
+	// What a parent of that version made: no BSDIFF.
+	bsdiffEnabled = false
 	delta, _ := encodeApply(t, target, [][]byte{base}, Options{})
+	bsdiffEnabled = true
 	for _, op := range parseDelta(t, delta) {
 		if op.kind == opBsdiff {
-			t.Fatal("unexpected BSDIFF for text")
+			t.Fatal("unexpected BSDIFF with bsdiff disabled")
 		}
 	}
 	v1 := bytes.Clone(delta)
@@ -396,5 +377,26 @@ func TestExediffGoBuilds(t *testing.T) {
 		if _, err := Encode(context.Background(), bytes.NewReader(target), nil, io.Discard, Options{Version: v}); err == nil {
 			t.Errorf("Encode wrote version %d", v)
 		}
+	}
+}
+
+// TestBsdiffText: text edited in many places (a bundle from one release to the next) goes as
+// BSDIFF when that beats the zstd patch, and round-trips.
+func TestBsdiffText(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 23))
+	old := textData(rng, 200<<10)
+	edited := bytes.Clone(old)
+	for p := rng.IntN(64); p < len(edited); p += 40 + rng.IntN(80) {
+		edited[p] ^= 0x20
+	}
+	base := buildTar(tree{{name: "app/dist/bundle.js", typ: '0', data: old, mode: 0o644}}, tarOpts{})
+	target := buildTar(tree{{name: "app/dist/bundle.js", typ: '0', data: edited, mode: 0o644, mtime: 1}}, tarOpts{})
+	_, st := encodeApply(t, target, [][]byte{base}, Options{})
+	defer func() { bsdiffEnabled = true }()
+	bsdiffEnabled = false
+	_, st0 := encodeApply(t, target, [][]byte{base}, Options{})
+	t.Logf("edited text: BSDIFF %d bytes, zstd patch %d", st.PatchOut, st0.PatchOut)
+	if st.Bsdiffs != 1 || st.PatchOut >= st0.PatchOut {
+		t.Fatalf("edited text: %+v, zstd patch alone %d bytes", st, st0.PatchOut)
 	}
 }

@@ -33,12 +33,13 @@ package tardelta
 //     and suffix are copied, found at the aligned position or by searching
 //     anchors (insertions shift content), and the rest becomes a zstd frame
 //     using the base bytes as raw dictionary (PATCH) if that is smaller than
-//     compressing it alone, else literal bytes; for binary-looking content
-//     whose PATCH is neither tiny nor near the content's size, a bsdiff
-//     patch against the same base bytes (BSDIFF, package bsdiff) replaces
-//     the PATCH when smaller: a rebuilt executable's moved addresses cost
-//     zstd a match each, bsdiff a repeated difference (a 26 MB Go binary:
-//     1.2 MB instead of 3.2 MB);
+//     compressing it alone, else literal bytes; for content whose PATCH is
+//     neither tiny nor near the content's size, a bsdiff patch against the
+//     same base bytes (BSDIFF, package bsdiff) replaces the PATCH when
+//     smaller: a rebuilt executable's moved addresses cost zstd a match
+//     each, bsdiff a repeated difference (a 26 MB Go binary: 1.2 MB instead
+//     of 3.2 MB), and so do the scattered edits of a JavaScript bundle
+//     between releases;
 //   - a changed header of the same length as the related base header (same
 //     path, or the base entry whose content is reused), differing in few
 //     bytes, is sent as its XOR with that header: mostly zeros;

@@ -106,7 +106,7 @@ var bsdiffEnabled = true
 // (about 70 MiB per best-level encoder in use: up to one for large patches,
 // one per block compressor, one for literal estimates) and lookup tables
 // built from the base indexes, proportional to their entry counts. Trying
-// bsdiff on a binary-looking segment adds, for its duration, the suffix
+// bsdiff on a segment adds, for its duration, the suffix
 // array and search tables of the dictionary (about 6 bytes per byte: up to
 // about 110 MiB for a full segment) and the patch's streams; bsdiff costs
 // about 0.3 s of CPU per MiB, which is why it is tried only where it may
@@ -1079,15 +1079,10 @@ func (e *encoder) tryPatch(t, dict []byte, b int, dictOff int64) (bool, error) {
 	return true, nil
 }
 
-const (
-	// bsdiffMinSaving: bsdiff is tried only when the zstd patch is at
-	// least this large, since it can save at most that much and costs
-	// about 0.3 s per MiB.
-	bsdiffMinSaving = 1 << 10
-	// bsdiffSample is how many bytes from each of three places of a
-	// content looksBinary inspects.
-	bsdiffSample = 16 << 10
-)
+// bsdiffMinSaving: bsdiff is tried only when the zstd patch is at least
+// this large, since it can save at most that much and costs about 0.3 s per
+// MiB.
+const bsdiffMinSaving = 1 << 10
 
 // tryBsdiff returns a bsdiff patch of t against dict if bsdiff is worth
 // trying and beats the zstd patch of zstdLen bytes, else nil.
@@ -1095,13 +1090,15 @@ const (
 // bsdiff pays where a rebuild moved code and data: executables and
 // libraries, whose changed addresses each cost zstd a new match (measured on
 // two Go builds 20 commits apart: 1.19 MB instead of 3.19 MB for a 26 MB
-// binary). It is tried only when the zstd patch is neither tiny (little to
-// save) nor close to the input's size (unrelated or incompressible content,
-// where bsdiff would search at every other byte for nothing), and on
-// binary-looking content: text gains little, and text trees are many small
-// files whose encoding should stay fast.
+// binary). It also beats zstd on text edited in many places, such as a
+// JavaScript bundle from one release to the next (an npm tree with three
+// packages upgraded: 187 KB of patches with zstd alone, 173 KB with bsdiff
+// where smaller, for 0.7 s more of the parent's CPU). It is tried only when
+// the zstd patch is neither tiny (little to save) nor close to the input's
+// size (unrelated or incompressible content, where bsdiff would search at
+// every other byte for nothing).
 func (e *encoder) tryBsdiff(t, dict []byte, zstdLen int) ([]byte, error) {
-	if !bsdiffEnabled || zstdLen < bsdiffMinSaving || zstdLen*4 >= len(t)*3 || !looksBinary(t) {
+	if !bsdiffEnabled || zstdLen < bsdiffMinSaving || zstdLen*4 >= len(t)*3 {
 		return nil, nil
 	}
 	p, err := bsdiff.Diff(dict, t)
@@ -1112,35 +1109,6 @@ func (e *encoder) tryBsdiff(t, dict []byte, zstdLen int) ([]byte, error) {
 		return nil, nil
 	}
 	return p, nil
-}
-
-// looksBinary reports whether content looks like machine code or binary
-// data rather than text or compressed data: it starts with an executable's
-// magic number, or NUL bytes make up 1/32 or more of samples from its
-// start, middle and end (text has none, compressed data about 1/256, code
-// and data sections far more).
-func looksBinary(t []byte) bool {
-	for _, magic := range []string{
-		"\x7fELF",                              // ELF
-		"\xfe\xed\xfa\xce", "\xfe\xed\xfa\xcf", // Mach-O, big endian
-		"\xce\xfa\xed\xfe", "\xcf\xfa\xed\xfe", // Mach-O, little endian
-		"\xca\xfe\xba\xbe", // Mach-O universal, Java class
-		"MZ",               // PE
-		"\x00asm",          // WebAssembly
-		"!<arch>\n",        // static libraries
-	} {
-		if bytes.HasPrefix(t, []byte(magic)) {
-			return true
-		}
-	}
-	zeros, n := 0, 0
-	for _, at := range [3]int{0, len(t)/2 - bsdiffSample/2, len(t) - bsdiffSample} {
-		s := t[max(at, 0):]
-		s = s[:min(len(s), bsdiffSample)]
-		zeros += bytes.Count(s, []byte{0})
-		n += len(s)
-	}
-	return n > 0 && zeros*32 >= n
 }
 
 // emitter turns operations into blocks: it merges adjacent operations,

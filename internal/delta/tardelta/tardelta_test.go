@@ -637,7 +637,7 @@ func TestManyBlocks(t *testing.T) {
 		target = append(target, tfile{name: longName(rng, 20+rng.IntN(200)) + strconv.Itoa(i), typ: '0', data: randData(rng, rng.IntN(3000)), mode: 0o600})
 	}
 	defer func(l int) { patchBlockLimit = l }(patchBlockLimit)
-	patchBlockLimit = 64 << 10
+	patchBlockLimit = 32 << 10 // the edits' bsdiff patches are about 10 KiB a file
 	delta, st := encodeApply(t, buildTar(target, tarOpts{format: tar.FormatPAX}), [][]byte{buildTar(base, tarOpts{})}, Options{Level: 1})
 	t.Logf("%d blocks, %d patches (%d -> %d), literal %d, header %d: delta %d bytes", st.Blocks, st.Patches, st.PatchIn, st.PatchOut, st.LiteralIn, st.HeaderIn, len(delta))
 	if st.Blocks < 10 || st.Patches < 40 {
