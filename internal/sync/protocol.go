@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	stdsync "sync"
 	"time"
 )
@@ -27,7 +26,8 @@ type protocolTransport struct {
 
 	mu       stdsync.Mutex
 	mode     protocolMode
-	retryAt  time.Time // when mode is modeHTTP1: try h2c again from then on
+	settled  protocolMode // the last mode settled, which onChange was told
+	retryAt  time.Time    // when mode is modeHTTP1: try h2c again from then on
 	now      func() time.Time
 	onChange func(protocolMode, error) // told when the mode is settled or falls back; may be nil
 }
@@ -92,11 +92,15 @@ func (t *protocolTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	switch mode {
 	case modeH2C:
 		resp, err := t.h2c.RoundTrip(req)
-		if err != nil && strings.Contains(err.Error(), "looked like an HTTP/1.1 header") {
-			// The parent answered in HTTP/1.1 after all: replaced, or a proxy put in front of
-			// it. This request fails (the caller retries it); the next one decides again.
+		if err != nil && mayBeProtocol(req.Context(), err) {
+			// A dropped link, a restarting parent, or one that no longer speaks h2c (replaced,
+			// or put behind an HTTP/1.1 proxy, which answers and hangs up): this request fails
+			// (the caller retries it), and the next one decides again, h2c first. Only HTTP/1.1
+			// answering at once where h2c just failed keeps the child on HTTP/1.1.
 			t.mu.Lock()
-			t.mode = modeUnknown
+			if t.mode == modeH2C {
+				t.mode = modeUnknown
+			}
 			t.mu.Unlock()
 		}
 		return resp, err
@@ -140,8 +144,8 @@ func (t *protocolTransport) RoundTrip(req *http.Request) (*http.Response, error)
 // settle records the mode the parent answered in.
 func (t *protocolTransport) settle(mode protocolMode, cause error) {
 	t.mu.Lock()
-	changed := t.mode != mode
-	t.mode = mode
+	changed := t.settled != mode
+	t.mode, t.settled = mode, mode
 	if mode == modeHTTP1 {
 		t.retryAt = t.now().Add(h2cRetryInterval)
 	}

@@ -246,7 +246,7 @@ func TestProtocolParentDowngraded(t *testing.T) {
 	t.Cleanup(func() { http1.Close() })
 
 	var got string
-	for i := range 3 {
+	for i := range 5 {
 		if got, err = post(t, pt, "http://"+addr, "b"); err == nil {
 			break
 		}
@@ -257,5 +257,28 @@ func TestProtocolParentDowngraded(t *testing.T) {
 	}
 	if fmt.Sprint(*changes) != "[HTTP/2 (h2c) false HTTP/1.1 true]" {
 		t.Errorf("mode changes %v", *changes)
+	}
+}
+
+// TestProtocolLinkDrop: a connection lost under h2c is retried over h2c, and says nothing new.
+func TestProtocolLinkDrop(t *testing.T) {
+	ps := newProtoServer(t, true)
+	pt, changes := newTestProtocolTransport(t, ps.URL)
+	if got, err := post(t, pt, ps.URL, "a"); err != nil || got != "HTTP/2.0 a" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	ps.CloseClientConnections()
+	for i := range 3 {
+		got, err := post(t, pt, ps.URL, "b")
+		if err == nil {
+			if got != "HTTP/2.0 b" {
+				t.Fatalf("after a dropped connection: %q", got)
+			}
+			break
+		}
+		t.Logf("request %d after the drop: %v", i, err)
+	}
+	if fmt.Sprint(*changes) != "[HTTP/2 (h2c) false]" {
+		t.Errorf("mode changes %v, want h2c once", *changes)
 	}
 }
