@@ -22,8 +22,8 @@ import (
 const FormatWhole = "zstd-tar/1"
 
 // Formats are the delta formats this node applies, for DeltaRequest.Formats: tardelta's
-// Apply reads versions 1 and 2 too, from parents that make no newer.
-var Formats = []string{acrapi.DeltaFormat, acrapi.DeltaFormatV2, acrapi.DeltaFormatV1, FormatWhole}
+// Apply reads versions 1, 2 and 4 too, from parents that make no newer.
+var Formats = []string{acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, acrapi.DeltaFormatV1, FormatWhole}
 
 // wholeWindow is FormatWhole's zstd window: large enough to find repeats across a layer, small
 // enough for the child's memory bound.
@@ -65,7 +65,7 @@ func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []ta
 	tarSize := &countWriter{w: tarHash, limit: 1 << 62}
 	out := io.MultiWriter(tarSize, zw)
 	switch plan.Format {
-	case acrapi.DeltaFormat, acrapi.DeltaFormatV2, acrapi.DeltaFormatV1:
+	case acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, acrapi.DeltaFormatV1:
 		_, err = tardelta.Apply(ctx, d, bases, out)
 	case FormatWhole:
 		err = unzstd(ctx, d, out)

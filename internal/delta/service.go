@@ -116,7 +116,7 @@ func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: digest: %v", ErrUnavailable, err)
 	}
 	if _, v := tardeltaFormat(req); v == 0 && !slices.Contains(req.Formats, FormatWhole) {
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s, %s, %s)", ErrUnavailable, acrapi.DeltaFormat, acrapi.DeltaFormatV2, FormatWhole)
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s, %s, %s, %s)", ErrUnavailable, acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, FormatWhole)
 	}
 	key := planKey(req)
 	if p, ok := s.cachedPlan(key); ok {
@@ -206,7 +206,9 @@ func (s *Service) Open(id string) (*os.File, error) {
 func tardeltaFormat(req acrapi.DeltaRequest) (string, int) {
 	switch {
 	case slices.Contains(req.Formats, acrapi.DeltaFormat):
-		return acrapi.DeltaFormat, 4
+		return acrapi.DeltaFormat, 5
+	case slices.Contains(req.Formats, acrapi.DeltaFormatV4):
+		return acrapi.DeltaFormatV4, 4
 	case slices.Contains(req.Formats, acrapi.DeltaFormatV2):
 		return acrapi.DeltaFormatV2, 2
 	}
@@ -321,7 +323,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	} else if tdVersion != 0 {
 		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{Version: tdVersion})
 	} else {
-		err = fmt.Errorf("%w: the child applies none of %s, %s, %s", ErrUnavailable, acrapi.DeltaFormat, acrapi.DeltaFormatV2, FormatWhole)
+		err = fmt.Errorf("%w: the child applies none of %s, %s, %s, %s", ErrUnavailable, acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, FormatWhole)
 	}
 	if err != nil {
 		return acrapi.DeltaPlan{}, fmt.Errorf("encoding the delta of %s: %w", target, err)

@@ -271,6 +271,8 @@ func TestPlanFormats(t *testing.T) {
 		{"tardelta-2,holding-base", []string{acrapi.DeltaFormatV2, acrapi.DeltaFormatV1, delta.FormatWhole}, []blob{b1}},
 		// A child whose EXEDIFF model is the previous one: version 2, as above.
 		{"tardelta-3,holding-base", []string{"tardelta/3", acrapi.DeltaFormatV2, acrapi.DeltaFormatV1, delta.FormatWhole}, []blob{b1}},
+		// A child of the release before PATCHH: version 4.
+		{"tardelta-4,holding-base", []string{acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, acrapi.DeltaFormatV1, delta.FormatWhole}, []blob{b1}},
 		{"tardelta-1-only,holding-base", []string{acrapi.DeltaFormatV1}, []blob{b1}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -289,12 +291,15 @@ func TestPlanFormats(t *testing.T) {
 			}
 			ch := newChild(t, c.have...)
 			d := ch.fetch(svc, p)
-			if slices.Contains(c.formats, acrapi.DeltaFormatV2) && !slices.Contains(c.formats, acrapi.DeltaFormat) && p.Format != acrapi.DeltaFormatV2 && p.Format != delta.FormatWhole {
-				t.Fatalf("plan format %q for a child without %s", p.Format, acrapi.DeltaFormat)
+			if want := newestTardelta(c.formats); want != "" && p.Format != want && p.Format != delta.FormatWhole {
+				t.Fatalf("plan format %q for a child whose newest tardelta is %s", p.Format, want)
 			}
-			if p.Format == acrapi.DeltaFormatV2 {
-				if b, err := os.ReadFile(d); err != nil || len(b) < 5 || b[4] != 2 {
-					t.Fatalf("a %s plan's delta is not version 2 (%v)", p.Format, err)
+			for format, v := range map[string]byte{acrapi.DeltaFormatV2: 2, acrapi.DeltaFormatV4: 4, acrapi.DeltaFormat: 5} {
+				if p.Format != format {
+					continue
+				}
+				if b, err := os.ReadFile(d); err != nil || len(b) < 5 || b[4] != v {
+					t.Fatalf("a %s plan's delta is not version %d (%v)", p.Format, v, err)
 				}
 			}
 			ch.mustRebuild(p, d, b2)
@@ -998,4 +1003,14 @@ func TestPlanRetriesUnsupported(t *testing.T) {
 	if b, _ := os.ReadFile(factsPath3); json.Unmarshal(b, &kept) != nil || kept.Unsupported != "recipe: unsupported: checked" || kept.UnsupportedBy != recipe.Detector() {
 		t.Fatalf("the verdict was not kept: %s", b)
 	}
+}
+
+// newestTardelta is the tardelta format a parent should make for a child that applies formats.
+func newestTardelta(formats []string) string {
+	for _, f := range []string{acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2} {
+		if slices.Contains(formats, f) {
+			return f
+		}
+	}
+	return ""
 }

@@ -6,14 +6,16 @@ import (
 	"encoding/json"
 )
 
-// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 4:
-// version 2 and executables patched with their addresses predicted). DeltaFormatV2 (with
+// DeltaFormat names the delta encoding a child can apply (internal/delta/tardelta, version 5:
+// version 4 and patches that refer to what earlier patches of the delta output). DeltaFormatV4
+// (version 2 and executables patched with their addresses predicted), DeltaFormatV2 (with
 // approximate-match patches for executables) and DeltaFormatV1 are the earlier versions: a
-// parent makes version 2 for a child that offers no newer, and a child applies whichever its
-// parent makes. "tardelta/3" predicted executables with an older model: a child that offers it
-// (and not version 4) gets version 2 from this parent, and this child does not offer it.
+// parent makes the newest a child offers, and a child applies whichever its parent makes.
+// "tardelta/3" predicted executables with an older model: a child that offers it (and not
+// version 4 or 5) gets version 2 from this parent, and this child does not offer it.
 const (
-	DeltaFormat   = "tardelta/4"
+	DeltaFormat   = "tardelta/5"
+	DeltaFormatV4 = "tardelta/4"
 	DeltaFormatV2 = "tardelta/2"
 	DeltaFormatV1 = "tardelta/1"
 )

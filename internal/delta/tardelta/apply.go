@@ -26,8 +26,9 @@ type SizedReaderAt interface {
 // against (same order as given to Encode) and writes it to w. It returns the
 // number of bytes written.
 //
-// Apply streams: memory stays below about 70 MiB whatever the delta says
-// (plus at most 32 MiB of an EXEDIFF's predictions, package exediff),
+// Apply streams: memory stays below about 72 MiB whatever the delta says
+// (the history of PATCHH included; plus at most 32 MiB of an EXEDIFF's
+// predictions, package exediff),
 // because every length is checked against fixed limits before anything is
 // allocated or read. A malformed delta yields an error matching ErrCorrupt,
 // never a panic; the end record carries a CRC-32C of the target, so a
@@ -85,6 +86,43 @@ type applier struct {
 	// are decoded before any op runs, so one buffer serves both.
 	scratch, ops, hdr, lit []byte
 	dict, target, copyBuf  []byte
+	// hist: what PATCH, PATCHH and BSDIFF operations output, its last
+	// histMax bytes (version 5 on; see opPatchHist).
+	hist []byte
+}
+
+// remember adds an operation's output to the history, keeping at most
+// 2*histMax bytes of which the last histMax count.
+func (a *applier) remember(p []byte) {
+	if a.version < patchHistSince {
+		return
+	}
+	a.hist = appendHist(a.hist, p)
+}
+
+// appendHist appends p to the history h, dropping what lies more than
+// histMax bytes back once h would exceed twice that.
+func appendHist(h, p []byte) []byte {
+	if len(p) >= histMax {
+		return append(h[:0], p[len(p)-histMax:]...)
+	}
+	if len(h)+len(p) > 2*histMax {
+		keep := histMax - len(p)
+		h = append(h[:0], h[len(h)-keep:]...)
+	}
+	return append(h, p...)
+}
+
+// lastHist is the part of the history a PATCHH refers to.
+func lastHist(h []byte) []byte { return h[max(0, len(h)-histMax):] }
+
+// histWriter passes a BSDIFF's output on and into the history.
+type histWriter struct{ a *applier }
+
+func (w histWriter) Write(p []byte) (int, error) {
+	n, err := w.a.out.Write(p)
+	w.a.remember(p[:n])
+	return n, err
 }
 
 type outWriter struct {
@@ -382,7 +420,10 @@ func (a *applier) applyBlock() error {
 				return err
 			}
 			hdr = hdr[n:]
-		case opPatch:
+		case opPatch, opPatchHist:
+			if kind == opPatchHist && a.version < patchHistSince {
+				return corruptf("op %d: unknown op 0x%02x in a version %d delta", a.opNo, kind, a.version)
+			}
 			b := r.uvarint()
 			d := r.varint()
 			baseLen := r.uvarint()
@@ -395,7 +436,7 @@ func (a *applier) applyBlock() error {
 			if err != nil {
 				return err
 			}
-			if err := a.patch(int(b), off, baseLen, targetLen, payLen); err != nil {
+			if err := a.patch(int(b), off, baseLen, targetLen, payLen, kind == opPatchHist); err != nil {
 				return err
 			}
 		case opBsdiff, opExediff:
@@ -483,7 +524,7 @@ func (a *applier) copyBase(b int, off, n int64) error {
 	return nil
 }
 
-func (a *applier) patch(b int, off int64, baseLen, targetLen, payLen uint64) error {
+func (a *applier) patch(b int, off int64, baseLen, targetLen, payLen uint64, withHist bool) error {
 	if baseLen == 0 || baseLen > maxPatchBase {
 		return corruptf("op %d: patch dictionary of %d bytes (limit %d)", a.opNo, baseLen, maxPatchBase)
 	}
@@ -496,8 +537,13 @@ func (a *applier) patch(b int, off int64, baseLen, targetLen, payLen uint64) err
 	if payLen == 0 || payLen > maxPatchPayload {
 		return corruptf("op %d: patch payload of %d bytes (limit %d)", a.opNo, payLen, maxPatchPayload)
 	}
-	a.dict = grow(a.dict, int(baseLen), maxPatchBase)
-	if err := a.readBase(b, off, a.dict); err != nil {
+	var h []byte
+	if withHist {
+		h = lastHist(a.hist)
+	}
+	a.dict = grow(a.dict, len(h)+int(baseLen), maxPatchBase+histMax)
+	copy(a.dict, h)
+	if err := a.readBase(b, off, a.dict[len(h):]); err != nil {
 		return err
 	}
 	a.scratch = grow(a.scratch, int(payLen), maxPatchPayload)
@@ -515,8 +561,11 @@ func (a *applier) patch(b int, off int64, baseLen, targetLen, payLen uint64) err
 	if len(out) != int(targetLen) {
 		return corruptf("op %d: patch decodes to %d bytes, want %d", a.opNo, len(out), targetLen)
 	}
-	_, err = a.out.Write(out)
-	return err
+	if _, err = a.out.Write(out); err != nil {
+		return err
+	}
+	a.remember(out)
+	return nil
 }
 
 // patchKind is a binary patch format an operation carries: the delta
@@ -547,7 +596,7 @@ var (
 	// predictions (package exediff), not the files.
 	exediffPatches = patchKind{
 		name:       "exediff",
-		since:      deltaVersion, // version 3's are of an older model (format.go)
+		since:      exediffSince, // version 3's are of an older model (format.go)
 		maxOld:     func(n uint64) uint64 { return min(exediff.MaxSize, 2*n+patchDictSlack) },
 		maxTarget:  exediff.MaxSize,
 		newSize:    exediff.NewSize,
@@ -579,7 +628,11 @@ func (a *applier) binaryPatch(k patchKind, b int, off int64, oldLen, targetLen, 
 		return corruptf("op %d: %s against base %d at %d for %d bytes: %v", a.opNo, k.name, b, off, targetLen, err)
 	}
 	old := io.NewSectionReader(a.bases[b], off, int64(oldLen))
-	if _, err := k.apply(old, int64(oldLen), a.scratch, &a.out); err != nil {
+	var w io.Writer = &a.out
+	if k.name == bsdiffPatches.name {
+		w = histWriter{a}
+	}
+	if _, err := k.apply(old, int64(oldLen), a.scratch, w); err != nil {
 		if errors.Is(err, k.errCorrupt) {
 			return corruptf("op %d: %s against base %d at %d: %v", a.opNo, k.name, b, off, err)
 		}

@@ -139,7 +139,7 @@ func parseDelta(t *testing.T, d []byte) []deltaOp {
 				r.uvarint()
 			case opHeader, opLiteral:
 				r.uvarint()
-			case opPatch, opBsdiff:
+			case opPatch, opPatchHist, opBsdiff, opExediff:
 				r.uvarint()
 				r.varint()
 				r.uvarint()

@@ -45,9 +45,9 @@ type Options struct {
 	// second pass when the target later serves as a base.
 	TargetIndex *Index
 
-	// Version is the format version to write: 0 for the newest (4), or 2
-	// for a reader that does not apply EXEDIFF (or applies version 3's,
-	// of an older model).
+	// Version is the format version to write: 0 for the newest (5), 4 for
+	// a reader that does not apply PATCHH, or 2 for one that does not apply
+	// EXEDIFF either (or applies version 3's, of an older model).
 	Version int
 }
 
@@ -137,8 +137,8 @@ func Encode(ctx context.Context, target io.Reader, bases []Base, w io.Writer, op
 	if version == 0 {
 		version = deltaVersion
 	}
-	if version != 2 && version != deltaVersion {
-		return Stats{}, fmt.Errorf("tardelta: cannot write format version %d (2 or %d)", version, deltaVersion)
+	if version != 2 && version != exediffSince && version != deltaVersion {
+		return Stats{}, fmt.Errorf("tardelta: cannot write format version %d (2, %d or %d)", version, exediffSince, deltaVersion)
 	}
 	workers := opts.Concurrency
 	if workers <= 0 {
@@ -232,14 +232,19 @@ type encoder struct {
 	st   Stats
 	tidx *Index
 
-	seg, dict   []byte
-	est, hbuf   []byte
-	patchOut    bytes.Buffer
-	patchBest   *zstd.Encoder
-	patchBetter *zstd.Encoder
-	literalEst  *zstd.Encoder
-	level       zstd.EncoderLevel
-	whole       contentHasher
+	seg, dict []byte
+	est, hbuf []byte
+	patchOut  bytes.Buffer
+	// hist is what the PATCH, PATCHH and BSDIFF operations so far output,
+	// as the applier keeps it (version 5 on); histDict and histOut serve
+	// the PATCHH attempts.
+	hist, histDict []byte
+	histOut        bytes.Buffer
+	patchBest      *zstd.Encoder
+	patchBetter    *zstd.Encoder
+	literalEst     *zstd.Encoder
+	level          zstd.EncoderLevel
+	whole          contentHasher
 
 	version int
 	// unitLen is the current entry's declared content length (-1: the
@@ -697,7 +702,7 @@ var elfMagic = []byte("\x7fELF")
 // start) is an ELF file within exediff's limits, and a related base
 // content is one too.
 func (e *encoder) exeBase(seg []byte, key string) (ref, bool) {
-	if e.version < int(exediffPatches.since) || !bsdiffEnabled || e.unitLen < minExecutable || e.unitLen > exediff.MaxSize || !bytes.HasPrefix(seg, elfMagic) {
+	if e.version < exediffSince || !bsdiffEnabled || e.unitLen < minExecutable || e.unitLen > exediff.MaxSize || !bytes.HasPrefix(seg, elfMagic) {
 		return ref{}, false
 	}
 	r, ok := e.patchSource(key, e.unitLen)
@@ -1050,6 +1055,11 @@ func (e *encoder) tryPatch(t, dict []byte, b int, dictOff int64) (bool, error) {
 	if len(p) > maxPatchPayload {
 		return false, nil
 	}
+	if hp, err := e.tryPatchHist(enc, t, dict, len(p)); err != nil {
+		return false, err
+	} else if hp != nil {
+		p, kind = hp, opPatchHist
+	}
 	if bp, err := e.tryBsdiff(t, dict, len(p)); err != nil {
 		return false, err
 	} else if bp != nil {
@@ -1076,8 +1086,40 @@ func (e *encoder) tryPatch(t, dict []byte, b int, dictOff int64) (bool, error) {
 		}
 	}
 	e.em.patch(kind, b, dictOff, int64(len(dict)), len(t), p)
+	if e.version >= patchHistSince {
+		e.hist = appendHist(e.hist, t)
+	}
 	return true, nil
 }
+
+// tryPatchHist returns t coded as a PATCHH (the history before dict) if
+// the delta may use one and it is smaller than the PATCH of patchLen
+// bytes, else nil.
+func (e *encoder) tryPatchHist(enc *zstd.Encoder, t, dict []byte, patchLen int) ([]byte, error) {
+	if e.version < patchHistSince || len(e.hist) == 0 {
+		return nil, nil
+	}
+	e.histDict = append(append(e.histDict[:0], lastHist(e.hist)...), dict...)
+	e.histOut.Reset()
+	if err := enc.ResetWithOptions(&e.histOut, zstd.WithEncoderDictRaw(0, e.histDict)); err != nil {
+		return nil, err
+	}
+	if _, err := enc.Write(t); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	if e.histOut.Len()+histMinSaving > patchLen {
+		return nil, nil
+	}
+	return e.histOut.Bytes(), nil
+}
+
+// histMinSaving: a PATCHH must save this much over its PATCH, since the
+// child sets up a dictionary of up to histMax more bytes to decode it
+// (about 0.2 ms).
+const histMinSaving = 64
 
 // bsdiffMinSaving: bsdiff is tried only when the zstd patch is at least
 // this large, since it can save at most that much and costs about 0.3 s per

@@ -9,12 +9,13 @@ import (
 // Delta stream constants; the layout is described in doc.go.
 const (
 	deltaMagic   = "OTDL"
-	deltaVersion = 4
+	deltaVersion = 5
 	// minDeltaVersion is the oldest version Apply reads: version 1 is
-	// version 2 without the BSDIFF operation, and version 2 is version 4
-	// without EXEDIFF, so deltas cached before an upgrade still apply.
-	// Version 3 is version 4 with EXEDIFF patches of exediff's older model
-	// ("OXD2"): Apply reads it, but refuses its EXEDIFF operations.
+	// version 2 without the BSDIFF operation, version 2 is version 4
+	// without EXEDIFF, and version 4 is version 5 without PATCHH, so deltas
+	// cached before an upgrade still apply. Version 3 is version 4 with
+	// EXEDIFF patches of exediff's older model ("OXD2"): Apply reads it,
+	// but refuses its EXEDIFF operations.
 	minDeltaVersion = 1
 
 	recBlock = 'B'
@@ -38,6 +39,17 @@ const (
 	// has it sends children still on the old one version 2 deltas, not
 	// patches they would refuse and replace by whole layers.
 	opExediff = 7
+	// opPatchHist (PATCHH): a PATCH whose zstd dictionary is the history
+	// (the last histMax bytes output by the delta's earlier PATCH, PATCHH
+	// and BSDIFF operations) followed by the base range; version 5 on. The
+	// same edit made to many files (a reformatted package, a bundle shipped
+	// in several module formats) then costs once, not once per file.
+	opPatchHist = 8
+	// histMax bounds the history PATCHH refers to.
+	histMax = 1 << 20
+	// Format versions that introduced operations (see minDeltaVersion).
+	exediffSince   = 4
+	patchHistSince = 5
 
 	// maxBases bounds the per-base state Apply allocates from the header.
 	maxBases = 1024

@@ -3,9 +3,11 @@ package tardelta
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -13,7 +15,7 @@ import (
 // fuzzCorpus is a small base, a target derived from it, and deltas that
 // exercise every operation (copies, header XORs, patches of small and
 // segment-trimmed contents, bsdiff patches of a rebuilt executable,
-// literals).
+// patches referring to the history, literals).
 var fuzzCorpus = sync.OnceValues(func() ([]byte, [][]byte) {
 	rng := rand.New(rand.NewPCG(77, 77))
 	tr := randomTree(rng, 40, 40<<10)
@@ -22,6 +24,11 @@ var fuzzCorpus = sync.OnceValues(func() ([]byte, [][]byte) {
 	exe := newToyExec(rng, 600)
 	rebuilt := exe.rebuild(rng, 2).render()
 	tr = append(tr, tfile{name: "bin/tool", typ: '0', data: exe.render(), mode: 0o755})
+	// Files that one target edits alike: PATCHH operations.
+	common := textData(rng, 4<<10)
+	for i := range 6 {
+		tr = append(tr, tfile{name: fmt.Sprintf("loc/l%d.js", i), typ: '0', data: append(textData(rng, 512), common...), mode: 0o644})
+	}
 	base := buildTar(tr, tarOpts{})
 	var deltas [][]byte
 	for i, k := range []int{0, 3, 15} {
@@ -35,6 +42,13 @@ var fuzzCorpus = sync.OnceValues(func() ([]byte, [][]byte) {
 		}
 		if i == 1 {
 			tg = append(tg, tfile{name: "bin/tool", typ: '0', data: rebuilt, mode: 0o755, mtime: 1})
+		}
+		if i == 2 {
+			for j := range tg {
+				if strings.HasPrefix(tg[j].name, "loc/") {
+					tg[j].data = bytes.ReplaceAll(tg[j].data, []byte("\n"), []byte("\n  "))
+				}
+			}
 		}
 		target := buildTar(tg, tarOpts{trailing: []byte("trailing")})
 		idx, err := BuildIndex(bytes.NewReader(base))
