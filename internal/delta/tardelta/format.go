@@ -31,7 +31,7 @@ const (
 	// version 2 on.
 	opBsdiff = 6
 	// opExediff: an exediff patch (package exediff) against a whole base
-	// executable; version 3 on. Version 4 means exediff's model of
+	// executable; version 3 on. Versions 4 and 5 mean exediff's model of
 	// exediff.Magic "OXD3" (version 3 meant "OXD2", which also left Go's
 	// DWARF type offsets unpredicted): a model that predicts anything differently
 	// (exediff's TestModelGolden fails) needs a new magic and a new delta
