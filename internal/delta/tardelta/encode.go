@@ -1096,7 +1096,7 @@ func (e *encoder) tryPatch(t, dict []byte, b int, dictOff int64) (bool, error) {
 // the delta may use one and it is smaller than the PATCH of patchLen
 // bytes, else nil.
 func (e *encoder) tryPatchHist(enc *zstd.Encoder, t, dict []byte, patchLen int) ([]byte, error) {
-	if e.version < patchHistSince || len(e.hist) == 0 {
+	if e.version < patchHistSince || len(e.hist) == 0 || patchLen <= histMinSaving {
 		return nil, nil
 	}
 	e.histDict = append(append(e.histDict[:0], lastHist(e.hist)...), dict...)
