@@ -32,6 +32,7 @@ var layer = map[string]int{
 	"internal/logging":        1,
 	"internal/duration":       0,
 	"internal/atomicfile":     0,
+	"internal/iocount":        0,
 	"internal/repopattern":    0,
 	"internal/cronexpr":       0,
 	"internal/version":        0,

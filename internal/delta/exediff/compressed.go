@@ -11,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+
+	"github.com/outpost-registry/outpost/internal/iocount"
 )
 
 // Compressed sections. Go's linker compresses an unstripped binary's DWARF
@@ -284,27 +286,16 @@ func (e *expandedReader) ReadAt(b []byte, off int64) (int, error) {
 // expanded section back and checks that the result has the section's
 // size.
 type contractor struct {
-	w    countingWriter // the new file
+	w    iocount.Writer // the new file
 	zs   []zsection
 	pos  int64 // in the expanded file
 	next int   // the first section not yet written whole
 	zw   *zlib.Writer
-	cw   countingWriter
+	cw   iocount.Writer
 }
 
 // out returns the bytes written to w.
-func (c *contractor) out() int64 { return c.w.n }
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
+func (c *contractor) out() int64 { return c.w.N }
 
 // payload returns where section k's decompressed bytes lie in the
 // expanded file.
@@ -334,7 +325,7 @@ func (c *contractor) Write(p []byte) (int, error) {
 			k, err = c.w.Write(p[:k])
 		default:
 			if c.zw == nil {
-				c.cw = countingWriter{w: &c.w}
+				c.cw = iocount.Writer{W: &c.w}
 				if c.zw, err = zlib.NewWriterLevel(&c.cw, c.zs[c.next].level); err != nil {
 					return written, err
 				}
@@ -351,8 +342,8 @@ func (c *contractor) Write(p []byte) (int, error) {
 				return written, err
 			}
 			z := c.zs[c.next]
-			if want := int64(z.size - chdrSize); c.cw.n != want {
-				return written, corruptf("section at %#x compressed back to %d bytes, not %d: this node's zlib differs from the patch maker's", z.off, c.cw.n, want)
+			if want := int64(z.size - chdrSize); c.cw.N != want {
+				return written, corruptf("section at %#x compressed back to %d bytes, not %d: this node's zlib differs from the patch maker's", z.off, c.cw.N, want)
 			}
 			c.zw, c.next = nil, c.next+1
 		}

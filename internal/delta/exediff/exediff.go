@@ -80,6 +80,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
+	"github.com/outpost-registry/outpost/internal/iocount"
 )
 
 const (
@@ -281,7 +282,7 @@ func Apply(old io.ReaderAt, oldSize int64, patch []byte, w io.Writer) (int64, er
 	if got := predsCRC(preds); got != h.crc {
 		return 0, corruptf("this node predicts the old file's addresses differently from the patch's maker (CRC %08x, want %08x)", got, h.crc)
 	}
-	c := &contractor{w: countingWriter{w: w}, zs: h.newZ}
+	c := &contractor{w: iocount.Writer{W: w}, zs: h.newZ}
 	if _, err := bsdiff.Apply(&predictedReader{r: src, preds: preds}, om.size, bp, c); err != nil {
 		if errors.Is(err, bsdiff.ErrCorrupt) {
 			err = corruptf("%v", err)

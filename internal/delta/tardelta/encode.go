@@ -19,6 +19,7 @@ import (
 
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
 	"github.com/outpost-registry/outpost/internal/delta/exediff"
+	"github.com/outpost-registry/outpost/internal/iocount"
 )
 
 // Base is a tar the receiver already holds: its index and random access to
@@ -145,7 +146,7 @@ func Encode(ctx context.Context, target io.Reader, bases []Base, w io.Writer, op
 		workers = min(2, runtime.GOMAXPROCS(0))
 	}
 
-	cw := &countWriter{w: w}
+	cw := &iocount.Writer{W: w}
 	hdr := []byte(deltaMagic)
 	hdr = append(hdr, byte(version), 0)
 	hdr = binary.AppendUvarint(hdr, uint64(len(bases)))
@@ -183,23 +184,12 @@ func Encode(ctx context.Context, target io.Reader, bases []Base, w io.Writer, op
 		return e.st, err
 	}
 	e.st.TargetBytes = e.sc.off
-	e.st.EncodedBytes = cw.n
+	e.st.EncodedBytes = cw.N
 	if e.tidx != nil {
 		e.tidx.Size = e.sc.off
 		*opts.TargetIndex = *e.tidx
 	}
 	return e.st, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 type crcReader struct {

@@ -22,6 +22,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/pgzip"
+
+	"github.com/outpost-registry/outpost/internal/iocount"
 )
 
 // Layers are written as Docker and BuildKit write them: archive/tar, the tree walked in
@@ -65,7 +67,7 @@ func buildTarLayer(cache, name, stamp, root string, keepOwner bool) (*tarLayer, 
 		return nil, err
 	}
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(f, h)}
+	cw := &iocount.Writer{W: io.MultiWriter(f, h)}
 	bw := bufio.NewWriterSize(cw, 1<<20)
 	entries, err := writeTar(bw, root, keepOwner)
 	if err == nil {
@@ -81,20 +83,9 @@ func buildTarLayer(cache, name, stamp, root string, keepOwner bool) (*tarLayer, 
 		os.Remove(path + ".tmp")
 		return nil, fmt.Errorf("writing layer %s: %w", name, err)
 	}
-	l := &tarLayer{Name: name, Stamp: stamp, DiffID: "sha256:" + hex.EncodeToString(h.Sum(nil)), Size: cw.n, Entries: entries, Path: path}
+	l := &tarLayer{Name: name, Stamp: stamp, DiffID: "sha256:" + hex.EncodeToString(h.Sum(nil)), Size: cw.N, Entries: entries, Path: path}
 	raw, _ := json.MarshalIndent(l, "", "  ")
 	return l, os.WriteFile(meta, raw, 0o644)
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 func writeTar(w io.Writer, root string, keepOwner bool) (int, error) {
@@ -235,7 +226,7 @@ func compressLayer(ctx context.Context, cache string, l *tarLayer, c compressor)
 		return nil, err
 	}
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(out, h)}
+	cw := &iocount.Writer{W: io.MultiWriter(out, h)}
 	zw, err := c.wrap(cw)
 	if err == nil {
 		_, err = io.Copy(zw, ctxReader{ctx, in})
@@ -253,7 +244,7 @@ func compressLayer(ctx context.Context, cache string, l *tarLayer, c compressor)
 		os.Remove(path + ".tmp")
 		return nil, fmt.Errorf("compressing %s with %s: %w", l.Name, c.key, err)
 	}
-	b := &blob{Layer: l.Name, Compressor: c.key, DiffID: l.DiffID, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), Size: cw.n, Path: path}
+	b := &blob{Layer: l.Name, Compressor: c.key, DiffID: l.DiffID, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), Size: cw.N, Path: path}
 	raw, _ := json.MarshalIndent(b, "", "  ")
 	return b, os.WriteFile(meta, raw, 0o644)
 }
