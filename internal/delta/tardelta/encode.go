@@ -1031,17 +1031,11 @@ func (e *encoder) tryPatch(t, dict []byte, b int, dictOff int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	e.patchOut.Reset()
-	if err := enc.ResetWithOptions(&e.patchOut, zstd.WithEncoderDictRaw(0, dict)); err != nil {
+	p, err := encodeWithDict(enc, &e.patchOut, dict, t)
+	if err != nil {
 		return false, err
 	}
-	if _, err := enc.Write(t); err != nil {
-		return false, err
-	}
-	if err := enc.Close(); err != nil {
-		return false, err
-	}
-	p, kind := e.patchOut.Bytes(), byte(opPatch)
+	kind := byte(opPatch)
 	if len(p) > maxPatchPayload {
 		return false, nil
 	}
@@ -1090,8 +1084,18 @@ func (e *encoder) tryPatchHist(enc *zstd.Encoder, t, dict []byte, patchLen int) 
 		return nil, nil
 	}
 	e.histDict = append(append(e.histDict[:0], lastHist(e.hist)...), dict...)
-	e.histOut.Reset()
-	if err := enc.ResetWithOptions(&e.histOut, zstd.WithEncoderDictRaw(0, e.histDict)); err != nil {
+	hp, err := encodeWithDict(enc, &e.histOut, e.histDict, t)
+	if err != nil || len(hp)+histMinSaving > patchLen {
+		return nil, err
+	}
+	return hp, nil
+}
+
+// encodeWithDict compresses t into out, reset first, as one zstd frame with
+// dict as raw dictionary, and returns out's bytes.
+func encodeWithDict(enc *zstd.Encoder, out *bytes.Buffer, dict, t []byte) ([]byte, error) {
+	out.Reset()
+	if err := enc.ResetWithOptions(out, zstd.WithEncoderDictRaw(0, dict)); err != nil {
 		return nil, err
 	}
 	if _, err := enc.Write(t); err != nil {
@@ -1100,10 +1104,7 @@ func (e *encoder) tryPatchHist(enc *zstd.Encoder, t, dict []byte, patchLen int) 
 	if err := enc.Close(); err != nil {
 		return nil, err
 	}
-	if e.histOut.Len()+histMinSaving > patchLen {
-		return nil, nil
-	}
-	return e.histOut.Bytes(), nil
+	return out.Bytes(), nil
 }
 
 // histMinSaving: a PATCHH must save this much over its PATCH, since the
