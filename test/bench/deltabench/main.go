@@ -32,7 +32,8 @@
 //	base-update    base-image update: debian-A + outpost-v1 → debian-B + outpost-v1
 //
 // Each scenario runs once per compressor and per column, every time from scratch: a fresh parent
-// (`outpost serve`, a root) with the "before" images pushed; a fresh child (`outpost serve
+// (`outpost serve`, a root, at the lowest CPU priority so that it does not take the cores of
+// the child's rebuilds) with the "before" images pushed; a fresh child (`outpost serve
 // --config`) that syncs bench/* through a byte-counting link on 127.0.0.1 (test/faultnet, with
 // no bandwidth limit unless -bandwidth-mib), either as a mirror (-child mirror, the default:
 // parent.url with the admin's credentials) or as a connected registry (-child connected: defined

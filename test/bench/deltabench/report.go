@@ -102,7 +102,9 @@ func (rep *report) write(w io.Writer) {
 		"rebuilt layers (compressed, as pushed) and of their tars per second. The sync wall time also holds the transfer and "+
 		"the parent's first computation of each delta, which later children asking for the same delta do not wait for (its CPU "+
 		"time, which also counts receiving the push, is beside the child's); image and missing-layer MiB/s are per second of "+
-		"it. Peak RSS is the child's VmHWM, reset after the before state. Targets: apply ≥ 30 MiB/s on 2 cores, ≤ 128 MiB RSS.\n\n")
+		"it. The parent runs at the lowest CPU priority (nice 19): parent and child share this machine's two cores, as in a "+
+		"fleet they would not, and the child's rebuild of one layer goes first when the parent is computing another's delta. "+
+		"Peak RSS is the child's VmHWM, reset after the before state. Targets: apply ≥ 30 MiB/s on 2 cores, ≤ 128 MiB RSS.\n\n")
 	fmt.Fprintf(w, "| scenario | compressor | column | sync wall time | image MiB/s | missing layers MiB/s | apply | apply MiB/s of layer / tar | child CPU | parent CPU | child peak RSS | blobs verified |\n")
 	fmt.Fprintf(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range rep.rows {
