@@ -5,6 +5,7 @@ import (
 	"debug/buildinfo"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -79,7 +80,7 @@ func testModelParts(t *testing.T, arch string) {
 		t.Fatal(err)
 	}
 	m := newMapper(om, &nm.layout, piecesOf(ms))
-	p := &predictor{m: m, seq: newWindow(bytes.NewReader(old), om.size, 1<<20), rnd: newWindow(bytes.NewReader(old), om.size, 4<<10)}
+	p := &predictor{m: m, seq: newWindow(bytes.NewReader(old), om.size, 1<<20), rnd: newScattered(bytes.NewReader(old), om.size)}
 	// The parts run in predict's order (the type data needs the others'
 	// references); each must add predictions of its own.
 	var fds []funcdata
@@ -177,7 +178,7 @@ func TestCompressedSections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr := &predictor{m: newMapper(om, &nm.layout, piecesOf(ms)), seq: newWindow(bytes.NewReader(src), om.size, 1<<20), rnd: newWindow(bytes.NewReader(src), om.size, 4<<10)}
+	pr := &predictor{m: newMapper(om, &nm.layout, piecesOf(ms)), seq: newWindow(bytes.NewReader(src), om.size, 1<<20), rnd: newScattered(bytes.NewReader(src), om.size)}
 	pr.dwarfInfo()
 	if len(pr.preds) < 100 {
 		t.Errorf("DWARF: %d predictions", len(pr.preds))
@@ -349,5 +350,51 @@ func TestModelGolden(t *testing.T) {
 				t.Errorf("%d predictions, CRC %08x; want %d, %08x: the model changed (a new Magic and delta version, or a bug)", got, crc, want.n, want.crc)
 			}
 		})
+	}
+}
+
+// TestWindows reads a file through both kinds of window at offsets that straddle buffers and
+// pages, at its end and past it, and checks every byte.
+func TestWindows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	file := make([]byte, 3*pageSize*pageSlots+1234) // the cache wraps around three times
+	for i := range file {
+		file[i] = byte(rng.Uint32())
+	}
+	size := int64(len(file))
+	for _, w := range []*window{newWindow(bytes.NewReader(file), size, 4<<10), newScattered(bytes.NewReader(file), size)} {
+		for range 20000 {
+			n := rng.IntN(300)
+			var off int64
+			switch rng.IntN(4) {
+			case 0: // across a page boundary
+				off = int64(rng.IntN(len(file)/pageSize))*pageSize - int64(rng.IntN(max(n, 1)))
+			case 1: // at the end
+				off = size - int64(n)
+			default:
+				off = rng.Int64N(size)
+			}
+			got := w.at(off, n)
+			if off < 0 || off+int64(n) > size {
+				if got != nil {
+					t.Fatalf("at(%d, %d) past the end returned %d bytes", off, n, len(got))
+				}
+				continue
+			}
+			if !bytes.Equal(got, file[off:off+int64(n)]) || got == nil {
+				t.Fatalf("at(%d, %d) returned the wrong bytes", off, n)
+			}
+		}
+		if w.err != nil {
+			t.Fatal(w.err)
+		}
+		if w.at(0, len(w.buf)+1) != nil || (w.tags != nil && w.at(0, pageSize+1) != nil) {
+			t.Fatal("a read longer than the window returned bytes")
+		}
+	}
+	// A file that cannot be read all the way: the error is kept, and nothing is returned.
+	w := newScattered(bytes.NewReader(file[:100]), size)
+	if w.at(50, 10) != nil || w.err == nil {
+		t.Fatalf("a short file read: err %v", w.err)
 	}
 }

@@ -394,7 +394,7 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	p := &predictor{
 		m:   newMapper(om, &newLayout, pieces),
 		seq: newWindow(r, om.size, 1<<20),
-		rnd: newWindow(r, om.size, 4<<10),
+		rnd: newScattered(r, om.size),
 	}
 	p.goTables()
 	p.x86Operands()
@@ -497,7 +497,10 @@ func (p *predictor) typeRef(v uint64) {
 	}
 }
 
-// window reads a file through a buffer: scans cost one read per buffer.
+// window reads a file through a buffer: scans cost one read per buffer. A window made by
+// newScattered caches pages instead, for reads all over a region such as the type data: a
+// plain 4 KiB window re-read 128 MB in 31,000 reads for each prediction of a 25 MB Go
+// binary, a fifth of the child's whole apply.
 type window struct {
 	r    io.ReaderAt
 	size int64
@@ -505,33 +508,102 @@ type window struct {
 	off  int64 // file offset of buf[0]
 	n    int   // valid bytes in buf
 	err  error
+
+	// The page cache: pageSlots pages of pageSize bytes in buf, direct-mapped by page
+	// number; tags[i] is 1 + the number of the page in slot i (0: none).
+	tags    []int64
+	lens    []int
+	scratch []byte
 }
+
+const (
+	pageSize  = 4 << 10
+	pageSlots = 256
+)
 
 func newWindow(r io.ReaderAt, size int64, n int) *window {
 	return &window{r: r, size: size, buf: make([]byte, n)}
+}
+
+// newScattered returns a window caching pageSlots pages; a read may be up to a page long.
+func newScattered(r io.ReaderAt, size int64) *window {
+	return &window{r: r, size: size, buf: make([]byte, pageSize*pageSlots),
+		tags: make([]int64, pageSlots), lens: make([]int, pageSlots), scratch: make([]byte, pageSize)}
 }
 
 // at returns the n bytes at file offset off (valid until the next call),
 // or nil if they lie outside the file or cannot be read (then err says
 // why).
 func (w *window) at(off int64, n int) []byte {
-	if w.err != nil || off < 0 || n < 0 || n > len(w.buf) || off > w.size-int64(n) {
+	limit := len(w.buf)
+	if w.tags != nil {
+		limit = pageSize
+	}
+	if w.err != nil || off < 0 || n < 0 || n > limit || off > w.size-int64(n) {
 		return nil
+	}
+	if w.tags != nil {
+		return w.cached(off, n)
 	}
 	if off >= w.off && off+int64(n) <= w.off+int64(w.n) {
 		return w.buf[off-w.off : off-w.off+int64(n)]
 	}
 	k := int(min(int64(len(w.buf)), w.size-off))
-	m, err := w.r.ReadAt(w.buf[:k], off)
-	if m < k {
-		if err == nil || err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		w.err, w.n = fmt.Errorf("exediff: reading the old file at %d: %w", off, err), 0
+	if !w.read(w.buf[:k], off) {
 		return nil
 	}
 	w.off, w.n = off, k
 	return w.buf[:n]
+}
+
+// read fills b from off, or records why it could not.
+func (w *window) read(b []byte, off int64) bool {
+	m, err := w.r.ReadAt(b, off)
+	if m < len(b) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		w.err, w.n = fmt.Errorf("exediff: reading the old file at %d: %w", off, err), 0
+		return false
+	}
+	return true
+}
+
+// cached is at for a page cache: bytes within a page come from it, bytes across two pages
+// are copied together.
+func (w *window) cached(off int64, n int) []byte {
+	first, last := off/pageSize, (off+int64(max(n, 1))-1)/pageSize
+	a := w.page(first)
+	if a == nil {
+		return nil
+	}
+	start := int(off - first*pageSize)
+	if first == last {
+		return a[start : start+n]
+	}
+	k := copy(w.scratch, a[start:])
+	b := w.page(last) // another slot: the pages are consecutive
+	if b == nil {
+		return nil
+	}
+	copy(w.scratch[k:n], b)
+	return w.scratch[:n]
+}
+
+// page returns page p of the file, reading it into its slot unless it is there.
+func (w *window) page(p int64) []byte {
+	slot := int(p % pageSlots)
+	buf := w.buf[slot*pageSize : (slot+1)*pageSize]
+	if w.tags[slot] == p+1 {
+		return buf[:w.lens[slot]]
+	}
+	k := int(min(pageSize, w.size-p*pageSize))
+	if !w.read(buf[:k], p*pageSize) {
+		w.tags[slot] = 0
+		return nil
+	}
+	w.tags[slot], w.lens[slot] = p+1, k
+	return buf[:k]
 }
 
 // predictedReader reads the old file with the predictions in place.
