@@ -20,7 +20,7 @@ func FuzzDwarf(f *testing.F) {
 			om.bases[b] = 0x100
 		}
 		nl := &layout{bases: om.bases}
-		p := &predictor{m: newMapper(om, nl, []piece{{old: 0, shift: 8, n: 1 << 20}})}
+		p := &predictor{m: newMapper(om, nl, []piece{{old: 0, shift: 8, n: 1 << 20}}), limit: maxPreds}
 		if len(unit) >= 11 {
 			p.dwarfUnit(unit, 0, abbr, map[uint64]map[uint64]abbrev{})
 		}
@@ -53,7 +53,7 @@ func TestDwarfUnit(t *testing.T) {
 		om.bases[b], nl.bases[b] = 0x100, 0x100
 	}
 	om.bases[baseTypes], nl.bases[baseTypes] = 0x1100, 0x1100
-	p := &predictor{m: newMapper(om, &nl, []piece{{old: 0, shift: 8, n: 1 << 20}})}
+	p := &predictor{m: newMapper(om, &nl, []piece{{old: 0, shift: 8, n: 1 << 20}}), limit: maxPreds}
 	p.dwarfUnit(unit, 0x100, abbr, map[uint64]map[uint64]abbrev{})
 	got := map[uint32]uint32{}
 	for _, q := range p.preds {

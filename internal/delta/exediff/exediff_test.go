@@ -80,7 +80,7 @@ func testModelParts(t *testing.T, arch string) {
 		t.Fatal(err)
 	}
 	m := newMapper(om, &nm.layout, piecesOf(ms))
-	p := &predictor{m: m, seq: newWindow(bytes.NewReader(old), om.size, 1<<20), rnd: newScattered(bytes.NewReader(old), om.size)}
+	p := newPredictor(m, bytes.NewReader(old), om.size)
 	// The parts run in predict's order (the type data needs the others'
 	// references); each must add predictions of its own.
 	var fds []funcdata
@@ -178,7 +178,7 @@ func TestCompressedSections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr := &predictor{m: newMapper(om, &nm.layout, piecesOf(ms)), seq: newWindow(bytes.NewReader(src), om.size, 1<<20), rnd: newScattered(bytes.NewReader(src), om.size)}
+	pr := newPredictor(newMapper(om, &nm.layout, piecesOf(ms)), bytes.NewReader(src), om.size)
 	pr.dwarfInfo()
 	if len(pr.preds) < 100 {
 		t.Errorf("DWARF: %d predictions", len(pr.preds))
@@ -348,6 +348,21 @@ func TestModelGolden(t *testing.T) {
 			got, want := len(preds), golden[name]
 			if crc := predsCRC(preds); got != want.n || crc != want.crc {
 				t.Errorf("%d predictions, CRC %08x; want %d, %08x: the model changed (a new Magic and delta version, or a bug)", got, crc, want.n, want.crc)
+			}
+			// predict runs passes in parallel: the result must be the serial run's,
+			// also when a side reaches its limit and the serial run takes over.
+			m := newMapper(om, &nm.layout, piecesOf(ms))
+			serial, err := om.predictSerial(bytes.NewReader(old), m)
+			if err != nil || !slices.Equal(serial, preds) {
+				t.Errorf("the serial run gives %d predictions (%v), the parallel one %d", len(serial), err, len(preds))
+			}
+			defer func(l int) { parallelLimit = l }(parallelLimit)
+			parallelLimit = len(preds) / 4
+			if _, err := om.predictParallel(bytes.NewReader(old), m); !errors.Is(err, errOverLimit) {
+				t.Errorf("with a limit of %d a side, predictParallel: %v; want errOverLimit", parallelLimit, err)
+			}
+			if low, err := om.predict(bytes.NewReader(old), nm.layout, piecesOf(ms)); err != nil || !slices.Equal(low, preds) {
+				t.Errorf("past the parallel limit, predict gives %d predictions (%v), want %d", len(low), err, len(preds))
 			}
 		})
 	}

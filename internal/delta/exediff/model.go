@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
 )
@@ -385,17 +387,40 @@ type predictor struct {
 	// typeRefs: old addresses in the type data that operands and
 	// pointers refer to, where type descriptors may start (goTypes).
 	typeRefs []uint64
+	// limit bounds preds; over marks an add past it, which a predictor
+	// running beside another reports (predictParallel).
+	limit int
+	over  bool
+}
+
+func newPredictor(m *mapper, r io.ReaderAt, size int64) *predictor {
+	return &predictor{m: m, seq: newWindow(r, size, 1<<20), rnd: newScattered(r, size), limit: maxPreds}
+}
+
+func (p *predictor) err() error {
+	if err := p.seq.err; err != nil {
+		return err
+	}
+	return p.rnd.err
 }
 
 // predict returns the predictions for the old file r (whose model om is)
 // given the new file's layout and the map, sorted by position and without
 // overlaps. Slots whose value does not change are left out.
 func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pred, error) {
-	p := &predictor{
-		m:   newMapper(om, &newLayout, pieces),
-		seq: newWindow(r, om.size, 1<<20),
-		rnd: newScattered(r, om.size),
+	m := newMapper(om, &newLayout, pieces)
+	preds, err := om.predictParallel(r, m)
+	if errors.Is(err, errOverLimit) {
+		return om.predictSerial(r, m)
 	}
+	return preds, err
+}
+
+// predictSerial runs the passes one after the other; their order is the
+// predictions' (sorting keeps it among equal positions, and a limit keeps
+// the first ones).
+func (om *model) predictSerial(r io.ReaderAt, m *mapper) ([]pred, error) {
+	p := newPredictor(m, r, om.size)
 	p.goTables()
 	p.x86Operands()
 	p.arm64Operands()
@@ -403,10 +428,58 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	p.goTypes()
 	p.dwarfInfo()
 	p.dwarfTables()
-	if err := p.seq.err; err != nil {
+	return p.finish()
+}
+
+// parallelLimit bounds each side's predictions in predictParallel, so that
+// the two together hold no more than one serial run; a variable for tests.
+var parallelLimit = maxPreds / 2
+
+var errOverLimit = errors.New("exediff: a parallel prediction reached its limit")
+
+// predictParallel gives the same predictions as predictSerial, with the
+// operand passes over the code (a third of a Go binary's prediction, and
+// the child's other core idle meanwhile: the layer's recompression waits
+// for the file) on a goroutine of their own beside the function tables and
+// pointers, and the results put together in the serial order. A side that
+// reaches parallelLimit makes it return errOverLimit: the serial run then
+// decides which predictions the limits keep.
+func (om *model) predictParallel(r io.ReaderAt, m *mapper) ([]pred, error) {
+	r = &lockedReaderAt{r: r} // a ReaderAt need not allow concurrent reads
+	code := newPredictor(m, r, om.size)
+	code.limit = parallelLimit
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		code.x86Operands()
+		code.arm64Operands()
+	}()
+	p := newPredictor(m, r, om.size)
+	p.limit = parallelLimit
+	p.goTables()
+	k := len(p.preds)
+	p.pointers()
+	<-done
+	if err := cmp.Or(code.err(), p.err()); err != nil {
 		return nil, err
 	}
-	if err := p.rnd.err; err != nil {
+	if code.over || p.over {
+		return nil, errOverLimit
+	}
+	p.preds = slices.Concat(p.preds[:k], code.preds, p.preds[k:])
+	p.typeRefs = append(code.typeRefs, p.typeRefs...)
+	p.typeRefs = p.typeRefs[:min(len(p.typeRefs), maxTypeRefs)]
+	p.limit = maxPreds
+	p.goTypes()
+	p.dwarfInfo()
+	p.dwarfTables()
+	return p.finish()
+}
+
+// finish sorts the predictions by position and drops those that overlap
+// an earlier one.
+func (p *predictor) finish() ([]pred, error) {
+	if err := p.err(); err != nil {
 		return nil, err
 	}
 	ps := p.preds
@@ -422,10 +495,24 @@ func (om *model) predict(r io.ReaderAt, newLayout layout, pieces []piece) ([]pre
 	return out, nil
 }
 
+// lockedReaderAt serializes ReadAt calls.
+type lockedReaderAt struct {
+	mu sync.Mutex
+	r  io.ReaderAt
+}
+
+func (l *lockedReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.ReadAt(b, off)
+}
+
 // add records a prediction, up to maxPreds.
 func (p *predictor) add(pos int64, val uint32) {
-	if len(p.preds) < maxPreds {
+	if len(p.preds) < p.limit {
 		p.preds = append(p.preds, pred{pos: uint32(pos), val: val})
+	} else {
+		p.over = true
 	}
 }
 
