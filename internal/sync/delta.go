@@ -286,12 +286,16 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 	if err != nil || plan.Size < 0 {
 		return fmt.Errorf("the parent's delta plan has an invalid id %q", plan.ID)
 	}
+	// The bases are decompressed while the delta downloads: over a slow link, that takes
+	// nothing from the rebuild.
+	bases := e.startBases(ctx, plan, byDigest)
+	defer bases.release()
 	deltaPath, err := e.downloadDelta(ctx, id, plan.Size)
 	if err != nil {
 		return err
 	}
 	started := time.Now()
-	tarSize, err := e.rebuild(ctx, repo, d, plan, deltaPath, byDigest)
+	tarSize, err := e.rebuild(ctx, repo, d, plan, deltaPath, bases)
 	if ctx.Err() == nil {
 		// Used, or useless: the layer is fetched whole after a failed rebuild. (A cut
 		// download keeps its file above, to resume.)
@@ -468,27 +472,13 @@ func (e *Engine) downloadDelta(ctx context.Context, id digest.Digest, size int64
 	return path, nil
 }
 
-// rebuild decompresses the bases, rebuilds the layer from the delta into an upload session,
-// and commits it: distribution checks the digest once more.
-func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan acrapi.DeltaPlan, deltaPath string, held map[string]acrapi.HeldLayer) (int64, error) {
-	var bases []tardelta.SizedReaderAt
-	for _, b := range plan.Bases {
-		h := held[b]
-		bd, err := digest.Parse(b)
-		if err != nil {
-			return 0, err
-		}
-		f, err := e.decompressBase(ctx, h.Repository, bd)
-		if err != nil {
-			return 0, fmt.Errorf("base %s: %w", b, err)
-		}
-		defer os.Remove(f.Name())
-		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return 0, err
-		}
-		bases = append(bases, io.NewSectionReader(f, 0, fi.Size()))
+// rebuild waits for the bases (decompressed while the delta downloaded), rebuilds the layer
+// from the delta into an upload session, and commits it: distribution checks the digest once
+// more.
+func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan acrapi.DeltaPlan, deltaPath string, tars *baseTars) (int64, error) {
+	bases, err := tars.wait(ctx)
+	if err != nil {
+		return 0, err
 	}
 	df, err := os.Open(deltaPath)
 	if err != nil {
@@ -574,12 +564,87 @@ func (e *Engine) decompressBase(ctx context.Context, repo string, d digest.Diges
 	if err != nil {
 		return nil, err
 	}
-	if _, err := delta.Decompress(rc, f); err != nil {
+	if _, err := delta.Decompress(ctxReader{ctx, rc}, f); err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, err
 	}
 	return f, nil
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// baseTars are the uncompressed tars of a plan's bases, made in the background.
+type baseTars struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	files  []*os.File
+	err    error
+}
+
+// startBases decompresses the plan's bases, in its order, into temporary files.
+func (e *Engine) startBases(ctx context.Context, plan acrapi.DeltaPlan, held map[string]acrapi.HeldLayer) *baseTars {
+	ctx, cancel := context.WithCancel(ctx)
+	b := &baseTars{done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(b.done)
+		for _, name := range plan.Bases {
+			bd, err := digest.Parse(name)
+			if err != nil {
+				b.err = err
+				return
+			}
+			f, err := e.decompressBase(ctx, held[name].Repository, bd)
+			if err != nil {
+				b.err = fmt.Errorf("base %s: %w", name, err)
+				return
+			}
+			b.files = append(b.files, f)
+		}
+	}()
+	return b
+}
+
+// wait returns the bases once they are all decompressed.
+func (b *baseTars) wait(ctx context.Context) ([]tardelta.SizedReaderAt, error) {
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	out := make([]tardelta.SizedReaderAt, 0, len(b.files))
+	for _, f := range b.files {
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, io.NewSectionReader(f, 0, fi.Size()))
+	}
+	return out, nil
+}
+
+// release stops a decompression still under way and removes the files.
+func (b *baseTars) release() {
+	b.cancel()
+	<-b.done
+	for _, f := range b.files {
+		f.Close()
+		os.Remove(f.Name())
+	}
 }
 
 // heldLayers lists the layers the node holds (at most limit), for the parent to choose bases

@@ -849,3 +849,72 @@ func TestHeldLayersListedOncePerPass(t *testing.T) {
 		t.Errorf("the pass listed the layers held %d times for 3 delta requests, want once", got)
 	}
 }
+
+// TestDeltaBasesWhileDownloading: the child decompresses a delta's bases while the delta
+// downloads (the parent here holds the delta back until a base is being written), and leaves
+// none of them behind, whether the download succeeds or fails.
+func TestDeltaBasesWhileDownloading(t *testing.T) {
+	var stateDir string
+	var holding, sawBase, failDownloads atomic.Bool
+	hold := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/acr/v1/deltas/") {
+				// The first request for a delta waits, at most 10 s, for a base to appear.
+				wait := time.Duration(0)
+				if holding.Swap(false) {
+					wait = 10 * time.Second
+				}
+				for end := time.Now().Add(wait); time.Now().Before(end) && !sawBase.Load(); time.Sleep(5 * time.Millisecond) {
+					if m, _ := filepath.Glob(filepath.Join(stateDir, "deltas", "base-*.tar")); len(m) > 0 {
+						sawBase.Store(true)
+					}
+				}
+				if failDownloads.Load() {
+					http.Error(w, "the parent fails", http.StatusInternalServerError)
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	parent := deltaParent(t, hold)
+	base, app1 := tree(21, 60), tree(22, 40)
+	baseLayer := gzipLayer(t, base)
+	parent.push(t, "team/app:v1", layeredImage(t, baseLayer, gzipLayer(t, app1)))
+	child := newNode(t, nil)
+	o := deltaOptions(t, parent, "team/app")
+	stateDir = o.StateDir
+	e := newEngine(t, o, child)
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("first pass: %+v", s)
+	}
+	noBasesLeft := func(when string) {
+		t.Helper()
+		if m, _ := filepath.Glob(filepath.Join(stateDir, "deltas", "base-*.tar")); len(m) > 0 {
+			t.Errorf("%s: uncompressed bases left behind: %v", when, m)
+		}
+	}
+
+	holding.Store(true) // the first image had no bases
+	app2 := edited(app1)
+	parent.push(t, "team/app:v2", layeredImage(t, baseLayer, gzipLayer(t, app2)))
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 1 {
+		t.Fatalf("application update: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v2")
+	if !sawBase.Load() {
+		t.Error("no base was being decompressed while the delta downloaded")
+	}
+	noBasesLeft("after a rebuild")
+
+	// The download fails: the layer comes whole, and the decompressed bases go.
+	sawBase.Store(false)
+	holding.Store(true)
+	failDownloads.Store(true)
+	parent.push(t, "team/app:v3", layeredImage(t, baseLayer, gzipLayer(t, edited(app2))))
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 0 {
+		t.Fatalf("update with failing delta downloads: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v3")
+	noBasesLeft("after a failed download")
+}
