@@ -127,10 +127,16 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// encodeWhole writes tar as a FormatWhole stream.
-func encodeWhole(ctx context.Context, tar io.Reader, w io.Writer) (int64, error) {
+// encodeWhole writes tar, size bytes, as a FormatWhole stream. Its window is no larger than
+// the tar: the child's decoder allocates the window the stream declares, and a 25 MiB layer
+// needs 32 MiB of it, not 64.
+func encodeWhole(ctx context.Context, tar io.Reader, size int64, w io.Writer) (int64, error) {
 	cw := &countWriter{w: w, limit: 1 << 62}
-	enc, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithWindowSize(wholeWindow),
+	window := wholeWindow
+	for window > 1<<20 && int64(window/2) >= size {
+		window /= 2
+	}
+	enc, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithWindowSize(window),
 		zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
 	if err != nil {
 		return 0, err

@@ -319,7 +319,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		format = FormatWhole
 		stats.TargetBytes = targetIndex.Size
 		stats.LiteralIn = targetIndex.Size
-		stats.EncodedBytes, err = encodeWhole(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), io.MultiWriter(tmp, h))
+		stats.EncodedBytes, err = encodeWhole(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), targetIndex.Size, io.MultiWriter(tmp, h))
 	} else if tdVersion != 0 {
 		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{Version: tdVersion})
 	} else {

@@ -91,6 +91,11 @@ func TestRoundTrip(t *testing.T) {
 				}
 				ch := newChild(t)
 				path := ch.fetch(svc, p)
+				// The child's decoder allocates the window the stream declares: no
+				// more than the tar needs.
+				if w := streamWindow(t, path); w > max(1<<20, 2*tar1) {
+					t.Errorf("a %d-byte tar sent whole with a %d-byte window", tar1, w)
+				}
 				start = time.Now()
 				ch.mustRebuild(p, path, b1)
 				if ch.tarSize != tar1 {
@@ -1013,4 +1018,21 @@ func newestTardelta(formats []string) string {
 		}
 	}
 	return ""
+}
+
+// streamWindow is the window size declared by the zstd frame at the start of the file.
+func streamWindow(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h zstd.Header
+	if err := h.Decode(b); err != nil {
+		t.Fatalf("the delta does not start with a zstd frame: %v", err)
+	}
+	if h.WindowSize == 0 {
+		return int64(h.FrameContentSize)
+	}
+	return int64(h.WindowSize)
 }
