@@ -583,7 +583,7 @@ func (c *child) base(d digest.Digest) *io.SectionReader {
 		c.tb.Fatal(err)
 	}
 	c.tb.Cleanup(func() { out.Close() })
-	n, err := delta.Decompress(in, out)
+	n, err := delta.Decompress(context.Background(), in, out)
 	if err != nil {
 		c.tb.Fatalf("Decompress(%s): %v", d, err)
 	}

@@ -152,9 +152,9 @@ func encodeWhole(ctx context.Context, tar io.Reader, size int64, w io.Writer) (i
 }
 
 // Decompress writes the uncompressed tar of a compressed layer read from r to w: how a child
-// turns the layers it holds into bases, exactly as the parent does.
-func Decompress(r io.Reader, w io.Writer) (int64, error) {
-	zr, err := recipe.NewReader(r)
+// turns the layers it holds into bases, exactly as the parent does. It stops once ctx is done.
+func Decompress(ctx context.Context, r io.Reader, w io.Writer) (int64, error) {
+	zr, err := recipe.NewReader(ctxReader{ctx, r})
 	if err != nil {
 		return 0, err
 	}

@@ -564,25 +564,12 @@ func (e *Engine) decompressBase(ctx context.Context, repo string, d digest.Diges
 	if err != nil {
 		return nil, err
 	}
-	if _, err := delta.Decompress(ctxReader{ctx, rc}, f); err != nil {
+	if _, err := delta.Decompress(ctx, rc, f); err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, err
 	}
 	return f, nil
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // baseTars are the uncompressed tars of a plan's bases, made in the background.
