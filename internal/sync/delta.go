@@ -245,10 +245,27 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 	// A connected registry's parent keeps the inventory of its last status report: naming it
 	// saves sending the list with every layer.
 	held, hash := e.acknowledgedInventory()
+	// While the parent plans (seconds when it computes the delta first), the layer at the
+	// same position of the same repository is decompressed on a guess: the parent takes it
+	// as a base whenever it can read it.
+	var guess *baseTar
+	defer func() {
+		if guess != nil {
+			guess.release()
+		}
+	}()
+	speculate := func(held []acrapi.HeldLayer) {
+		for _, h := range held {
+			if guess == nil && h.Repository == repo && h.Position == req.Position {
+				guess = e.startBase(ctx, h)
+			}
+		}
+	}
 	var plan acrapi.DeltaPlan
 	err := errInventoryStale
 	if hash != "" {
 		req.HaveHash = hash
+		speculate(held)
 		plan, err = e.planDelta(ctx, req)
 	}
 	if errors.Is(err, errInventoryStale) {
@@ -256,6 +273,7 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 			return fmt.Errorf("%w: listing the layers held: %v", errNoDelta, err)
 		}
 		req.HaveHash, req.Have = "", held
+		speculate(held)
 		plan, err = e.planDelta(ctx, req)
 	}
 	if err != nil {
@@ -286,10 +304,21 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 	if err != nil || plan.Size < 0 {
 		return fmt.Errorf("the parent's delta plan has an invalid id %q", plan.ID)
 	}
-	// The bases are decompressed while the delta downloads: over a slow link, that takes
-	// nothing from the rebuild.
-	bases := e.startBases(ctx, plan, byDigest)
+	// The other bases are decompressed while the delta downloads: over a slow link, that
+	// takes nothing from the rebuild.
+	bases := make(baseTars, len(plan.Bases))
 	defer bases.release()
+	for i, name := range plan.Bases {
+		if guess != nil && guess.name == name {
+			bases[i], guess = guess, nil
+		} else {
+			bases[i] = e.startBase(ctx, byDigest[name])
+		}
+	}
+	if guess != nil {
+		guess.release()
+		guess = nil
+	}
 	deltaPath, err := e.downloadDelta(ctx, id, plan.Size)
 	if err != nil {
 		return err
@@ -475,7 +504,7 @@ func (e *Engine) downloadDelta(ctx context.Context, id digest.Digest, size int64
 // rebuild waits for the bases (decompressed while the delta downloaded), rebuilds the layer
 // from the delta into an upload session, and commits it: distribution checks the digest once
 // more.
-func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan acrapi.DeltaPlan, deltaPath string, tars *baseTars) (int64, error) {
+func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan acrapi.DeltaPlan, deltaPath string, tars baseTars) (int64, error) {
 	bases, err := tars.wait(ctx)
 	if err != nil {
 		return 0, err
@@ -572,65 +601,72 @@ func (e *Engine) decompressBase(ctx context.Context, repo string, d digest.Diges
 	return f, nil
 }
 
-// baseTars are the uncompressed tars of a plan's bases, made in the background.
-type baseTars struct {
+// A baseTar is the uncompressed tar of a layer the node holds, made in the background for a
+// delta to use as its base.
+type baseTar struct {
+	name   string // the layer's digest
 	done   chan struct{}
 	cancel context.CancelFunc
-	files  []*os.File
+	file   *os.File
 	err    error
 }
 
-// startBases decompresses the plan's bases, in its order, into temporary files.
-func (e *Engine) startBases(ctx context.Context, plan acrapi.DeltaPlan, held map[string]acrapi.HeldLayer) *baseTars {
+// startBase decompresses layer h into a temporary file.
+func (e *Engine) startBase(ctx context.Context, h acrapi.HeldLayer) *baseTar {
 	ctx, cancel := context.WithCancel(ctx)
-	b := &baseTars{done: make(chan struct{}), cancel: cancel}
+	b := &baseTar{name: h.Digest, done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(b.done)
-		for _, name := range plan.Bases {
-			bd, err := digest.Parse(name)
-			if err != nil {
-				b.err = err
-				return
-			}
-			f, err := e.decompressBase(ctx, held[name].Repository, bd)
-			if err != nil {
-				b.err = fmt.Errorf("base %s: %w", name, err)
-				return
-			}
-			b.files = append(b.files, f)
+		d, err := digest.Parse(h.Digest)
+		if err == nil {
+			b.file, err = e.decompressBase(ctx, h.Repository, d)
+		}
+		if err != nil {
+			b.err = fmt.Errorf("base %s: %w", h.Digest, err)
 		}
 	}()
 	return b
 }
 
+// release stops a decompression still under way and removes the file.
+func (b *baseTar) release() {
+	b.cancel()
+	<-b.done
+	if b.file != nil {
+		b.file.Close()
+		os.Remove(b.file.Name())
+	}
+}
+
+// baseTars are a plan's bases, in its order.
+type baseTars []*baseTar
+
 // wait returns the bases once they are all decompressed.
-func (b *baseTars) wait(ctx context.Context) ([]tardelta.SizedReaderAt, error) {
-	select {
-	case <-b.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if b.err != nil {
-		return nil, b.err
-	}
-	out := make([]tardelta.SizedReaderAt, 0, len(b.files))
-	for _, f := range b.files {
-		fi, err := f.Stat()
+func (bs baseTars) wait(ctx context.Context) ([]tardelta.SizedReaderAt, error) {
+	out := make([]tardelta.SizedReaderAt, 0, len(bs))
+	for _, b := range bs {
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if b.err != nil {
+			return nil, b.err
+		}
+		fi, err := b.file.Stat()
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, io.NewSectionReader(f, 0, fi.Size()))
+		out = append(out, io.NewSectionReader(b.file, 0, fi.Size()))
 	}
 	return out, nil
 }
 
-// release stops a decompression still under way and removes the files.
-func (b *baseTars) release() {
-	b.cancel()
-	<-b.done
-	for _, f := range b.files {
-		f.Close()
-		os.Remove(f.Name())
+func (bs baseTars) release() {
+	for _, b := range bs {
+		if b != nil {
+			b.release()
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -917,4 +918,98 @@ func TestDeltaBasesWhileDownloading(t *testing.T) {
 	}
 	requireSame(t, parent, child, "team/app:v3")
 	noBasesLeft("after a failed download")
+}
+
+// TestDeltaGuessedBase: while the parent plans, the child decompresses the layer it holds at
+// the same position of the repository; the plan's other bases follow. A plan that does not
+// name the guess (a parent that lies here) costs the layer whole, and nothing is left behind.
+func TestDeltaGuessedBase(t *testing.T) {
+	var stateDir string
+	var holding, sawBase, dropGuess atomic.Bool
+	var mu gosync.Mutex
+	var plans []acrapi.DeltaPlan
+	var guessed string
+	watch := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost || !strings.Contains(r.URL.Path, "/acr/v1/deltas") {
+				next.ServeHTTP(w, r)
+				return
+			}
+			// The first plan request of a pass waits, at most 10 s, for a base to appear.
+			if holding.Swap(false) {
+				for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !sawBase.Load(); time.Sleep(5 * time.Millisecond) {
+					if m, _ := filepath.Glob(filepath.Join(stateDir, "deltas", "base-*.tar")); len(m) > 0 {
+						sawBase.Store(true)
+					}
+				}
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			var p acrapi.DeltaPlan
+			if rec.Code == http.StatusOK && json.Unmarshal(body, &p) == nil {
+				mu.Lock()
+				plans = append(plans, p)
+				if dropGuess.Load() {
+					p.Bases = slices.DeleteFunc(p.Bases, func(b string) bool { return b == guessed })
+					body, _ = json.Marshal(p)
+				}
+				mu.Unlock()
+			}
+			maps.Copy(w.Header(), rec.Header())
+			w.Header().Del("Content-Length")
+			w.WriteHeader(rec.Code)
+			w.Write(body)
+		})
+	}
+	parent := deltaParent(t, watch)
+	base, app1 := tree(31, 60), tree(32, 40)
+	baseLayer := gzipLayer(t, base)
+	app1Layer := gzipLayer(t, app1)
+	app1Digest, _ := app1Layer.Digest()
+	parent.push(t, "team/app:v1", layeredImage(t, baseLayer, app1Layer))
+	child := newNode(t, nil)
+	o := deltaOptions(t, parent, "team/app")
+	stateDir = o.StateDir
+	e := newEngine(t, o, child)
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("first pass: %+v", s)
+	}
+	noBasesLeft := func(when string) {
+		t.Helper()
+		if m, _ := filepath.Glob(filepath.Join(stateDir, "deltas", "base-*.tar")); len(m) > 0 {
+			t.Errorf("%s: uncompressed bases left behind: %v", when, m)
+		}
+	}
+
+	holding.Store(true)
+	app2 := edited(app1)
+	app2Layer := gzipLayer(t, app2)
+	app2Digest, _ := app2Layer.Digest()
+	parent.push(t, "team/app:v2", layeredImage(t, baseLayer, app2Layer))
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 1 {
+		t.Fatalf("application update: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v2")
+	if !sawBase.Load() {
+		t.Error("no base was being decompressed while the parent planned")
+	}
+	mu.Lock()
+	if p := plans[len(plans)-1]; !slices.Contains(p.Bases, app1Digest.String()) {
+		t.Errorf("the update's plan uses %v, not the layer at the same position %s", p.Bases, app1Digest)
+	}
+	mu.Unlock()
+	noBasesLeft("after a guessed base")
+
+	// The plan leaves the guess out: its delta no longer rebuilds the layer.
+	mu.Lock()
+	guessed = app2Digest.String()
+	mu.Unlock()
+	dropGuess.Store(true)
+	parent.push(t, "team/app:v3", layeredImage(t, baseLayer, gzipLayer(t, edited(app2))))
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 0 {
+		t.Fatalf("update whose plan leaves the guess out: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v3")
+	noBasesLeft("after a wrong guess")
 }
