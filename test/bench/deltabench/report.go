@@ -98,7 +98,8 @@ func (rep *report) write(w io.Writer) {
 
 	fmt.Fprintf(w, "\n### The child during the measured sync\n\n")
 	fmt.Fprintf(w, "Apply is the child's own rebuild of the layers it took as deltas, from its log: what is left of decompressing "+
-		"the bases (that starts with the delta's download), applying the delta, recompressing with the layer's recipe and verifying the digest; its throughput is in MiB of the "+
+		"the bases (the child starts on the layer at the same position while the parent plans, and on the others during "+
+		"the download), applying the delta, recompressing with the layer's recipe and verifying the digest; its throughput is in MiB of the "+
 		"rebuilt layers (compressed, as pushed) and of their tars per second. The sync wall time also holds the transfer and "+
 		"the parent's first computation of each delta, which later children asking for the same delta do not wait for (its CPU "+
 		"time, which also counts receiving the push, is beside the child's); image and missing-layer MiB/s are per second of "+
