@@ -851,25 +851,48 @@ func TestHeldLayersListedOncePerPass(t *testing.T) {
 	}
 }
 
+// baseWatch looks at the uncompressed bases in a child's state directory.
+type baseWatch struct {
+	dir     atomic.Value // string: the child's state directory
+	holding atomic.Bool  // hold makes the next request wait for a base
+	saw     atomic.Bool  // a request held saw one
+}
+
+func (b *baseWatch) bases() []string {
+	dir, _ := b.dir.Load().(string)
+	m, _ := filepath.Glob(filepath.Join(dir, "deltas", "base-*.tar"))
+	return m
+}
+
+// hold makes the first request after holding was set wait, at most 10 s, for a base to appear.
+func (b *baseWatch) hold() {
+	if !b.holding.Swap(false) {
+		return
+	}
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !b.saw.Load(); time.Sleep(5 * time.Millisecond) {
+		if len(b.bases()) > 0 {
+			b.saw.Store(true)
+		}
+	}
+}
+
+func (b *baseWatch) noneLeft(t *testing.T, when string) {
+	t.Helper()
+	if m := b.bases(); len(m) > 0 {
+		t.Errorf("%s: uncompressed bases left behind: %v", when, m)
+	}
+}
+
 // TestDeltaBasesWhileDownloading: the child decompresses a delta's bases while the delta
 // downloads (the parent here holds the delta back until a base is being written), and leaves
 // none of them behind, whether the download succeeds or fails.
 func TestDeltaBasesWhileDownloading(t *testing.T) {
-	var stateDir string
-	var holding, sawBase, failDownloads atomic.Bool
+	var watch baseWatch
+	var failDownloads atomic.Bool
 	hold := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/acr/v1/deltas/") {
-				// The first request for a delta waits, at most 10 s, for a base to appear.
-				wait := time.Duration(0)
-				if holding.Swap(false) {
-					wait = 10 * time.Second
-				}
-				for end := time.Now().Add(wait); time.Now().Before(end) && !sawBase.Load(); time.Sleep(5 * time.Millisecond) {
-					if m, _ := filepath.Glob(filepath.Join(stateDir, "deltas", "base-*.tar")); len(m) > 0 {
-						sawBase.Store(true)
-					}
-				}
+				watch.hold()
 				if failDownloads.Load() {
 					http.Error(w, "the parent fails", http.StatusInternalServerError)
 					return
@@ -884,65 +907,52 @@ func TestDeltaBasesWhileDownloading(t *testing.T) {
 	parent.push(t, "team/app:v1", layeredImage(t, baseLayer, gzipLayer(t, app1)))
 	child := newNode(t, nil)
 	o := deltaOptions(t, parent, "team/app")
-	stateDir = o.StateDir
+	watch.dir.Store(o.StateDir)
 	e := newEngine(t, o, child)
 	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
 		t.Fatalf("first pass: %+v", s)
 	}
-	noBasesLeft := func(when string) {
-		t.Helper()
-		if m, _ := filepath.Glob(filepath.Join(stateDir, "deltas", "base-*.tar")); len(m) > 0 {
-			t.Errorf("%s: uncompressed bases left behind: %v", when, m)
-		}
-	}
 
-	holding.Store(true) // the first image had no bases
+	watch.holding.Store(true) // the first image had no bases
 	app2 := edited(app1)
 	parent.push(t, "team/app:v2", layeredImage(t, baseLayer, gzipLayer(t, app2)))
 	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 1 {
 		t.Fatalf("application update: %+v", s)
 	}
 	requireSame(t, parent, child, "team/app:v2")
-	if !sawBase.Load() {
+	if !watch.saw.Load() {
 		t.Error("no base was being decompressed while the delta downloaded")
 	}
-	noBasesLeft("after a rebuild")
+	watch.noneLeft(t, "after a rebuild")
 
 	// The download fails: the layer comes whole, and the decompressed bases go.
-	sawBase.Store(false)
-	holding.Store(true)
+	watch.saw.Store(false)
+	watch.holding.Store(true)
 	failDownloads.Store(true)
 	parent.push(t, "team/app:v3", layeredImage(t, baseLayer, gzipLayer(t, edited(app2))))
 	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 0 {
 		t.Fatalf("update with failing delta downloads: %+v", s)
 	}
 	requireSame(t, parent, child, "team/app:v3")
-	noBasesLeft("after a failed download")
+	watch.noneLeft(t, "after a failed download")
 }
 
 // TestDeltaGuessedBase: while the parent plans, the child decompresses the layer it holds at
 // the same position of the repository; the plan's other bases follow. A plan that does not
 // name the guess (a parent that lies here) costs the layer whole, and nothing is left behind.
 func TestDeltaGuessedBase(t *testing.T) {
-	var stateDir string
-	var holding, sawBase, dropGuess atomic.Bool
+	var watch baseWatch
+	var dropGuess atomic.Bool
 	var mu gosync.Mutex
 	var plans []acrapi.DeltaPlan
 	var guessed string
-	watch := func(next http.Handler) http.Handler {
+	planned := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodPost || !strings.Contains(r.URL.Path, "/acr/v1/deltas") {
 				next.ServeHTTP(w, r)
 				return
 			}
-			// The first plan request of a pass waits, at most 10 s, for a base to appear.
-			if holding.Swap(false) {
-				for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !sawBase.Load(); time.Sleep(5 * time.Millisecond) {
-					if m, _ := filepath.Glob(filepath.Join(stateDir, "deltas", "base-*.tar")); len(m) > 0 {
-						sawBase.Store(true)
-					}
-				}
-			}
+			watch.hold()
 			rec := httptest.NewRecorder()
 			next.ServeHTTP(rec, r)
 			body := rec.Body.Bytes()
@@ -962,7 +972,7 @@ func TestDeltaGuessedBase(t *testing.T) {
 			w.Write(body)
 		})
 	}
-	parent := deltaParent(t, watch)
+	parent := deltaParent(t, planned)
 	base, app1 := tree(31, 60), tree(32, 40)
 	baseLayer := gzipLayer(t, base)
 	app1Layer := gzipLayer(t, app1)
@@ -970,19 +980,13 @@ func TestDeltaGuessedBase(t *testing.T) {
 	parent.push(t, "team/app:v1", layeredImage(t, baseLayer, app1Layer))
 	child := newNode(t, nil)
 	o := deltaOptions(t, parent, "team/app")
-	stateDir = o.StateDir
+	watch.dir.Store(o.StateDir)
 	e := newEngine(t, o, child)
 	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
 		t.Fatalf("first pass: %+v", s)
 	}
-	noBasesLeft := func(when string) {
-		t.Helper()
-		if m, _ := filepath.Glob(filepath.Join(stateDir, "deltas", "base-*.tar")); len(m) > 0 {
-			t.Errorf("%s: uncompressed bases left behind: %v", when, m)
-		}
-	}
 
-	holding.Store(true)
+	watch.holding.Store(true)
 	app2 := edited(app1)
 	app2Layer := gzipLayer(t, app2)
 	app2Digest, _ := app2Layer.Digest()
@@ -991,25 +995,23 @@ func TestDeltaGuessedBase(t *testing.T) {
 		t.Fatalf("application update: %+v", s)
 	}
 	requireSame(t, parent, child, "team/app:v2")
-	if !sawBase.Load() {
+	if !watch.saw.Load() {
 		t.Error("no base was being decompressed while the parent planned")
 	}
 	mu.Lock()
 	if p := plans[len(plans)-1]; !slices.Contains(p.Bases, app1Digest.String()) {
 		t.Errorf("the update's plan uses %v, not the layer at the same position %s", p.Bases, app1Digest)
 	}
-	mu.Unlock()
-	noBasesLeft("after a guessed base")
-
-	// The plan leaves the guess out: its delta no longer rebuilds the layer.
-	mu.Lock()
 	guessed = app2Digest.String()
 	mu.Unlock()
+	watch.noneLeft(t, "after a guessed base")
+
+	// The plan leaves the guess out: its delta no longer rebuilds the layer.
 	dropGuess.Store(true)
 	parent.push(t, "team/app:v3", layeredImage(t, baseLayer, gzipLayer(t, edited(app2))))
 	if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 0 {
 		t.Fatalf("update whose plan leaves the guess out: %+v", s)
 	}
 	requireSame(t, parent, child, "team/app:v3")
-	noBasesLeft("after a wrong guess")
+	watch.noneLeft(t, "after a wrong guess")
 }
