@@ -648,6 +648,13 @@ func TestFreeze(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	frozen := &http.Client{Transport: tr}
 	mustGet(t, frozen, p.URL()+"/blob", body)
+	// The request's bytes are counted just after they are written upstream, and the answer
+	// may reach the client first: wait for the count, or it would land after the freeze.
+	counted, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if err := p.WaitBytes(counted, Upstream, 1); err != nil {
+		t.Fatalf("the first request was never counted: %v", err)
+	}
 	p.Freeze()
 	before := p.Stats()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
