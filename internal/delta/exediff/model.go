@@ -11,7 +11,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/outpost-registry/outpost/internal/delta/bsdiff"
 )
@@ -445,7 +444,7 @@ var errOverLimit = errors.New("exediff: a parallel prediction reached its limit"
 // reaches parallelLimit makes it return errOverLimit: the serial run then
 // decides which predictions the limits keep.
 func (om *model) predictParallel(r io.ReaderAt, m *mapper) ([]pred, error) {
-	r = &lockedReaderAt{r: r} // a ReaderAt need not allow concurrent reads
+	// Both goroutines read r: io.ReaderAt allows parallel calls.
 	code := newPredictor(m, r, om.size)
 	code.limit = parallelLimit
 	done := make(chan struct{})
@@ -493,18 +492,6 @@ func (p *predictor) finish() ([]pred, error) {
 		}
 	}
 	return out, nil
-}
-
-// lockedReaderAt serializes ReadAt calls.
-type lockedReaderAt struct {
-	mu sync.Mutex
-	r  io.ReaderAt
-}
-
-func (l *lockedReaderAt) ReadAt(b []byte, off int64) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.r.ReadAt(b, off)
 }
 
 // add records a prediction, up to maxPreds.
