@@ -116,7 +116,7 @@ func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: digest: %v", ErrUnavailable, err)
 	}
 	if _, v := tardeltaFormat(req); v == 0 && !slices.Contains(req.Formats, FormatWhole) {
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s, %s, %s, %s)", ErrUnavailable, acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, FormatWhole)
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s)", ErrUnavailable, strings.Join(encodedFormats, ", "))
 	}
 	key := planKey(req)
 	if p, ok := s.cachedPlan(key); ok {
@@ -200,6 +200,9 @@ func (s *Service) Open(id string) (*os.File, error) {
 	}
 	return os.Open(filepath.Join(s.dir, "deltas", d.Encoded()))
 }
+
+// encodedFormats are the formats this parent encodes: tardeltaFormat's, and FormatWhole.
+var encodedFormats = []string{acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, FormatWhole}
 
 // tardeltaFormat is the newest tardelta version both this parent and the child speak, and its
 // name; version 0 when there is none.
@@ -323,7 +326,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	} else if tdVersion != 0 {
 		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{Version: tdVersion})
 	} else {
-		err = fmt.Errorf("%w: the child applies none of %s, %s, %s, %s", ErrUnavailable, acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, FormatWhole)
+		err = fmt.Errorf("%w: the child applies none of %s", ErrUnavailable, strings.Join(encodedFormats, ", "))
 	}
 	if err != nil {
 		return acrapi.DeltaPlan{}, fmt.Errorf("encoding the delta of %s: %w", target, err)
