@@ -258,6 +258,7 @@ func (e *Engine) fetchByDelta(ctx context.Context, repo string, d Descriptor) er
 		for _, h := range held {
 			if guess == nil && h.Repository == repo && h.Position == req.Position {
 				guess = e.startBase(ctx, h)
+				return
 			}
 		}
 	}
@@ -582,23 +583,25 @@ func (e *Engine) removeAbandonedDeltas() {
 	}
 }
 
-// decompressBase writes the uncompressed tar of a layer the node holds to a temporary file.
-func (e *Engine) decompressBase(ctx context.Context, repo string, d digest.Digest) (*os.File, error) {
+// decompressBase writes the uncompressed tar of a layer the node holds to a temporary file and
+// returns it with its size.
+func (e *Engine) decompressBase(ctx context.Context, repo string, d digest.Digest) (*os.File, int64, error) {
 	rc, _, err := e.store.OpenBlob(ctx, repo, d)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer rc.Close()
 	f, err := os.CreateTemp(e.deltaDir(), "base-*.tar")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if _, err := delta.Decompress(ctx, rc, f); err != nil {
+	n, err := delta.Decompress(ctx, rc, f)
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return nil, err
+		return nil, 0, err
 	}
-	return f, nil
+	return f, n, nil
 }
 
 // A baseTar is the uncompressed tar of a layer the node holds, made in the background for a
@@ -608,6 +611,7 @@ type baseTar struct {
 	done   chan struct{}
 	cancel context.CancelFunc
 	file   *os.File
+	size   int64
 	err    error
 }
 
@@ -619,7 +623,7 @@ func (e *Engine) startBase(ctx context.Context, h acrapi.HeldLayer) *baseTar {
 		defer close(b.done)
 		d, err := digest.Parse(h.Digest)
 		if err == nil {
-			b.file, err = e.decompressBase(ctx, h.Repository, d)
+			b.file, b.size, err = e.decompressBase(ctx, h.Repository, d)
 		}
 		if err != nil {
 			b.err = fmt.Errorf("base %s: %w", h.Digest, err)
@@ -653,11 +657,7 @@ func (bs baseTars) wait(ctx context.Context) ([]tardelta.SizedReaderAt, error) {
 		if b.err != nil {
 			return nil, b.err
 		}
-		fi, err := b.file.Stat()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, io.NewSectionReader(b.file, 0, fi.Size()))
+		out = append(out, io.NewSectionReader(b.file, 0, b.size))
 	}
 	return out, nil
 }
