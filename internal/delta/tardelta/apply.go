@@ -579,6 +579,8 @@ type patchKind struct {
 	newSize    func(patch []byte) (int64, error)
 	apply      func(old io.ReaderAt, oldSize int64, patch []byte, w io.Writer) (int64, error)
 	errCorrupt error
+	// remembered: the output goes into the history a PATCHH refers to.
+	remembered bool
 }
 
 var (
@@ -591,6 +593,7 @@ var (
 		newSize:    bsdiff.NewSize,
 		apply:      bsdiff.Apply,
 		errCorrupt: bsdiff.ErrCorrupt,
+		remembered: true,
 	}
 	// EXEDIFF, against a whole base executable: its memory is the
 	// predictions (package exediff), not the files.
@@ -629,7 +632,7 @@ func (a *applier) binaryPatch(k patchKind, b int, off int64, oldLen, targetLen, 
 	}
 	old := io.NewSectionReader(a.bases[b], off, int64(oldLen))
 	var w io.Writer = &a.out
-	if k.name == bsdiffPatches.name {
+	if k.remembered {
 		w = histWriter{a}
 	}
 	if _, err := k.apply(old, int64(oldLen), a.scratch, w); err != nil {
