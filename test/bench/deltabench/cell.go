@@ -47,11 +47,13 @@ type result struct {
 	parentCPU  time.Duration
 	peakRSS    int64
 	rssNote    string
-	verified   int
-	verifyErr  error
-	pass       string // the child's counters of the measured pass
-	notes      []string
-	rebuilt    rebuildTotals // the child's own rebuilds, from its log
+	// parentPeakRSS is the parent's peak while it received the push and computed the deltas.
+	parentPeakRSS int64
+	verified      int
+	verifyErr     error
+	pass          string // the child's counters of the measured pass
+	notes         []string
+	rebuilt       rebuildTotals // the child's own rebuilds, from its log
 }
 
 // rebuildTotals adds up the child's rebuilds of layers from deltas: base decompression, apply,
@@ -202,6 +204,7 @@ sync:
 	cpu0, _, _ := benchkit.ProcessCPU(pid)
 	ppid := parent.Cmd.Process.Pid
 	pcpu0, _, _ := benchkit.ProcessCPU(ppid)
+	parentRSSReset := resetPeakRSS(ppid) == nil
 	logStart := fileSize(logPath)
 
 	// The new image: pushed to the parent, then a pass on the child.
@@ -251,6 +254,9 @@ sync:
 	res.bytesUp, res.bytesDown = after.BytesUp-before.BytesUp, after.BytesDown-before.BytesDown
 	if rss, err := peakRSS(pid); err == nil {
 		res.peakRSS = rss
+	}
+	if rss, err := peakRSS(ppid); err == nil && parentRSSReset {
+		res.parentPeakRSS = rss
 	}
 	if cpu1, _, err := benchkit.ProcessCPU(pid); err == nil {
 		res.cpu = cpu1 - cpu0
