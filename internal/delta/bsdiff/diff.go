@@ -78,6 +78,12 @@ var differs = sync.Pool{New: func() any {
 	return &differ{start: make([]int32, keyCount+1), subOf: make([]int32, keyCount)}
 }}
 
+// DiffMemory is what Diff may take for inputs of these sizes, at worst
+// (see Diff): callers with a memory budget check it first.
+func DiffMemory(oldLen, newLen int) int64 {
+	return 7*int64(oldLen) + 3*int64(newLen) + 40<<20
+}
+
 // Diff returns a patch that turns old into new (see the package
 // documentation for its layout). old may be at most MaxSuffixArrayInput
 // bytes.

@@ -380,6 +380,36 @@ func TestExediffGoBuilds(t *testing.T) {
 	}
 }
 
+// TestPatchMemory: an executable whose EXEDIFF would take more than
+// Options.PatchMemory goes as the patches of its segments, and BSDIFF is
+// left out the same way; the delta still rebuilds the tar exactly.
+func TestPatchMemory(t *testing.T) {
+	oldBin, newBin := exetest.GoBuilds(t)
+	rng := rand.New(rand.NewPCG(8, 8))
+	others := randomTree(rng, 10, 8<<10)
+	bt := append(others, tfile{name: "usr/local/bin/app", typ: '0', data: oldBin, mode: 0o755})
+	tt := append(mutate(rng, others, 2), tfile{name: "usr/local/bin/app", typ: '0', data: newBin, mode: 0o755, mtime: 1})
+	base, target := buildTar(bt, tarOpts{}), buildTar(tt, tarOpts{})
+	need := exediff.DiffMemory(int64(len(oldBin)), int64(len(newBin)))
+
+	for _, c := range []struct {
+		budget   int64
+		exediffs int64
+		over     bool
+	}{
+		{budget: 0, exediffs: 1},       // no bound
+		{budget: need, exediffs: 1},    // just enough
+		{budget: need - 1, over: true}, // the segments' patches
+		{budget: 1 << 20, over: true},  // nor BSDIFF of a segment
+	} {
+		_, st := encodeApply(t, target, [][]byte{base}, Options{PatchMemory: c.budget})
+		if st.Exediffs != c.exediffs || (st.OverMemory > 0) != c.over || (c.budget == 1<<20 && st.Bsdiffs != 0) {
+			t.Errorf("PatchMemory %d (EXEDIFF needs %d): %d EXEDIFF, %d BSDIFF, %d left out for memory", c.budget, need, st.Exediffs, st.Bsdiffs, st.OverMemory)
+		}
+		t.Logf("PatchMemory %d: patches %d -> %d bytes (%d EXEDIFF, %d BSDIFF)", c.budget, st.PatchIn, st.PatchOut, st.Exediffs, st.Bsdiffs)
+	}
+}
+
 // TestBsdiffText: text edited in many places (a bundle from one release to the next) goes as
 // BSDIFF when that beats the zstd patch, and round-trips.
 func TestBsdiffText(t *testing.T) {

@@ -46,6 +46,15 @@ type Options struct {
 	// second pass when the target later serves as a base.
 	TargetIndex *Index
 
+	// PatchMemory bounds what one content's binary patch may take, by the
+	// estimates of exediff.DiffMemory and bsdiff.DiffMemory: a content
+	// whose EXEDIFF or BSDIFF would need more goes as zstd patches of its
+	// segments (or literal bytes), whose memory the segment size bounds.
+	// A parent sets it from its memory limit, so that a large executable
+	// costs bytes on the link rather than the node. Zero: no bound beyond
+	// exediff.MaxSize and the segment size.
+	PatchMemory int64
+
 	// Version is the format version to write: 0 for the newest (5), 4 for
 	// a reader that does not apply PATCHH, or 2 for one that does not apply
 	// EXEDIFF either (or applies version 3's, of an older model).
@@ -66,6 +75,7 @@ type Stats struct {
 	BsdiffOut    int64 // part of PatchOut
 	Bsdiffs      int64 // part of Patches
 	Exediffs     int64 // part of Bsdiffs: EXEDIFF operations
+	OverMemory   int64 // EXEDIFF and BSDIFF left out: over Options.PatchMemory
 	LiteralIn    int64 // content bytes sent as literals
 	LiteralOut   int64 // compressed literal sections
 	HeaderIn     int64 // header, padding and trailer bytes sent (not copied)
@@ -162,6 +172,7 @@ func Encode(ctx context.Context, target io.Reader, bases []Base, w io.Writer, op
 		return Stats{}, err
 	}
 	e.version = version
+	e.patchMemory = opts.PatchMemory
 	defer e.close()
 	tr := &crcReader{r: target}
 	e.sc = newScanner(tr)
@@ -237,6 +248,8 @@ type encoder struct {
 	whole          contentHasher
 
 	version int
+	// patchMemory is Options.PatchMemory.
+	patchMemory int64
 	// unitLen is the current entry's declared content length (-1: the
 	// trailer); exeNew and exeOld hold an executable and its base whole.
 	unitLen        int64
@@ -707,7 +720,7 @@ func (e *encoder) exeBase(seg []byte, key string) (ref, bool) {
 	if n, _ := e.bases[r.base].Data.ReadAt(magic[:], re.Data.Offset); n < len(magic) || !bytes.Equal(magic[:], elfMagic) {
 		return ref{}, false
 	}
-	return r, true
+	return r, e.memoryAllows(exediff.DiffMemory(re.Data.Size, e.unitLen))
 }
 
 // executable encodes an executable content (seg is its start) related to
@@ -1131,7 +1144,7 @@ const bsdiffMinSaving = 1 << 10
 // size (unrelated or incompressible content, where bsdiff would search at
 // every other byte for nothing).
 func (e *encoder) tryBsdiff(t, dict []byte, zstdLen int) ([]byte, error) {
-	if !bsdiffEnabled || zstdLen < bsdiffMinSaving || zstdLen*4 >= len(t)*3 {
+	if !bsdiffEnabled || zstdLen < bsdiffMinSaving || zstdLen*4 >= len(t)*3 || !e.memoryAllows(bsdiff.DiffMemory(len(dict), len(t))) {
 		return nil, nil
 	}
 	p, err := bsdiff.Diff(dict, t)
@@ -1142,6 +1155,16 @@ func (e *encoder) tryBsdiff(t, dict []byte, zstdLen int) ([]byte, error) {
 		return nil, nil
 	}
 	return p, nil
+}
+
+// memoryAllows reports whether a patch estimated to take need bytes fits
+// Options.PatchMemory, and counts those that do not.
+func (e *encoder) memoryAllows(need int64) bool {
+	if e.patchMemory <= 0 || need <= e.patchMemory {
+		return true
+	}
+	e.st.OverMemory++
+	return false
 }
 
 // emitter turns operations into blocks: it merges adjacent operations,
