@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -114,7 +116,8 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	n.storage = observe.NewStorageCollector(reg.DataDir(), 30*time.Second)
 	useLegacyDeflate(log.Named("delta"))
 	// Every node can serve its children layers as deltas (they ask; it computes and caches).
-	deltas, err := delta.NewService(filepath.Join(reg.DataDir(), "outpost", "delta"), reg, log.Named("delta"), deltaCacheBudget(reg.DataDir()))
+	deltas, err := delta.NewService(filepath.Join(reg.DataDir(), "outpost", "delta"), reg, log.Named("delta"),
+		delta.Limits{TarCache: deltaCacheBudget(reg.DataDir()), PatchMemory: deltaPatchMemory(debug.SetMemoryLimit(-1))})
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +170,20 @@ func deltaCacheBudget(dataDir string) int64 {
 		budget = min(budget, max(free/10, 256<<20))
 	}
 	return budget
+}
+
+// patchReserve is what a node's memory limit keeps from a delta's binary patches: the rest of
+// the delta computation (zstd encoders, the pipeline of blocks: 120–170 MiB measured on real
+// layers), serving, and a rebuild of the node's own when it is also a child.
+const patchReserve = 256 << 20
+
+// deltaPatchMemory is how much one binary patch of a delta may take under the Go memory limit
+// (see tardelta.Options.PatchMemory): the limit less patchReserve, and no bound without a limit.
+func deltaPatchMemory(limit int64) int64 {
+	if limit <= 0 || limit == math.MaxInt64 {
+		return 0
+	}
+	return max(limit-patchReserve, 1)
 }
 
 // routeOf names a request's route for logs and metrics.

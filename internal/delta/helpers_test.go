@@ -479,7 +479,7 @@ func testLogger(tb testing.TB) (*zap.Logger, *observer.ObservedLogs) {
 func newService(tb testing.TB, src delta.BlobSource) (*delta.Service, *observer.ObservedLogs) {
 	tb.Helper()
 	log, logs := testLogger(tb)
-	svc, err := delta.NewService(tb.TempDir(), src, log, 0)
+	svc, err := delta.NewService(tb.TempDir(), src, log, delta.Limits{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -52,6 +52,8 @@ type Service struct {
 	log *zap.Logger
 	// tarBudget bounds the uncompressed tars kept on disk; the least recently used go first.
 	tarBudget int64
+	// patchMemory is Limits.PatchMemory.
+	patchMemory int64
 
 	mu   sync.Mutex
 	jobs map[string]*job // by plan key
@@ -84,8 +86,17 @@ const (
 	wait = 20 * time.Second
 )
 
+// Limits bound what a Service takes of the node.
+type Limits struct {
+	// TarCache bounds the uncompressed tars kept on disk (0: 4 GiB).
+	TarCache int64
+	// PatchMemory bounds the memory of one file's binary patch (tardelta.Options.PatchMemory;
+	// 0: no bound beyond the formats' own).
+	PatchMemory int64
+}
+
 // NewService keeps its cache in dir.
-func NewService(dir string, src BlobSource, log *zap.Logger, tarBudget int64) (*Service, error) {
+func NewService(dir string, src BlobSource, log *zap.Logger, limits Limits) (*Service, error) {
 	for _, d := range []string{"recipes", "indexes", "tars", "deltas", "plans", "readers", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, err
@@ -100,11 +111,12 @@ func NewService(dir string, src BlobSource, log *zap.Logger, tarBudget int64) (*
 	if log == nil {
 		log = zap.NewNop()
 	}
+	tarBudget := limits.TarCache
 	if tarBudget <= 0 {
 		tarBudget = 4 << 30
 	}
-	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, jobs: map[string]*job{}, sem: make(chan struct{}, 1),
-		inventories: map[string]heldInventory{}}, nil
+	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, patchMemory: max(limits.PatchMemory, 0), jobs: map[string]*job{},
+		sem: make(chan struct{}, 1), inventories: map[string]heldInventory{}}, nil
 }
 
 // Plan returns how the child that sent req rebuilds the layer it asks for: computed now or
@@ -324,7 +336,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		stats.LiteralIn = targetIndex.Size
 		stats.EncodedBytes, err = encodeWhole(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), targetIndex.Size, io.MultiWriter(tmp, h))
 	} else if tdVersion != 0 {
-		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{Version: tdVersion})
+		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{Version: tdVersion, PatchMemory: s.patchMemory})
 	} else {
 		err = fmt.Errorf("%w: the child applies none of %s", ErrUnavailable, strings.Join(encodedFormats, ", "))
 	}
@@ -357,6 +369,10 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	s.log.Info("delta computed", zap.Stringer("digest", target), zap.Strings("bases", names), zap.Int64("layer_bytes", plan.LayerSize),
 		zap.Int64("tar_bytes", stats.TargetBytes), zap.Int64("delta_bytes", stats.EncodedBytes), zap.Int64("copied", stats.CopyBytes),
 		zap.Int64("patched", stats.PatchIn), zap.Int64("literal", stats.LiteralIn), zap.Duration("took", time.Since(start)))
+	if stats.OverMemory > 0 {
+		s.log.Info("binary patches left out: they would take more memory than this node allows; the delta is larger",
+			zap.Stringer("digest", target), zap.Int64("left_out", stats.OverMemory), zap.Int64("patch_memory_bytes", s.patchMemory))
+	}
 	return plan, nil
 }
 

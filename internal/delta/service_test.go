@@ -139,7 +139,7 @@ func TestPlanCached(t *testing.T) {
 	other := src.putLayer(t, baseTree(3, layerBytes()/4), dockerGzip)
 	dir := t.TempDir()
 	log, logs := testLogger(t)
-	svc, err := delta.NewService(dir, src, log, 0)
+	svc, err := delta.NewService(dir, src, log, delta.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestPlanCached(t *testing.T) {
 	t.Logf("plan %v; cached plan %v, %d blobs opened", first.Round(time.Millisecond), second.Round(time.Microsecond), src.opens.Load()-opens)
 
 	// A restarted parent keeps its plans.
-	svc2, err := delta.NewService(dir, src, log, 0)
+	svc2, err := delta.NewService(dir, src, log, delta.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestPlanSmallCacheBudget(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			log, _ := testLogger(t)
 			dir := t.TempDir()
-			svc, err := delta.NewService(dir, src, log, c.budget)
+			svc, err := delta.NewService(dir, src, log, delta.Limits{TarCache: c.budget})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -904,7 +904,7 @@ func TestUpdateInventory(t *testing.T) {
 func TestInventoryUpdatesAtomic(t *testing.T) {
 	dir := t.TempDir()
 	log, _ := testLogger(t)
-	svc, err := delta.NewService(dir, newDiskBlobs(t), log, 0)
+	svc, err := delta.NewService(dir, newDiskBlobs(t), log, delta.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -950,7 +950,7 @@ func TestInventoryUpdatesAtomic(t *testing.T) {
 	if h, _, _ := svc.Inventory("site"); h != hashes[winner] {
 		t.Fatal("changing the layers Inventory returned changed the inventory held")
 	}
-	restarted, err := delta.NewService(dir, newDiskBlobs(t), log, 0)
+	restarted, err := delta.NewService(dir, newDiskBlobs(t), log, delta.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -970,7 +970,7 @@ func TestPlanRetriesUnsupported(t *testing.T) {
 	b2 := src.putLayer(t, base.v2(2), dockerGzip)
 	dir := t.TempDir()
 	log, _ := testLogger(t)
-	svc, err := delta.NewService(dir, src, log, 0)
+	svc, err := delta.NewService(dir, src, log, delta.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

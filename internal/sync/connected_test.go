@@ -71,7 +71,7 @@ func newRoot(t *testing.T) *root {
 		r := mux.NewRouter()
 		r.PathPrefix("/acr/").Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			once.Do(func() { // the delta service reads the root's store, there once newNode returns
-				deltas, err := delta.NewService(filepath.Join(t.TempDir(), "delta"), rt.node.reg, zaptest.NewLogger(t), 0)
+				deltas, err := delta.NewService(filepath.Join(t.TempDir(), "delta"), rt.node.reg, zaptest.NewLogger(t), delta.Limits{})
 				if err != nil {
 					t.Error(err)
 				}

@@ -64,7 +64,7 @@ func deltaParent(t *testing.T, fault func(http.Handler) http.Handler) *node {
 		var plain, faulted http.Handler
 		acrHandler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			once.Do(func() {
-				deltas, err := delta.NewService(filepath.Join(dir, "delta"), n.reg, zaptest.NewLogger(t), 0)
+				deltas, err := delta.NewService(filepath.Join(dir, "delta"), n.reg, zaptest.NewLogger(t), delta.Limits{})
 				if err != nil {
 					t.Error(err)
 				}

@@ -140,6 +140,9 @@ type nodeOptions struct {
 	// selfSigned serves HTTPS with the certificate the node generates at its first start; the
 	// client trusts exactly that certificate once the node is up.
 	selfSigned bool
+	// cgroup is a cgroup directory the process joins before outpost starts, as in a container
+	// whose limits it reads at startup.
+	cgroup string
 }
 
 // node is an outpost serve process (and its restarts) on one loopback address and data directory.
@@ -317,7 +320,12 @@ func (n *node) startProcess() error {
 		args = append(args, "--tls-self-signed")
 	}
 	args = append(args, n.opts.args...)
-	p := &process{cmd: exec.Command(outpostBinary, args...), log: &syncBuffer{}, done: make(chan struct{})}
+	cmd := exec.Command(outpostBinary, args...)
+	if n.opts.cgroup != "" {
+		// The shell joins the cgroup, then becomes outpost (the same process).
+		cmd = exec.Command("sh", append([]string{"-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, n.opts.cgroup, outpostBinary}, args...)...)
+	}
+	p := &process{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = baseEnv(n.opts.env...)
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
