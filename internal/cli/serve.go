@@ -35,7 +35,9 @@ func newServe(env Env) *cobra.Command {
 			return usageError{err}
 		}
 		defer func() { _ = log.Sync() }()
-		setMemoryLimit(log)
+		// Before the node is made (its delta service sizes patches to the limit); logged once it
+		// is, so that a configuration error stays the only line on stderr.
+		memLimit, memErr := setMemoryLimit()
 
 		// Listen first: an address in use stops the node before it touches its data.
 		ln, err := app.Listen(cfg, src)
@@ -49,6 +51,7 @@ func newServe(env Env) *cobra.Command {
 			return err
 		}
 		node.OnLogLevel(func(l zapcore.Level) { logging.SetLevel(level, l) })
+		logMemoryLimit(log, memLimit, memErr)
 		if pw := node.GeneratedAdminPassword(); pw != "" {
 			// Shown once, outside the structured log; only its hash is stored.
 			fmt.Fprintf(logOut, "outpost: generated the admin password (shown only now; set admin.password or OUTPOST_ADMIN_PASSWORD before the first start to choose it): %s\n", pw)
@@ -63,9 +66,12 @@ func newServe(env Env) *cobra.Command {
 // collector then works harder near it instead of letting the heap grow to twice what is live,
 // and the node's delta computations size their binary patches to it. GOMEMLIMIT, when set,
 // wins; AUTOMEMLIMIT=off leaves the runtime's default (no limit).
-func setMemoryLimit(log *zap.Logger) {
-	limit, err := memlimit.Set(memlimit.WithRatio(0.9),
+func setMemoryLimit() (int64, error) {
+	return memlimit.Set(memlimit.WithRatio(0.9),
 		memlimit.WithProvider(memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem)))
+}
+
+func logMemoryLimit(log *zap.Logger, limit int64, err error) {
 	switch {
 	case err != nil:
 		log.Warn("the memory limit could not be read; the Go runtime runs without one", zap.Error(err))
