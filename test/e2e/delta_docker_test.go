@@ -8,7 +8,6 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -204,32 +203,23 @@ func expectSync(t *testing.T, parent *node, repo string, pushRelease2 func(), wa
 	m.waitImage(t, 90*time.Second, repo, "v2", v2Digest, m)
 	crossed := link.Stats().BytesDown - before
 
-	var rebuilt struct {
-		Digest     string `json:"digest"`
-		DeltaBytes int64  `json:"delta_bytes"`
-		LayerBytes int64  `json:"layer_bytes"`
-	}
-	for line := range strings.SplitSeq(child.logs(), "\n") {
-		if strings.Contains(line, `"layer rebuilt from a delta"`) && strings.Contains(line, layerDigest.String()) {
-			_ = json.Unmarshal([]byte(line), &rebuilt)
-		}
-	}
+	deltaBytes, _ := rebuiltFromDelta(child.logs(), layerDigest.String())
 	switch {
-	case !wantDelta && rebuilt.DeltaBytes != 0:
-		t.Fatalf("the child rebuilt release 2's layer %s from a %d-byte delta; want it fetched whole", layerDigest, rebuilt.DeltaBytes)
+	case !wantDelta && deltaBytes != 0:
+		t.Fatalf("the child rebuilt release 2's layer %s from a %d-byte delta; want it fetched whole", layerDigest, deltaBytes)
 	case !wantDelta && crossed < layerSize:
 		t.Fatalf("release 2 crossed the link in %d bytes; its layer alone is %d", crossed, layerSize)
 	case !wantDelta:
 		t.Logf("release 2's layer %d B crossed whole; the link carried %d B", layerSize, crossed)
-	case rebuilt.DeltaBytes == 0:
+	case deltaBytes == 0:
 		t.Fatalf("the child did not rebuild release 2's layer %s from a delta; its log:\n%s", layerDigest, tails(m))
-	case rebuilt.DeltaBytes > layerSize/20 || crossed > layerSize/10:
+	case deltaBytes > layerSize/20 || crossed > layerSize/10:
 		// The delta carries the edited files and the new one; the link, the delta and requests.
 		t.Errorf("release 2 crossed the link in %d bytes (delta %d bytes) for a %d-byte layer: want the delta under 5%% and the link under 10%% of the layer",
-			crossed, rebuilt.DeltaBytes, layerSize)
+			crossed, deltaBytes, layerSize)
 	default:
 		t.Logf("release 2's layer %d B; delta %d B; the link carried %d B for release 2 (%.2f%% of the layer)",
-			layerSize, rebuilt.DeltaBytes, crossed, 100*float64(crossed)/float64(layerSize))
+			layerSize, deltaBytes, crossed, 100*float64(crossed)/float64(layerSize))
 	}
 
 	rel1, err := remote.Image(parent.ref(t, repo+":v1"), parent.remote(t)...)

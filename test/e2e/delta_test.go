@@ -49,15 +49,39 @@ func sourceLayer(t *testing.T, seed uint64, files int) v1.Layer {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return gzipLayer(t, raw.Bytes())
+}
+
+// gzipLayer is a layer of the tar raw compressed as Docker pushes it (compress/gzip, default level).
+func gzipLayer(t *testing.T, raw []byte) v1.Layer {
+	t.Helper()
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	if _, err := zw.Write(raw.Bytes()); err != nil {
+	if _, err := zw.Write(raw); err != nil {
 		t.Fatal(err)
 	}
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return static.NewLayer(gz.Bytes(), types.OCILayer)
+}
+
+// rebuiltFromDelta is what a child's last "layer rebuilt from a delta" log line says of the
+// layer whose digest is d (any layer when d is ""): the sizes of the delta and of the layer,
+// zeros when there is no such line.
+func rebuiltFromDelta(logs, d string) (deltaBytes, layerBytes int64) {
+	for line := range strings.SplitSeq(logs, "\n") {
+		if strings.Contains(line, `"layer rebuilt from a delta"`) && strings.Contains(line, d) {
+			var e struct {
+				DeltaBytes int64 `json:"delta_bytes"`
+				LayerBytes int64 `json:"layer_bytes"`
+			}
+			if json.Unmarshal([]byte(line), &e) == nil {
+				deltaBytes, layerBytes = e.DeltaBytes, e.LayerBytes
+			}
+		}
+	}
+	return deltaBytes, layerBytes
 }
 
 // TestDeltaResumesAfterKill9: a child SIGKILLed while it fetches a layer as a delta over a slow
@@ -110,16 +134,7 @@ func TestDeltaResumesAfterKill9(t *testing.T) {
 	m.waitImage(t, 90*time.Second, "edge/src", "v1", want, m)
 	m.expectServes(t, map[string]v1.Image{"edge/src:v1": img})
 
-	var deltaBytes int64
-	for line := range strings.SplitSeq(child.logs(), "\n") {
-		if strings.Contains(line, `"layer rebuilt from a delta"`) {
-			var e struct {
-				DeltaBytes int64 `json:"delta_bytes"`
-			}
-			_ = json.Unmarshal([]byte(line), &e)
-			deltaBytes = e.DeltaBytes
-		}
-	}
+	deltaBytes, _ := rebuiltFromDelta(child.logs(), "")
 	if deltaBytes == 0 {
 		t.Fatalf("the restarted child did not rebuild the layer from a delta:\n%s", lastLine(child.logs()))
 	}

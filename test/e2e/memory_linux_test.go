@@ -3,8 +3,6 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -18,7 +16,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -120,15 +117,7 @@ func executableLayer(t *testing.T, exe []byte) v1.Layer {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	if _, err := zw.Write(raw.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return static.NewLayer(gz.Bytes(), types.OCILayer)
+	return gzipLayer(t, raw.Bytes())
 }
 
 // TestParentWithinMemoryLimit: a parent in a container with a memory limit of 320 MiB (a
@@ -193,17 +182,7 @@ func TestParentWithinMemoryLimit(t *testing.T) {
 	if !strings.Contains(logs, "binary patches left out") {
 		t.Errorf("the parent did not say it left patches out for its memory limit:\n%s", logs)
 	}
-	var deltaBytes, layerBytes int64
-	for line := range strings.SplitSeq(child.logs(), "\n") {
-		if strings.Contains(line, `"layer rebuilt from a delta"`) {
-			var e struct {
-				DeltaBytes int64 `json:"delta_bytes"`
-				LayerBytes int64 `json:"layer_bytes"`
-			}
-			_ = json.Unmarshal([]byte(line), &e)
-			deltaBytes, layerBytes = e.DeltaBytes, e.LayerBytes
-		}
-	}
+	deltaBytes, layerBytes := rebuiltFromDelta(child.logs(), "")
 	if deltaBytes == 0 {
 		t.Fatalf("the child did not get release 2's layer as a delta:\n%s", lastLine(child.logs()))
 	}

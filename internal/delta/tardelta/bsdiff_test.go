@@ -326,16 +326,23 @@ func TestApplyBsdiffErrors(t *testing.T) {
 	}
 }
 
+// goBuildTars returns a base tar holding a Go program among other files and a target where
+// the program is rebuilt (exetest.GoBuilds) and some files edited, and the new build.
+func goBuildTars(t *testing.T, seed uint64) (base, target, newBin []byte) {
+	t.Helper()
+	oldBin, newBin := exetest.GoBuilds(t)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	others := randomTree(rng, 10, 8<<10)
+	bt := append(others, tfile{name: "usr/local/bin/app", typ: '0', data: oldBin, mode: 0o755})
+	tt := append(mutate(rng, others, 2), tfile{name: "usr/local/bin/app", typ: '0', data: newBin, mode: 0o755, mtime: 1})
+	return buildTar(bt, tarOpts{}), buildTar(tt, tarOpts{}), newBin
+}
+
 // TestExediffGoBuilds: a rebuilt Go program goes as one EXEDIFF, smaller
 // than the BSDIFF a version 2 delta makes of it, and both rebuild exactly;
 // versions 2 and 3 refuse EXEDIFF, and a damaged one is reported.
 func TestExediffGoBuilds(t *testing.T) {
-	oldBin, newBin := exetest.GoBuilds(t)
-	rng := rand.New(rand.NewPCG(7, 7))
-	others := randomTree(rng, 10, 8<<10)
-	bt := append(others, tfile{name: "usr/local/bin/app", typ: '0', data: oldBin, mode: 0o755})
-	tt := append(mutate(rng, others, 2), tfile{name: "usr/local/bin/app", typ: '0', data: newBin, mode: 0o755, mtime: 1})
-	base, target := buildTar(bt, tarOpts{}), buildTar(tt, tarOpts{})
+	base, target, newBin := goBuildTars(t, 7)
 
 	delta, st := encodeApply(t, target, [][]byte{base}, Options{})
 	if st.Exediffs != 1 {
@@ -384,13 +391,8 @@ func TestExediffGoBuilds(t *testing.T) {
 // Options.PatchMemory goes as the patches of its segments, and BSDIFF is
 // left out the same way; the delta still rebuilds the tar exactly.
 func TestPatchMemory(t *testing.T) {
-	oldBin, newBin := exetest.GoBuilds(t)
-	rng := rand.New(rand.NewPCG(8, 8))
-	others := randomTree(rng, 10, 8<<10)
-	bt := append(others, tfile{name: "usr/local/bin/app", typ: '0', data: oldBin, mode: 0o755})
-	tt := append(mutate(rng, others, 2), tfile{name: "usr/local/bin/app", typ: '0', data: newBin, mode: 0o755, mtime: 1})
-	base, target := buildTar(bt, tarOpts{}), buildTar(tt, tarOpts{})
-	need := exediff.DiffMemory(int64(len(oldBin)), int64(len(newBin)))
+	base, target, newBin := goBuildTars(t, 8)
+	need := exediff.DiffMemory(int64(len(newBin)), int64(len(newBin))) // the new build is the larger
 
 	for _, c := range []struct {
 		budget   int64
