@@ -121,8 +121,8 @@ func executableLayer(t *testing.T, exe []byte) v1.Layer {
 }
 
 // TestParentWithinMemoryLimit: a parent in a container with a memory limit of 320 MiB (a
-// cgroup, as a pod's) serves a child the delta of a rebuilt executable (the outpost binary, 28 MB), whose
-// EXEDIFF would take it about 300 MiB more: it reads its limit at startup, leaves out the patches
+// cgroup, as a pod's) serves a child the delta of a rebuilt executable (the outpost binary,
+// 28 MB), whose EXEDIFF would take it about 300 MiB more: it reads its limit at startup, leaves out the patches
 // that do not fit, and sends a larger delta instead of being killed by the kernel. The child
 // serves the new image byte for byte.
 func TestParentWithinMemoryLimit(t *testing.T) {
