@@ -13,6 +13,7 @@ import (
 
 	"github.com/outpost-registry/outpost/internal/delta/recipe"
 	"github.com/outpost-registry/outpost/internal/delta/tardelta"
+	"github.com/outpost-registry/outpost/internal/iocount"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -62,7 +63,7 @@ func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []ta
 		return 0, fmt.Errorf("the plan's recipe: %w", err)
 	}
 	tarHash := sha256.New()
-	tarSize := &countWriter{w: tarHash, limit: 1 << 62}
+	tarSize := &iocount.Writer{W: tarHash}
 	out := io.MultiWriter(tarSize, zw)
 	switch plan.Format {
 	case acrapi.DeltaFormat, acrapi.DeltaFormatV4, acrapi.DeltaFormatV2, acrapi.DeltaFormatV1:
@@ -84,7 +85,7 @@ func Rebuild(ctx context.Context, plan acrapi.DeltaPlan, d io.Reader, bases []ta
 	if got := digest.NewDigestFromBytes(digest.SHA256, blobHash.Sum(nil)); got != want || counted.n != plan.LayerSize {
 		return 0, fmt.Errorf("%w: recompressed to %s (%d bytes), the layer is %s (%d bytes)", ErrMismatch, got, counted.n, want, plan.LayerSize)
 	}
-	return tarSize.n, nil
+	return tarSize.N, nil
 }
 
 // unzstd decompresses a FormatWhole stream into w, within the window bound.
@@ -131,7 +132,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // the tar: the child's decoder allocates the window the stream declares, and a 25 MiB layer
 // needs 32 MiB of it, not 64.
 func encodeWhole(ctx context.Context, tar io.Reader, size int64, w io.Writer) (int64, error) {
-	cw := &countWriter{w: w, limit: 1 << 62}
+	cw := &iocount.Writer{W: w}
 	window := wholeWindow
 	for window > 1<<20 && int64(window/2) >= size {
 		window /= 2
@@ -148,7 +149,7 @@ func encodeWhole(ctx context.Context, tar io.Reader, size int64, w io.Writer) (i
 	if err := enc.Close(); err != nil {
 		return 0, err
 	}
-	return cw.n, nil
+	return cw.N, nil
 }
 
 // Decompress writes the uncompressed tar of a compressed layer read from r to w: how a child
