@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/spf13/cobra"
@@ -25,6 +26,9 @@ func newServe(env Env) *cobra.Command {
 		cfg, src, err := nc.load(env)
 		if err != nil {
 			return err
+		}
+		if err := checkMemoryEnv(env.Environ); err != nil {
+			return usageError{err}
 		}
 		logOut := env.Stderr
 		if logOut == nil {
@@ -69,6 +73,19 @@ func newServe(env Env) *cobra.Command {
 func setMemoryLimit() (int64, error) {
 	return memlimit.Set(memlimit.WithRatio(0.9),
 		memlimit.WithProvider(memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem)))
+}
+
+// checkMemoryEnv refuses an AUTOMEMLIMIT that setMemoryLimit cannot use, which would otherwise
+// leave the node running without the limit its operator meant to set.
+func checkMemoryEnv(environ []string) error {
+	v, ok := lookupEnv(environ, "AUTOMEMLIMIT")
+	if !ok || v == "off" {
+		return nil
+	}
+	if r, err := strconv.ParseFloat(v, 64); err != nil || !(r > 0 && r <= 1) {
+		return fmt.Errorf("environment variable AUTOMEMLIMIT: %q is not a ratio of the container's memory: expected a number in (0, 1], such as 0.9, or off", v)
+	}
+	return nil
 }
 
 func logMemoryLimit(log *zap.Logger, limit int64, err error) {

@@ -50,6 +50,8 @@ func TestBadInput(t *testing.T) {
 			[]string{"log.level", "verbose", "bad-level.yaml line 2"}},
 		{"bad environment variable", []string{"OUTPOST_SHUTDOWNTIMEOUT=P1M"}, []string{"serve"},
 			[]string{"shutdownTimeout", "OUTPOST_SHUTDOWNTIMEOUT", "P1M"}},
+		{"bad memory ratio", []string{"AUTOMEMLIMIT=90%"}, []string{"serve"},
+			[]string{"AUTOMEMLIMIT", "90%", "(0, 1]"}},
 		{"unknown flag", nil, []string{"serve", "--no-such-flag"},
 			[]string{"--no-such-flag"}},
 		{"unwritable data directory", nil, []string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(notADir, "data")},
