@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	runtimemetrics "runtime/metrics"
 	"slices"
 	"strings"
 	stdsync "sync"
@@ -51,8 +53,34 @@ const maxHeld = 256
 
 // rebuildMemoryLimit is the Go heap's soft limit while a layer is rebuilt, so that the node stays
 // within about 128 MiB: the delta's own buffers are bounded (tardelta, zstd windows), the rest
-// is garbage the collector may leave until the heap doubles.
-const rebuildMemoryLimit = 96 << 20
+// is garbage the collector may leave until the heap doubles. rebuildBudget is the room the
+// rebuild gets above what the node already holds live, for a node that holds more (one that is
+// also a parent computing its children's deltas, whose live heap may be hundreds of MiB: a limit
+// below it would have the collector run without pause).
+const (
+	rebuildMemoryLimit = 96 << 20
+	rebuildBudget      = 80 << 20
+)
+
+// setMemoryLimit is debug.SetMemoryLimit; tests watch it.
+var setMemoryLimit = debug.SetMemoryLimit
+
+// rebuildLimit is the soft memory limit while a layer is rebuilt, given the limit in force and
+// the heap live before: never above the one in force (an operator's or the container's).
+func rebuildLimit(prev, live int64) int64 {
+	return min(prev, max(rebuildMemoryLimit, live+rebuildBudget))
+}
+
+// liveHeap is the heap found live by a collection run now.
+func liveHeap() int64 {
+	runtime.GC()
+	s := []runtimemetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	runtimemetrics.Read(s)
+	if s[0].Value.Kind() != runtimemetrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64())
+}
 
 // errNoDelta: this layer does not come as a delta; fetch it whole.
 var errNoDelta = errors.New("no delta")
@@ -519,10 +547,12 @@ func (e *Engine) rebuild(ctx context.Context, repo string, d Descriptor, plan ac
 	defer e.rebuilding.Unlock()
 	// A rebuild holds tens of MiB of decoder and compressor state; a soft memory limit makes the
 	// collector return it rather than let the heap double, and it goes back to the system after.
-	// (An operator's lower GOMEMLIMIT stays.)
-	if prev := debug.SetMemoryLimit(-1); prev > rebuildMemoryLimit {
-		debug.SetMemoryLimit(rebuildMemoryLimit)
-		defer debug.SetMemoryLimit(prev)
+	// (An operator's lower GOMEMLIMIT stays.) What the node holds live at the start (a parent's
+	// delta computation, say) is measured once: a computation started during the rebuild has
+	// the collector work harder for the rebuild's seconds, and is not stopped.
+	if prev := setMemoryLimit(-1); prev > rebuildMemoryLimit {
+		setMemoryLimit(rebuildLimit(prev, liveHeap()))
+		defer setMemoryLimit(prev)
 	}
 	defer debug.FreeOSMemory()
 	w, err := e.store.CreateUpload(ctx, repo)

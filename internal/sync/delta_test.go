@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -238,6 +241,61 @@ func TestDeltaSync(t *testing.T) {
 	t.Logf("application update: layer %d bytes, %d bytes over the link in all (%d with layer transfer)", size, s.BytesFromParent, s.LayerTransferBytes)
 	if n := plans.Load(); n != 1 {
 		t.Errorf("%d delta plans asked for 1 layer", n)
+	}
+}
+
+// TestRebuildLeavesRoomForLiveHeap: the soft memory limit of a rebuild sits above what the
+// node already holds live (here a 128 MiB stand-in for a parent's delta computation), not at
+// the 96 MiB a lone child gets, and the limit in force comes back after.
+func TestRebuildLeavesRoomForLiveHeap(t *testing.T) {
+	const ballastSize = 128 << 20
+	var mu gosync.Mutex
+	var limits []int64
+	sync.WatchMemoryLimit(t, func(l int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		limits = append(limits, l)
+	})
+	parent := deltaParent(t, nil)
+	parent.push(t, "team/app:v1", layeredImage(t, gzipLayer(t, tree(11, 30))))
+	child := newNode(t, nil)
+	e := newEngine(t, deltaOptions(t, parent, "team/app"), child)
+
+	before := debug.SetMemoryLimit(-1)
+	ballast := make([]byte, ballastSize)
+	s := e.RunPass(context.Background(), false)
+	runtime.KeepAlive(ballast)
+	if s.Result != "ok" || s.DeltaLayers != 1 {
+		t.Fatalf("pass: %+v; want the layer rebuilt from a delta", s)
+	}
+	requireSame(t, parent, child, "team/app:v1")
+	var set []int64
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range limits {
+		if l >= 0 {
+			set = append(set, l)
+		}
+	}
+	if len(set) != 2 || set[0] < ballastSize+80<<20 || set[0] > before || set[1] != before {
+		t.Errorf("limits set %v around the rebuild (limit in force %d); want one of at least %d, then %d back", set, before, ballastSize+80<<20, before)
+	}
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Errorf("memory limit %d after the pass, want %d", got, before)
+	}
+}
+
+func TestRebuildLimit(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct{ prev, live, want int64 }{
+		{math.MaxInt64, 10 * mib, 96 * mib},   // a lone child: the fixed limit
+		{math.MaxInt64, 300 * mib, 380 * mib}, // a busy parent: its live heap and the budget
+		{200 * mib, 300 * mib, 200 * mib},     // never above the limit in force
+		{64 * mib, 0, 64 * mib},
+	} {
+		if got := sync.RebuildLimit(c.prev, c.live); got != c.want {
+			t.Errorf("RebuildLimit(%d, %d) = %d, want %d", c.prev, c.live, got, c.want)
+		}
 	}
 }
 

@@ -21,3 +21,17 @@ var InventoryChanges = inventoryChanges
 // InventoryWalks is how many times the engine listed the layers of its store (walked every
 // tag's manifests).
 func (e *Engine) InventoryWalks() int64 { return e.heldWalks.Load() }
+
+// WatchMemoryLimit has f see every call the engine makes to debug.SetMemoryLimit, until the
+// test ends.
+func WatchMemoryLimit(t interface{ Cleanup(func()) }, f func(limit int64)) {
+	prev := setMemoryLimit
+	setMemoryLimit = func(limit int64) int64 {
+		f(limit)
+		return prev(limit)
+	}
+	t.Cleanup(func() { setMemoryLimit = prev })
+}
+
+// RebuildLimit is rebuildLimit.
+var RebuildLimit = rebuildLimit
