@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	useLegacyDeflate(log.Named("delta"))
 	// Every node can serve its children layers as deltas (they ask; it computes and caches).
 	deltas, err := delta.NewService(filepath.Join(reg.DataDir(), "outpost", "delta"), reg, log.Named("delta"),
-		delta.Limits{TarCache: deltaCacheBudget(reg.DataDir()), PatchMemory: deltaPatchMemory(debug.SetMemoryLimit(-1))})
+		deltaLimits(reg.DataDir(), debug.SetMemoryLimit(-1)))
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +161,13 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	return n, nil
 }
 
+// deltaLimits are what a node's delta service may take of its disk and memory (the Go memory
+// limit, memoryLimit).
+func deltaLimits(dataDir string, memoryLimit int64) delta.Limits {
+	return delta.Limits{TarCache: deltaCacheBudget(dataDir),
+		PatchMemory: deltaMemory(memoryLimit, patchReserve), WholeMemory: deltaMemory(memoryLimit, wholeReserve)}
+}
+
 // deltaCacheBudget bounds the uncompressed layers a node keeps to compute deltas for its
 // children: 4 GiB, or a tenth of the free space at start if that is less (an edge node's disk
 // holds its images first), but at least 256 MiB.
@@ -174,16 +181,22 @@ func deltaCacheBudget(dataDir string) int64 {
 
 // patchReserve is what a node's memory limit keeps from a delta's binary patches: the rest of
 // the delta computation (zstd encoders, the pipeline of blocks: 120–170 MiB measured on real
-// layers), serving, and a rebuild of the node's own when it is also a child.
-const patchReserve = 256 << 20
+// layers), serving, and a rebuild of the node's own when it is also a child. wholeReserve is
+// what it keeps from the encoder of a whole layer (a first image's), which is all that
+// computation holds: serving, and the node's own rebuild.
+const (
+	patchReserve = 256 << 20
+	wholeReserve = 128 << 20
+)
 
-// deltaPatchMemory is how much one binary patch of a delta may take under the Go memory limit
-// (see tardelta.Options.PatchMemory): the limit less patchReserve, and no bound without a limit.
-func deltaPatchMemory(limit int64) int64 {
+// deltaMemory is how much a part of a delta's computation may take under the Go memory limit
+// when reserve is kept for the rest: the limit less reserve, at least a byte (0 would mean no
+// bound), and no bound without a limit.
+func deltaMemory(limit, reserve int64) int64 {
 	if limit <= 0 || limit == math.MaxInt64 {
 		return 0
 	}
-	return max(limit-patchReserve, 1)
+	return max(limit-reserve, 1)
 }
 
 // routeOf names a request's route for logs and metrics.

@@ -52,8 +52,8 @@ type Service struct {
 	log *zap.Logger
 	// tarBudget bounds the uncompressed tars kept on disk; the least recently used go first.
 	tarBudget int64
-	// patchMemory is Limits.PatchMemory.
-	patchMemory int64
+	// patchMemory and wholeMemory are Limits'.
+	patchMemory, wholeMemory int64
 
 	mu   sync.Mutex
 	jobs map[string]*job // by plan key
@@ -93,6 +93,9 @@ type Limits struct {
 	// PatchMemory bounds the memory of one file's binary patch (tardelta.Options.PatchMemory;
 	// 0: no bound beyond the formats' own).
 	PatchMemory int64
+	// WholeMemory bounds the memory of FormatWhole's encoder, through its window (WholeMemory;
+	// 0: the largest window, 64 MiB, whatever it takes).
+	WholeMemory int64
 }
 
 // NewService keeps its cache in dir.
@@ -115,7 +118,8 @@ func NewService(dir string, src BlobSource, log *zap.Logger, limits Limits) (*Se
 	if tarBudget <= 0 {
 		tarBudget = 4 << 30
 	}
-	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, patchMemory: max(limits.PatchMemory, 0), jobs: map[string]*job{},
+	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, patchMemory: max(limits.PatchMemory, 0),
+		wholeMemory: max(limits.WholeMemory, 0), jobs: map[string]*job{},
 		sem: make(chan struct{}, 1), inventories: map[string]heldInventory{}}, nil
 }
 
@@ -334,7 +338,12 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		format = FormatWhole
 		stats.TargetBytes = targetIndex.Size
 		stats.LiteralIn = targetIndex.Size
-		stats.EncodedBytes, err = encodeWhole(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), targetIndex.Size, io.MultiWriter(tmp, h))
+		window := wholeWindowFor(targetIndex.Size, s.wholeMemory)
+		if window < wholeWindowFor(targetIndex.Size, 0) {
+			s.log.Info("whole layer compressed with a smaller window: a larger one would take more memory than this node allows; the delta is larger",
+				zap.Stringer("digest", target), zap.Int("window_bytes", window), zap.Int64("whole_memory_bytes", s.wholeMemory))
+		}
+		stats.EncodedBytes, err = encodeWhole(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), window, io.MultiWriter(tmp, h))
 	} else if tdVersion != 0 {
 		stats, err = tardelta.Encode(ctx, io.NewSectionReader(targetTar, 0, targetIndex.Size), tbases, io.MultiWriter(tmp, h), tardelta.Options{Version: tdVersion, PatchMemory: s.patchMemory})
 	} else {

@@ -1036,3 +1036,42 @@ func streamWindow(t *testing.T, path string) int64 {
 	}
 	return int64(h.WindowSize)
 }
+
+// TestWholeMemory: a parent with little memory sends a first image whole with a smaller zstd
+// window, whose encoder fits what it allows, and says so; the child rebuilds the exact layer.
+func TestWholeMemory(t *testing.T) {
+	t.Parallel()
+	src := newDiskBlobs(t)
+	b := src.putLayer(t, baseTree(5, 2*layerBytes()), dockerGzip) // larger than a 2 MiB window
+	for _, c := range []struct {
+		memory     int64
+		wantWindow int64 // at most
+		smaller    bool
+	}{
+		{0, 64 << 20, false},
+		{delta.WholeMemory(2 << 20), 2 << 20, true},
+		{delta.WholeMemory(2<<20) - 1, 1 << 20, true},
+	} {
+		t.Run(fmt.Sprint(c.memory), func(t *testing.T) {
+			t.Parallel()
+			log, logs := testLogger(t)
+			svc, err := delta.NewService(t.TempDir(), src, log, delta.Limits{WholeMemory: c.memory})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := mustPlan(t, svc, request(b))
+			checkPlan(t, p, b, delta.FormatWhole)
+			ch := newChild(t)
+			path := ch.fetch(svc, p)
+			w := streamWindow(t, path)
+			if w > c.wantWindow || c.memory > 0 && delta.WholeMemory(int(w)) > c.memory && w > 1<<20 {
+				t.Errorf("whole memory %d: a %d-byte window, want at most %d", c.memory, w, c.wantWindow)
+			}
+			if said := logs.FilterMessageSnippet("smaller window").Len() > 0; said != c.smaller {
+				t.Errorf("whole memory %d (window %d): logged a smaller window: %v, want %v", c.memory, w, said, c.smaller)
+			}
+			ch.mustRebuild(p, path, b)
+			t.Logf("whole memory %d: window %d, %d bytes", c.memory, w, p.Size)
+		})
+	}
+}
