@@ -246,16 +246,31 @@ func planKey(req acrapi.DeltaRequest) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// cachedPlan is a plan computed earlier, whose delta file is still there.
+// storedPlan is a plan as cached: with the memory bounds that made its delta larger, if any.
+type storedPlan struct {
+	acrapi.DeltaPlan
+	// PatchMemory and WholeMemory are Limits' when binary patches were left out, or the
+	// whole layer's window made smaller, for them; 0 otherwise.
+	PatchMemory int64 `json:"patchMemory,omitempty"`
+	WholeMemory int64 `json:"wholeMemory,omitempty"`
+}
+
+// cachedPlan is a plan computed earlier, whose delta file is still there, unless this node
+// now has more memory than the bound that made it larger: it is computed again, smaller.
 func (s *Service) cachedPlan(key string) (acrapi.DeltaPlan, bool) {
 	b, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".json"))
 	if err != nil {
 		return acrapi.DeltaPlan{}, false
 	}
-	var p acrapi.DeltaPlan
-	if json.Unmarshal(b, &p) != nil || p.ID == "" {
+	var sp storedPlan
+	if json.Unmarshal(b, &sp) != nil || sp.ID == "" {
 		return acrapi.DeltaPlan{}, false
 	}
+	if sp.PatchMemory > 0 && (s.patchMemory == 0 || s.patchMemory > sp.PatchMemory) ||
+		sp.WholeMemory > 0 && (s.wholeMemory == 0 || s.wholeMemory > sp.WholeMemory) {
+		return acrapi.DeltaPlan{}, false
+	}
+	p := sp.DeltaPlan
 	d, err := digest.Parse(p.ID)
 	if err != nil {
 		return acrapi.DeltaPlan{}, false
@@ -325,6 +340,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	h := sha256.New()
 	format := tdFormat
 	var stats tardelta.Stats
+	wholeLimited := false
 	layerSize := blobSize(ctx, s.src, req.Repository, target)
 	if len(tbases) == 0 && layerSize > 0 && layerSize*100 >= targetIndex.Size*95 {
 		// The layer hardly compresses (random or already compressed data): no stream will be
@@ -339,7 +355,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		stats.TargetBytes = targetIndex.Size
 		stats.LiteralIn = targetIndex.Size
 		window := wholeWindowFor(targetIndex.Size, s.wholeMemory)
-		if window < wholeWindowFor(targetIndex.Size, 0) {
+		if wholeLimited = window < wholeWindowFor(targetIndex.Size, 0); wholeLimited {
 			s.log.Info("whole layer compressed with a smaller window: a larger one would take more memory than this node allows; the delta is larger",
 				zap.Stringer("digest", target), zap.Int("window_bytes", window), zap.Int64("whole_memory_bytes", s.wholeMemory))
 		}
@@ -371,7 +387,14 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	rb, _ := json.Marshal(f.Recipe)
 	plan := acrapi.DeltaPlan{ID: id.String(), Format: format, Size: stats.EncodedBytes, Bases: names,
 		Recipe: rb, Splits: f.Splits, DiffID: f.DiffID, Digest: target.String(), LayerSize: layerSize}
-	pb, _ := json.Marshal(plan)
+	sp := storedPlan{DeltaPlan: plan}
+	if stats.OverMemory > 0 {
+		sp.PatchMemory = s.patchMemory
+	}
+	if wholeLimited {
+		sp.WholeMemory = s.wholeMemory
+	}
+	pb, _ := json.Marshal(sp)
 	if err := atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), pb, 0o600); err != nil {
 		return acrapi.DeltaPlan{}, err
 	}

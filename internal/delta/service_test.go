@@ -26,6 +26,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/internal/delta/recipe"
@@ -1073,5 +1074,44 @@ func TestWholeMemory(t *testing.T) {
 			ch.mustRebuild(p, path, b)
 			t.Logf("whole memory %d: window %d, %d bytes", c.memory, w, p.Size)
 		})
+	}
+}
+
+// TestPlanRecomputedWithMoreMemory: a delta made larger by the node's memory bounds (here a
+// whole layer's smaller window; binary patches left out are recorded the same way) is served
+// from the cache while the bounds stay, and computed again, smaller, once the node has more.
+func TestPlanRecomputedWithMoreMemory(t *testing.T) {
+	t.Parallel()
+	src := newDiskBlobs(t)
+	b := src.putLayer(t, baseTree(6, 2*layerBytes()), dockerGzip)
+	dir := t.TempDir()
+	service := func(l delta.Limits) (*delta.Service, *observer.ObservedLogs) {
+		log, logs := testLogger(t)
+		svc, err := delta.NewService(dir, src, log, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc, logs
+	}
+	small := delta.Limits{WholeMemory: 1}
+	svc, logs := service(small)
+	tight := mustPlan(t, svc, request(b))
+	if logs.FilterMessageSnippet("smaller window").Len() == 0 {
+		t.Fatalf("a whole-memory bound of 1 byte did not make the window smaller (%s)", delta.Describe(tight))
+	}
+	again, logs := service(small)
+	if p := mustPlan(t, again, request(b)); p.ID != tight.ID || computed(logs) != 0 {
+		t.Errorf("under the same bound the delta was computed again (%d) or changed", computed(logs))
+	}
+	roomy, logs := service(delta.Limits{})
+	p := mustPlan(t, roomy, request(b))
+	if computed(logs) != 1 || p.Size >= tight.Size {
+		t.Errorf("with no bound: %d computations and a %d-byte delta; want one, smaller than %d bytes", computed(logs), p.Size, tight.Size)
+	}
+	ch := newChild(t)
+	ch.mustRebuild(p, ch.fetch(roomy, p), b)
+	// Computed without a bound, it stays whatever the bound later.
+	if p2 := mustPlan(t, again, request(b)); p2.ID != p.ID {
+		t.Errorf("the delta computed with more memory was replaced by %s", delta.Describe(p2))
 	}
 }
