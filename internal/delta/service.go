@@ -255,33 +255,66 @@ type storedPlan struct {
 	WholeMemory int64 `json:"wholeMemory,omitempty"`
 }
 
-// cachedPlan is a plan computed earlier, whose delta file is still there, unless this node
-// now has more memory than the bound that made it larger: it is computed again, smaller.
+// cachedPlan is a plan computed earlier for the same request (planKey).
 func (s *Service) cachedPlan(key string) (acrapi.DeltaPlan, bool) {
-	b, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".json"))
-	if err != nil {
-		return acrapi.DeltaPlan{}, false
-	}
+	sp, ok := s.loadPlan(key)
+	return sp.DeltaPlan, ok
+}
+
+// loadPlan reads the plan stored under key (planKey or deltaKey), whose delta file is still
+// there, unless this node now has more memory than the bound that made it larger: it is
+// computed again, smaller.
+func (s *Service) loadPlan(key string) (storedPlan, bool) {
 	var sp storedPlan
-	if json.Unmarshal(b, &sp) != nil || sp.ID == "" {
-		return acrapi.DeltaPlan{}, false
+	b, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".json"))
+	if err != nil || json.Unmarshal(b, &sp) != nil || sp.ID == "" {
+		return storedPlan{}, false
 	}
 	if sp.PatchMemory > 0 && (s.patchMemory == 0 || s.patchMemory > sp.PatchMemory) ||
 		sp.WholeMemory > 0 && (s.wholeMemory == 0 || s.wholeMemory > sp.WholeMemory) {
-		return acrapi.DeltaPlan{}, false
+		return storedPlan{}, false
 	}
-	p := sp.DeltaPlan
-	d, err := digest.Parse(p.ID)
+	d, err := digest.Parse(sp.ID)
 	if err != nil {
-		return acrapi.DeltaPlan{}, false
+		return storedPlan{}, false
 	}
 	path := filepath.Join(s.dir, "deltas", d.Encoded())
 	if !exists(path) {
-		return acrapi.DeltaPlan{}, false
+		return storedPlan{}, false
 	}
 	now := time.Now()
 	_ = os.Chtimes(path, now, now) // recently used
-	return p, true
+	return sp, true
+}
+
+// deltaKey names a delta by what makes its bytes: the target, the format, and the bases
+// chosen, in order. Children that offer different layers but get the same bases (an
+// inventory lists every image a child holds, most of them no base of this layer) share it.
+func deltaKey(target digest.Digest, format string, bases []string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n", acrapi.DeltaFormat, target, format)
+	for _, b := range bases {
+		fmt.Fprintf(h, "%s\n", b)
+	}
+	return "d-" + hex.EncodeToString(h.Sum(nil))
+}
+
+// storePlan records a computed plan, or a refusal, for the request (planKey) and for the delta
+// (deltaKey).
+func (s *Service) storePlan(sp *storedPlan, refused string, keys ...string) error {
+	for _, key := range keys {
+		var err error
+		if sp == nil {
+			err = atomicfile.Write(filepath.Join(s.dir, "plans", key+".refused"), []byte(refused), 0o600)
+		} else {
+			b, _ := json.Marshal(sp)
+			err = atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), b, 0o600)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // facts are what is cached of a blob: how to reproduce it, and its uncompressed digest.
@@ -331,6 +364,28 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		names = append(names, b.digest.String())
 		defer b.file.Close()
 	}
+	layerSize := blobSize(ctx, s.src, req.Repository, target)
+	if len(tbases) == 0 && layerSize > 0 && layerSize*100 >= targetIndex.Size*95 {
+		// The layer hardly compresses (random or already compressed data): no stream will be
+		// much smaller, and trying costs seconds of CPU per layer.
+		reason := fmt.Sprintf("the layer's %d bytes hold a %d-byte tar that does not compress", layerSize, targetIndex.Size)
+		_ = s.storePlan(nil, reason, key)
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+	}
+	format := tdFormat
+	if len(tbases) == 0 && slices.Contains(req.Formats, FormatWhole) {
+		format = FormatWhole
+	}
+	dkey := deltaKey(target, format, names)
+	if sp, ok := s.loadPlan(dkey); ok {
+		// Another child offered other layers, and got the same bases.
+		s.log.Info("delta reused", zap.Stringer("digest", target), zap.Strings("bases", names), zap.Int64("delta_bytes", sp.Size))
+		return sp.DeltaPlan, s.storePlan(&sp, "", key)
+	}
+	if reason, err := os.ReadFile(filepath.Join(s.dir, "plans", dkey+".refused")); err == nil {
+		_ = s.storePlan(nil, string(reason), key)
+		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+	}
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "delta-*")
 	if err != nil {
 		return acrapi.DeltaPlan{}, err
@@ -338,20 +393,10 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	h := sha256.New()
-	format := tdFormat
 	var stats tardelta.Stats
 	wholeLimited := false
-	layerSize := blobSize(ctx, s.src, req.Repository, target)
-	if len(tbases) == 0 && layerSize > 0 && layerSize*100 >= targetIndex.Size*95 {
-		// The layer hardly compresses (random or already compressed data): no stream will be
-		// much smaller, and trying costs seconds of CPU per layer.
-		reason := fmt.Sprintf("the layer's %d bytes hold a %d-byte tar that does not compress", layerSize, targetIndex.Size)
-		_ = atomicfile.Write(filepath.Join(s.dir, "plans", key+".refused"), []byte(reason), 0o600)
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
-	}
-	if len(tbases) == 0 && slices.Contains(req.Formats, FormatWhole) {
+	if format == FormatWhole {
 		// Nothing to copy from: the whole tar, compressed far better than the gzip blob.
-		format = FormatWhole
 		stats.TargetBytes = targetIndex.Size
 		stats.LiteralIn = targetIndex.Size
 		window := wholeWindowFor(targetIndex.Size, s.wholeMemory)
@@ -376,7 +421,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		s.log.Info("delta not smaller than the layer", zap.Stringer("digest", target), zap.Int64("delta_bytes", stats.EncodedBytes), zap.Int64("layer_bytes", size))
 		reason := fmt.Sprintf("a delta would be %d bytes, the layer is %d", stats.EncodedBytes, size)
 		// Remembered, so that the next child asking the same is answered at once.
-		_ = atomicfile.Write(filepath.Join(s.dir, "plans", key+".refused"), []byte(reason), 0o600)
+		_ = s.storePlan(nil, reason, key, dkey)
 		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	id := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
@@ -394,8 +439,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if wholeLimited {
 		sp.WholeMemory = s.wholeMemory
 	}
-	pb, _ := json.Marshal(sp)
-	if err := atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), pb, 0o600); err != nil {
+	if err := s.storePlan(&sp, "", dkey, key); err != nil {
 		return acrapi.DeltaPlan{}, err
 	}
 	s.log.Info("delta computed", zap.Stringer("digest", target), zap.Strings("bases", names), zap.Int64("layer_bytes", plan.LayerSize),

@@ -130,7 +130,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // TestPlanCached answers the same request from the cache, also after a restart, and a request
-// offering the same layers in another order with a plan of its own.
+// offering the same layers in another order, or more that are no base, with the same delta.
 func TestPlanCached(t *testing.T) {
 	t.Parallel()
 	base := baseTree(1, layerBytes())
@@ -179,20 +179,30 @@ func TestPlanCached(t *testing.T) {
 		t.Errorf("after a restart: plan %+v, %d computed; want the cached one", p3, computed(logs))
 	}
 
-	// The same layers in another order: a plan of its own, as valid.
+	// The same layers in another order, and with an unrelated one more: other requests, whose
+	// bases are the same (the layer at the same position first; the other one shares
+	// directories and links), so the delta is not computed again.
 	rev := req
 	rev.Have = slices.Clone(req.Have)
 	slices.Reverse(rev.Have)
+	unrelated := src.putBytes(t, gzipBytes(t, []byte("not a tar, and no base")))
+	rev.Have = append(rev.Have, acrapi.HeldLayer{Digest: unrelated.digest.String(), Repository: "other/repo"})
 	p4 := mustPlan(t, svc2, rev)
-	if computed(logs) != 2 {
-		t.Errorf("%d deltas computed, want 2", computed(logs))
+	if computed(logs) != 1 || logs.FilterMessage("delta reused").Len() != 1 || p4.ID != p1.ID {
+		t.Errorf("%d deltas computed, %d reused, the same delta: %t; want the first one reused", computed(logs), logs.FilterMessage("delta reused").Len(), p4.ID == p1.ID)
 	}
-	// The layer at the same position comes first; the other one shares directories and links.
 	checkPlan(t, p4, b2, acrapi.DeltaFormat, []blob{b1, other}[:len(p4.Bases)]...)
+	if p5 := mustPlan(t, svc2, rev); p5.ID != p4.ID || logs.FilterMessage("delta reused").Len() != 1 {
+		t.Errorf("asked again, the reused plan was not the request's own (%d reused)", logs.FilterMessage("delta reused").Len())
+	}
+	// Other bases: another delta.
+	p6 := mustPlan(t, svc2, request(b2, other))
+	if computed(logs) != 2 || p6.ID == p1.ID {
+		t.Errorf("with other bases: %d deltas computed (want 2), the same delta: %t", computed(logs), p6.ID == p1.ID)
+	}
 	ch := newChild(t, b1, other)
 	ch.mustRebuild(p4, ch.fetch(svc2, p4), b2)
-	ch.mustRebuild(p1, ch.fetch(svc, p1), b2)
-	t.Logf("reversed order: %s (same delta: %t)", delta.Describe(p4), p4.ID == p1.ID)
+	ch.mustRebuild(p6, ch.fetch(svc2, p6), b2)
 }
 
 // TestPlanConcurrentRequests: children asking for the same delta at once share one computation.

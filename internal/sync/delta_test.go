@@ -32,7 +32,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/outpost-registry/outpost/internal/acr"
@@ -49,6 +52,15 @@ const deltaAdminPassword = "delta-test-admin-password"
 // if set, wraps the delta routes (to cut or corrupt them).
 func deltaParent(t *testing.T, fault func(http.Handler) http.Handler) *node {
 	t.Helper()
+	n, _ := deltaParentLogged(t, fault)
+	return n
+}
+
+// deltaParentLogged is deltaParent, with its delta service's log.
+func deltaParentLogged(t *testing.T, fault func(http.Handler) http.Handler) (*node, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.InfoLevel)
+	deltaLog := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
 	dir := t.TempDir()
 	cp, err := controlplane.Open(filepath.Join(dir, "cp.db"), controlplane.WithPasswordCost(bcrypt.MinCost))
 	if err != nil {
@@ -67,7 +79,7 @@ func deltaParent(t *testing.T, fault func(http.Handler) http.Handler) *node {
 		var plain, faulted http.Handler
 		acrHandler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			once.Do(func() {
-				deltas, err := delta.NewService(filepath.Join(dir, "delta"), n.reg, zaptest.NewLogger(t), delta.Limits{})
+				deltas, err := delta.NewService(filepath.Join(dir, "delta"), n.reg, deltaLog, delta.Limits{})
 				if err != nil {
 					t.Error(err)
 				}
@@ -87,7 +99,7 @@ func deltaParent(t *testing.T, fault func(http.Handler) http.Handler) *node {
 		r.PathPrefix("/v2").Handler(v2)
 		return r
 	})
-	return n
+	return n, logs
 }
 
 // deltaOptions are engine options for a child of a deltaParent.
@@ -296,6 +308,43 @@ func TestRebuildLimit(t *testing.T) {
 		if got := sync.RebuildLimit(c.prev, c.live); got != c.want {
 			t.Errorf("RebuildLimit(%d, %d) = %d, want %d", c.prev, c.live, got, c.want)
 		}
+	}
+}
+
+// TestDeltaSharedAcrossChildren: children that hold different images but the same previous
+// release get one delta for the update, computed once, though each offers other layers.
+func TestDeltaSharedAcrossChildren(t *testing.T) {
+	parent, logs := deltaParentLogged(t, nil)
+	base, app1 := tree(21, 40), tree(22, 30)
+	baseLayer := gzipLayer(t, base)
+	parent.push(t, "team/app:v1", layeredImage(t, baseLayer, gzipLayer(t, app1)))
+	other := map[string][]byte{}
+	for name, b := range tree(23, 20) {
+		other["srv/tools/"+name] = b
+	}
+	parent.push(t, "team/tools:v1", layeredImage(t, gzipLayer(t, other)))
+
+	var engines []*sync.Engine
+	var children []*node
+	for _, repos := range [][]string{{"team/app"}, {"team/app", "team/tools"}} {
+		child := newNode(t, nil)
+		e := newEngine(t, deltaOptions(t, parent, repos...), child)
+		if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+			t.Fatalf("first pass of a child of %v: %+v", repos, s)
+		}
+		engines, children = append(engines, e), append(children, child)
+	}
+	before := logs.FilterMessage("delta computed").Len()
+
+	parent.push(t, "team/app:v2", layeredImage(t, baseLayer, gzipLayer(t, edited(app1))))
+	for i, e := range engines {
+		if s := e.RunPass(context.Background(), false); s.Result != "ok" || s.DeltaLayers != 1 {
+			t.Fatalf("child %d: %+v; want the update as a delta", i, s)
+		}
+		requireSame(t, parent, children[i], "team/app:v2")
+	}
+	if computed, reused := logs.FilterMessage("delta computed").Len()-before, logs.FilterMessage("delta reused").Len(); computed != 1 || reused < 1 {
+		t.Errorf("the update's delta computed %d times and reused %d times for two children; want once, then reused", computed, reused)
 	}
 }
 
