@@ -54,6 +54,7 @@ type Node struct {
 	engine   *syncengine.Engine  // nil without a parent
 	control  *controlplane.Store // the definitions of connected registries (a replica on a connected one)
 	auth     *auth.Authenticator // who may do what, on /v2 and /acr
+	deltas   *delta.Service      // the deltas this node computes for its children
 	// adminPassword is the admin password generated at this first start, to show once.
 	adminPassword string
 	storage       *observe.StorageCollector
@@ -121,6 +122,7 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 	if err != nil {
 		return nil, err
 	}
+	n.deltas = deltas
 	if cfg.HasParent() {
 		n.engine, err = n.newEngine(cfg, reg, log.Named("sync"))
 		if err != nil {

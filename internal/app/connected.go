@@ -53,8 +53,9 @@ func (n *Node) describe(r *acrapi.StatusReport) {
 	}
 }
 
-// clientChanged logs a client's push or delete for this node's children, and queues a push on
-// a connected (hence ReadWrite: ReadOnly refuses pushes) registry for its parent.
+// clientChanged logs a client's push or delete for this node's children and prepares the
+// deltas they will ask for, and queues a push on a connected (hence ReadWrite: ReadOnly
+// refuses pushes) registry for its parent.
 func (n *Node) clientChanged(p registry.Pushed) {
 	e := acrapi.Event{Repository: p.Repository, Tag: p.Tag, Digest: p.Digest.String(), Action: acrapi.EventPush}
 	switch {
@@ -66,6 +67,9 @@ func (n *Node) clientChanged(p registry.Pushed) {
 		return // pushed by digest: the tagged manifest that references it makes the event
 	}
 	n.appendEvent(e)
+	if e.Action == acrapi.EventPush && !p.Referrer {
+		n.deltas.Prepare(p.Repository, p.Digest)
+	}
 	if n.engine != nil {
 		n.engine.StoreChanged()
 	}
@@ -76,8 +80,12 @@ func (n *Node) clientChanged(p registry.Pushed) {
 	}
 }
 
-// syncChanged logs a tag the sync engine stored or removed, for this node's children.
+// syncChanged logs a tag the sync engine stored or removed, for this node's children, and
+// prepares the deltas they will ask for.
 func (n *Node) syncChanged(repo, tag string, d digest.Digest, action string) {
+	if action == acrapi.EventPush && d != "" {
+		n.deltas.Prepare(repo, d) // for this node's own children
+	}
 	if n.control == nil {
 		return
 	}

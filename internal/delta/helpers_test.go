@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -382,6 +383,22 @@ func (b *diskBlobs) OpenBlob(ctx context.Context, repo string, dgst digest.Diges
 		return nil, 0, err
 	}
 	return f, fi.Size(), nil
+}
+
+// GetManifest reads a manifest stored with putBytes, as the registry's manifest store would
+// (diskBlobs keeps manifests and layers alike, by digest).
+func (b *diskBlobs) GetManifest(ctx context.Context, repo string, d digest.Digest) (string, []byte, error) {
+	rc, _, err := b.OpenBlob(ctx, repo, d)
+	if err != nil {
+		return "", nil, err
+	}
+	defer rc.Close()
+	raw, err := io.ReadAll(rc)
+	var m struct {
+		MediaType string `json:"mediaType"`
+	}
+	_ = json.Unmarshal(raw, &m)
+	return m.MediaType, raw, err
 }
 
 // blob is a layer blob in a diskBlobs.

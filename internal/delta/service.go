@@ -57,6 +57,11 @@ type Service struct {
 
 	mu   sync.Mutex
 	jobs map[string]*job // by plan key
+	// prepareQueue, preparing and prepareIdle are Prepare's: the images waiting, whether a
+	// goroutine works through them, and a channel closed once it is done.
+	prepareQueue []prepareItem
+	preparing    bool
+	prepareIdle  chan struct{}
 	// sem bounds concurrent encodings: each holds tens of MiB of zstd tables and a core.
 	sem chan struct{}
 

@@ -34,15 +34,10 @@ import (
 // problem — a parent that does not speak delta, no recipe for the layer, a bad delta — falls
 // back to fetching the blob itself, so delta can only save bytes, never fail a sync.
 
-// layerMediaTypes are the layers that may come as deltas: compressed tars.
-var layerMediaTypes = []string{
-	v1.MediaTypeImageLayerGzip, v1.MediaTypeImageLayerZstd, "application/vnd.docker.image.rootfs.diff.tar.gzip",
-}
-
 // deltaLayer tells whether d may travel as a delta, or be a delta's base: a layer of an image
 // manifest (it has a position) that is a compressed tar.
 func (d Descriptor) deltaLayer() bool {
-	return d.position > 0 && slices.Contains(layerMediaTypes, d.MediaType)
+	return d.position > 0 && slices.Contains(delta.LayerMediaTypes, d.MediaType)
 }
 
 // deltaPendingLimit bounds how long the node waits for its parent to compute a delta.

@@ -1,0 +1,203 @@
+package delta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.uber.org/zap"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// ManifestSource reads the parent's manifests; a BlobSource that is one lets Prepare work.
+type ManifestSource interface {
+	GetManifest(ctx context.Context, repo string, d digest.Digest) (mediaType string, raw []byte, err error)
+}
+
+// LayerMediaTypes are the layers that may travel as deltas, or be bases: compressed tars.
+var LayerMediaTypes = []string{
+	v1.MediaTypeImageLayerGzip, v1.MediaTypeImageLayerZstd, "application/vnd.docker.image.rootfs.diff.tar.gzip",
+}
+
+// Bounds of the work Prepare queues: images waiting, and image manifests of one index.
+const (
+	maxPrepareQueue    = 64
+	maxPreparePlatform = 8
+)
+
+type prepareItem struct {
+	repo     string
+	manifest digest.Digest
+}
+
+// Prepare computes, in the background, the deltas this node's children will ask for the image
+// just stored as manifest in repo, so that a child's sync window goes to the transfer rather
+// than to waiting for the parent: for every child that reported an inventory holding a layer of
+// repo (an earlier release), each layer of the image it lacks, offered what the child will
+// offer (its inventory, the formats of this release). A child whose request differs (older,
+// other permissions) gets its delta computed when it asks, as without Prepare; one asking while
+// the delta is computed waits for that computation. Prepare does not block; images beyond a
+// queue of 64 are left to be computed on demand.
+func (s *Service) Prepare(repo string, manifest digest.Digest) {
+	if _, ok := s.src.(ManifestSource); !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.prepareQueue) >= maxPrepareQueue {
+		s.log.Info("deltas not prepared: too many images queued; they are computed when children ask", zap.String("repository", repo), zap.Stringer("manifest", manifest))
+		return
+	}
+	s.prepareQueue = append(s.prepareQueue, prepareItem{repo, manifest})
+	if !s.preparing {
+		s.preparing = true
+		s.prepareIdle = make(chan struct{})
+		go s.prepareLoop()
+	}
+}
+
+// PrepareIdle is closed once no image is queued for Prepare (at once if none ever was).
+func (s *Service) PrepareIdle() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.preparing {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return s.prepareIdle
+}
+
+// prepareLoop works through the queue one image at a time, then ends.
+func (s *Service) prepareLoop() {
+	for {
+		s.mu.Lock()
+		if len(s.prepareQueue) == 0 {
+			s.preparing = false
+			close(s.prepareIdle)
+			s.mu.Unlock()
+			return
+		}
+		it := s.prepareQueue[0]
+		s.prepareQueue = s.prepareQueue[1:]
+		s.mu.Unlock()
+		s.prepare(context.Background(), it.repo, it.manifest)
+	}
+}
+
+// prepare computes the deltas of one image (an index: of its first image manifests).
+func (s *Service) prepare(ctx context.Context, repo string, manifest digest.Digest) {
+	layers, err := s.imageLayers(ctx, repo, manifest)
+	if err != nil {
+		s.log.Debug("no deltas prepared: the manifest cannot be read", zap.String("repository", repo), zap.Stringer("manifest", manifest), zap.Error(err))
+		return
+	}
+	if len(layers) == 0 {
+		return
+	}
+	prepared, cached := 0, 0
+	for _, inv := range s.inventoriesHolding(repo) {
+		held := make(map[string]bool, len(inv))
+		for _, l := range inv {
+			held[l.Digest] = true
+		}
+		for _, l := range layers {
+			if held[l.Digest] {
+				continue
+			}
+			req := acrapi.DeltaRequest{Repository: repo, Digest: l.Digest, Size: l.Size, Position: l.Position, Have: inv, Formats: Formats}
+			key := planKey(req)
+			if _, ok := s.cachedPlan(key); ok || exists(filepath.Join(s.dir, "plans", key+".refused")) {
+				cached++
+				continue
+			}
+			// Plan, with no deadline of a child's: wait for the computation to end, so that
+			// preparing never runs two at once beside the children's own.
+			for {
+				_, err := s.Plan(ctx, req)
+				if !errors.Is(err, ErrPending) {
+					break
+				}
+			}
+			prepared++
+		}
+	}
+	if prepared > 0 {
+		s.log.Info("deltas prepared for children", zap.String("repository", repo), zap.Stringer("manifest", manifest),
+			zap.Int("prepared", prepared), zap.Int("already_cached", cached))
+	}
+}
+
+// imageLayer is a layer of an image manifest that may travel as a delta.
+type imageLayer struct {
+	Digest   string
+	Size     int64
+	Position int
+}
+
+// imageLayers lists the layers of manifest that may travel as deltas, with their positions; an
+// index's image manifests' (the first maxPreparePlatform).
+func (s *Service) imageLayers(ctx context.Context, repo string, manifest digest.Digest) ([]imageLayer, error) {
+	ms := s.src.(ManifestSource)
+	_, raw, err := ms.GetManifest(ctx, repo, manifest)
+	if err != nil {
+		return nil, err
+	}
+	var m struct {
+		Layers    []v1.Descriptor `json:"layers"`
+		Manifests []v1.Descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	var out []imageLayer
+	for i, l := range m.Layers {
+		if slices.Contains(LayerMediaTypes, l.MediaType) {
+			out = append(out, imageLayer{Digest: l.Digest.String(), Size: l.Size, Position: i})
+		}
+	}
+	platforms := 0
+	for _, d := range m.Manifests {
+		if platforms == maxPreparePlatform || len(m.Layers) > 0 {
+			break
+		}
+		if d.MediaType != v1.MediaTypeImageManifest && d.MediaType != "application/vnd.docker.distribution.manifest.v2+json" {
+			continue
+		}
+		platforms++
+		sub, err := s.imageLayers(ctx, repo, d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sub...)
+	}
+	return out, nil
+}
+
+// inventoriesHolding returns the inventories of the children that hold a layer of repo, as
+// their delta requests offer them.
+func (s *Service) inventoriesHolding(repo string) [][]acrapi.HeldLayer {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "inventories"))
+	if err != nil {
+		return nil
+	}
+	var out [][]acrapi.HeldLayer
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		_, layers, ok := s.Inventory(name)
+		if ok && slices.ContainsFunc(layers, func(l acrapi.HeldLayer) bool { return l.Repository == repo }) {
+			out = append(out, layers)
+		}
+	}
+	return out
+}

@@ -1,0 +1,105 @@
+package delta_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
+)
+
+// imageManifest stores an OCI image manifest of these gzip layers and returns its digest.
+func imageManifest(t *testing.T, src *diskBlobs, layers ...blob) digest.Digest {
+	t.Helper()
+	m := v1.Manifest{MediaType: v1.MediaTypeImageManifest,
+		Config: v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.FromString("{}"), Size: 2}}
+	m.SchemaVersion = 2
+	for _, l := range layers {
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: v1.MediaTypeImageLayerGzip, Digest: l.digest, Size: l.size})
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src.putBytes(t, raw).digest
+}
+
+func waitPrepared(t *testing.T, svc interface{ PrepareIdle() <-chan struct{} }) {
+	t.Helper()
+	select {
+	case <-svc.PrepareIdle():
+	case <-time.After(5 * time.Minute):
+		t.Fatal("Prepare did not finish within 5 minutes")
+	}
+}
+
+// TestPrepare: once an image is stored, the deltas a child that holds an earlier release will
+// ask for are computed before it asks, also for an index's images; the child's request is then
+// answered from the cache. A child holding nothing of the repository gets nothing prepared.
+func TestPrepare(t *testing.T) {
+	t.Parallel()
+	src := newDiskBlobs(t)
+	base := baseTree(9, layerBytes())
+	b1 := src.putLayer(t, base, dockerGzip)
+	b2 := src.putLayer(t, base.v2(10), dockerGzip)
+	b3 := src.putLayer(t, base.v2(11), dockerGzip)
+	other := src.putLayer(t, baseTree(12, layerBytes()/4), dockerGzip)
+	svc, logs := newService(t, src)
+
+	site := []acrapi.HeldLayer{{Digest: b1.digest.String(), Repository: testRepo, Position: 0}}
+	elsewhere := []acrapi.HeldLayer{{Digest: other.digest.String(), Repository: "other/repo", Position: 0}}
+	for name, inv := range map[string][]acrapi.HeldLayer{"site-a": site, "site-b": elsewhere} {
+		if err := svc.SetInventory(name, acrapi.InventoryHash(inv), inv); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	svc.Prepare(testRepo, imageManifest(t, src, b2))
+	waitPrepared(t, svc)
+	if n := computed(logs); n != 1 || logs.FilterMessage("deltas prepared for children").Len() != 1 {
+		t.Fatalf("%d deltas computed, %d preparations logged; want the one site-a will ask for", n, logs.FilterMessage("deltas prepared for children").Len())
+	}
+	// site-a asks as the /acr handler passes its request on: its inventory as Have.
+	req := request(b2, b1)
+	req.Have = site
+	start := time.Now()
+	p := mustPlan(t, svc, req)
+	took := time.Since(start)
+	if computed(logs) != 1 {
+		t.Errorf("site-a's request computed the delta again")
+	}
+	checkPlan(t, p, b2, acrapi.DeltaFormat, b1)
+	ch := newChild(t, b1)
+	ch.mustRebuild(p, ch.fetch(svc, p), b2)
+	t.Logf("site-a's plan answered in %v: %s", took.Round(time.Microsecond), p.ID)
+
+	// The same image again (tagged twice): nothing more.
+	svc.Prepare(testRepo, imageManifest(t, src, b2))
+	waitPrepared(t, svc)
+	if computed(logs) != 1 || logs.FilterMessage("deltas prepared for children").Len() != 1 {
+		t.Errorf("the same image prepared again: %d computed", computed(logs))
+	}
+
+	// An index: its image's layers.
+	index := v1.Index{MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{
+		{MediaType: v1.MediaTypeImageManifest, Digest: imageManifest(t, src, b3), Size: 1,
+			Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}}}
+	index.SchemaVersion = 2
+	raw, err := json.Marshal(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Prepare(testRepo, src.putBytes(t, raw).digest)
+	waitPrepared(t, svc)
+	if computed(logs) != 2 {
+		t.Errorf("%d deltas computed after an index was stored, want 2", computed(logs))
+	}
+	req3 := request(b3, b1)
+	req3.Have = site
+	if p3 := mustPlan(t, svc, req3); computed(logs) != 2 {
+		t.Errorf("the index's layer was computed again when asked for: %s", p3.ID)
+	}
+}

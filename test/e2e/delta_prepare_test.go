@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// TestDeltaPreparedBeforeTheChildAsks: a push to the root has it compute the delta its
+// connected registry will ask for, from the inventory the site reported, while the site is
+// offline; back online, the site gets the update as that delta, which the root does not
+// compute again.
+func TestDeltaPreparedBeforeTheChildAsks(t *testing.T) {
+	t.Parallel()
+	const adminPassword = "prepare-admin-password-0123"
+	const repo = "edge/prep"
+	rootData := t.TempDir()
+	root := startMember(t, "root", nodeOptions{dataDir: rootData, env: []string{"OUTPOST_ADMIN_PASSWORD=" + adminPassword}})
+	cli := &admin{t: t, root: root, password: adminPassword}
+	cli.must("create", "--name", "siteA", "--mode", "ReadOnly", "--repository", repo, "--sync-schedule", "@every 2s")
+	site := startMember(t, "site", nodeOptions{args: []string{"--connection-string", cli.connectionString("siteA")}})
+
+	image := func(files int) v1.Image {
+		img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), sourceLayer(t, 17, files))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	}
+	img1, img2 := image(300), image(305) // release 2: five files more
+	want1 := root.pushImage(t, repo+":v1", img1)
+	site.waitImage(t, 90*time.Second, repo, "v1", want1, site, root)
+	layers, _ := img1.Layers()
+	layer1, _ := layers[0].Digest()
+	inventory := filepath.Join(rootData, "outpost", "delta", "inventories", "sitea.json")
+	eventually(t, 60*time.Second, "the root holds the site's inventory with release 1's layer", func() (bool, string) {
+		b, err := os.ReadFile(inventory)
+		return err == nil && strings.Contains(string(b), layer1.String()), string(b)
+	}, site, root)
+	site.stop()
+
+	want2 := root.pushImage(t, repo+":v2", img2)
+	eventually(t, 2*time.Minute, "the root prepares release 2's delta", func() (bool, string) {
+		return strings.Contains(root.logs(), `"deltas prepared for children"`), lastLine(root.logs())
+	}, root)
+	computed, reused := strings.Count(root.logs(), `"delta computed"`), strings.Count(root.logs(), `"delta reused"`)
+
+	site.restart()
+	site.waitImage(t, 90*time.Second, repo, "v2", want2, site, root)
+	site.expectServes(t, map[string]v1.Image{repo + ":v1": img1, repo + ":v2": img2})
+	layers, _ = img2.Layers()
+	layer2, _ := layers[0].Digest()
+	deltaBytes, layerBytes := rebuiltFromDelta(site.logs(), layer2.String())
+	if deltaBytes == 0 {
+		t.Fatalf("the site did not rebuild release 2's layer from a delta:\n%s", site.logTail(20))
+	}
+	// Not even looked up by its bases: the site's request was the one prepared.
+	if n, r := strings.Count(root.logs(), `"delta computed"`), strings.Count(root.logs(), `"delta reused"`); n != computed || r != reused {
+		t.Errorf("when the site asked, the root computed %d deltas and reused %d by their bases; want none, it had prepared its request", n-computed, r-reused)
+	}
+	t.Logf("release 2's layer (%d bytes) came as a %d-byte delta prepared before the site asked", layerBytes, deltaBytes)
+}
