@@ -12,6 +12,7 @@ import (
 
 	"github.com/outpost-registry/outpost/internal/atomicfile"
 	"github.com/outpost-registry/outpost/internal/registry"
+	"github.com/outpost-registry/outpost/internal/repopattern"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -68,7 +69,7 @@ func (n *Node) clientChanged(p registry.Pushed) {
 	}
 	n.appendEvent(e)
 	if e.Action == acrapi.EventPush && !p.Referrer {
-		n.deltas.Prepare(p.Repository, p.Digest)
+		n.deltas.Prepare(p.Repository, p.Digest, n.deltaChild(p.Repository))
 	}
 	if n.engine != nil {
 		n.engine.StoreChanged()
@@ -80,11 +81,24 @@ func (n *Node) clientChanged(p registry.Pushed) {
 	}
 }
 
+// deltaChild says whether a connected registry that reported an inventory is still a child to
+// prepare deltas of repo for: defined here, active, syncing repo, with delta sync on.
+func (n *Node) deltaChild(repo string) func(registry string) bool {
+	return func(name string) bool {
+		if n.control == nil {
+			return false
+		}
+		cr, err := n.control.Get(name)
+		return err == nil && cr.ActivationStatus == acrapi.ActivationActive && cr.DeltaSync != acrapi.DeltaDisabled &&
+			repopattern.MatchAny(cr.Repositories, repo)
+	}
+}
+
 // syncChanged logs a tag the sync engine stored or removed, for this node's children, and
 // prepares the deltas they will ask for.
 func (n *Node) syncChanged(repo, tag string, d digest.Digest, action string) {
 	if action == acrapi.EventPush && d != "" {
-		n.deltas.Prepare(repo, d) // for this node's own children
+		n.deltas.Prepare(repo, d, n.deltaChild(repo)) // for this node's own children
 	}
 	if n.control == nil {
 		return

@@ -1,12 +1,16 @@
 package app
 
 import (
+	"path/filepath"
 	"testing"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/outpost-registry/outpost/internal/config"
+	"github.com/outpost-registry/outpost/internal/controlplane"
+	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
 func TestLogLevelFromParent(t *testing.T) {
@@ -30,4 +34,43 @@ func TestLogLevelFromParent(t *testing.T) {
 	n2 := &Node{log: zap.NewNop(), src: config.Sources{"log.level": "flag --log-level"}}
 	n2.OnLogLevel(func(l zapcore.Level) { t.Fatalf("set %v despite --log-level", l) })
 	n2.applyLogLevel("Error")
+}
+
+// TestDeltaChild: deltas are prepared for a connected registry only while it is defined here,
+// active (activated, not deactivated since), syncs the repository, and has delta sync on.
+func TestDeltaChild(t *testing.T) {
+	cp, err := controlplane.Open(filepath.Join(t.TempDir(), "cp.db"), controlplane.WithPasswordCost(bcrypt.MinCost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Close()
+	for _, spec := range []acrapi.ConnectedRegistrySpec{
+		{Name: "siteOne", Repositories: []string{"team/**"}},
+		{Name: "siteTwo", Repositories: []string{"other/app"}},
+		{Name: "siteOff", Repositories: []string{"team/app"}, DeltaSync: acrapi.DeltaDisabled},
+		{Name: "siteDeactivated", Repositories: []string{"team/app"}},
+	} {
+		spec.Mode, spec.SyncSchedule, spec.SyncMessageTTL, spec.LogLevel = acrapi.ModeReadOnly, "* * * * *", "P1D", "Information"
+		if _, err := cp.Create(spec); err != nil {
+			t.Fatalf("creating %s: %v", spec.Name, err)
+		}
+	}
+	for _, name := range []string{"siteOne", "siteTwo", "siteOff", "siteDeactivated"} {
+		if err := cp.Activate(name, "instance-"+name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cp.Deactivate("siteDeactivated"); err != nil {
+		t.Fatal(err)
+	}
+	child := (&Node{control: cp}).deltaChild("team/app")
+	for name, want := range map[string]bool{"siteone": true, "siteOne": true, "sitetwo": false, "siteoff": false,
+		"sitedeactivated": false, "sitegone": false} {
+		if got := child(name); got != want {
+			t.Errorf("deltaChild(team/app)(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if (&Node{}).deltaChild("team/app")("siteone") {
+		t.Error("a node without connected registries prepared deltas for one")
+	}
 }

@@ -35,17 +35,19 @@ const (
 type prepareItem struct {
 	repo     string
 	manifest digest.Digest
+	child    func(registry string) bool
 }
 
 // Prepare computes, in the background, the deltas this node's children will ask for the image
 // just stored as manifest in repo, so that a child's sync window goes to the transfer rather
 // than to waiting for the parent: for every child that reported an inventory holding a layer of
-// repo (an earlier release), each layer of the image it lacks, offered what the child will
-// offer (its inventory, the formats of this release). A child whose request differs (older,
-// other permissions) gets its delta computed when it asks, as without Prepare; one asking while
-// the delta is computed waits for that computation. Prepare does not block; images beyond a
-// queue of 64 are left to be computed on demand.
-func (s *Service) Prepare(repo string, manifest digest.Digest) {
+// repo (an earlier release), and that child says is still one (defined, active, syncing repo
+// with deltas: an inventory outlives a deleted registry), each layer of the image it lacks,
+// offered what the child will offer (its inventory, the formats of this release). A child whose
+// request differs (older, other permissions) gets its delta computed when it asks, as without
+// Prepare; one asking while the delta is computed waits for that computation. Prepare does not
+// block; images beyond a queue of 64 are left to be computed on demand.
+func (s *Service) Prepare(repo string, manifest digest.Digest, child func(registry string) bool) {
 	if _, ok := s.src.(ManifestSource); !ok {
 		return
 	}
@@ -55,7 +57,7 @@ func (s *Service) Prepare(repo string, manifest digest.Digest) {
 		s.log.Info("deltas not prepared: too many images queued; they are computed when children ask", zap.String("repository", repo), zap.Stringer("manifest", manifest))
 		return
 	}
-	s.prepareQueue = append(s.prepareQueue, prepareItem{repo, manifest})
+	s.prepareQueue = append(s.prepareQueue, prepareItem{repo, manifest, child})
 	if !s.preparing {
 		s.preparing = true
 		s.prepareIdle = make(chan struct{})
@@ -88,12 +90,13 @@ func (s *Service) prepareLoop() {
 		it := s.prepareQueue[0]
 		s.prepareQueue = s.prepareQueue[1:]
 		s.mu.Unlock()
-		s.prepare(context.Background(), it.repo, it.manifest)
+		s.prepare(context.Background(), it)
 	}
 }
 
 // prepare computes the deltas of one image (an index: of its first image manifests).
-func (s *Service) prepare(ctx context.Context, repo string, manifest digest.Digest) {
+func (s *Service) prepare(ctx context.Context, it prepareItem) {
+	repo, manifest := it.repo, it.manifest
 	layers, err := s.imageLayers(ctx, repo, manifest)
 	if err != nil {
 		s.log.Debug("no deltas prepared: the manifest cannot be read", zap.String("repository", repo), zap.Stringer("manifest", manifest), zap.Error(err))
@@ -103,7 +106,7 @@ func (s *Service) prepare(ctx context.Context, repo string, manifest digest.Dige
 		return
 	}
 	prepared, cached := 0, 0
-	for _, inv := range s.inventoriesHolding(repo) {
+	for _, inv := range s.inventoriesHolding(repo, it.child) {
 		held := make(map[string]bool, len(inv))
 		for _, l := range inv {
 			held[l.Digest] = true
@@ -181,9 +184,9 @@ func (s *Service) imageLayers(ctx context.Context, repo string, manifest digest.
 	return out, nil
 }
 
-// inventoriesHolding returns the inventories of the children that hold a layer of repo, as
-// their delta requests offer them.
-func (s *Service) inventoriesHolding(repo string) [][]acrapi.HeldLayer {
+// inventoriesHolding returns the inventories of the children (those child accepts) that hold a
+// layer of repo, as their delta requests offer them.
+func (s *Service) inventoriesHolding(repo string, child func(string) bool) [][]acrapi.HeldLayer {
 	entries, err := os.ReadDir(filepath.Join(s.dir, "inventories"))
 	if err != nil {
 		return nil
@@ -191,7 +194,7 @@ func (s *Service) inventoriesHolding(repo string) [][]acrapi.HeldLayer {
 	var out [][]acrapi.HeldLayer
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok {
+		if !ok || !child(name) {
 			continue
 		}
 		_, layers, ok := s.Inventory(name)

@@ -38,7 +38,8 @@ func waitPrepared(t *testing.T, svc interface{ PrepareIdle() <-chan struct{} }) 
 
 // TestPrepare: once an image is stored, the deltas a child that holds an earlier release will
 // ask for are computed before it asks, also for an index's images; the child's request is then
-// answered from the cache. A child holding nothing of the repository gets nothing prepared.
+// answered from the cache. A child holding nothing of the repository, or no longer a child,
+// gets nothing prepared.
 func TestPrepare(t *testing.T) {
 	t.Parallel()
 	src := newDiskBlobs(t)
@@ -57,7 +58,14 @@ func TestPrepare(t *testing.T) {
 		}
 	}
 
-	svc.Prepare(testRepo, imageManifest(t, src, b2))
+	// site-a is deleted, or syncs this repository no more: nothing is prepared for it.
+	svc.Prepare(testRepo, imageManifest(t, src, b2), func(string) bool { return false })
+	waitPrepared(t, svc)
+	if n := computed(logs); n != 0 {
+		t.Fatalf("%d deltas computed for no child", n)
+	}
+	children := func(name string) bool { return name == "site-a" || name == "site-b" }
+	svc.Prepare(testRepo, imageManifest(t, src, b2), children)
 	waitPrepared(t, svc)
 	if n := computed(logs); n != 1 || logs.FilterMessage("deltas prepared for children").Len() != 1 {
 		t.Fatalf("%d deltas computed, %d preparations logged; want the one site-a will ask for", n, logs.FilterMessage("deltas prepared for children").Len())
@@ -77,7 +85,7 @@ func TestPrepare(t *testing.T) {
 	t.Logf("site-a's plan answered in %v: %s", took.Round(time.Microsecond), p.ID)
 
 	// The same image again (tagged twice): nothing more.
-	svc.Prepare(testRepo, imageManifest(t, src, b2))
+	svc.Prepare(testRepo, imageManifest(t, src, b2), children)
 	waitPrepared(t, svc)
 	if computed(logs) != 1 || logs.FilterMessage("deltas prepared for children").Len() != 1 {
 		t.Errorf("the same image prepared again: %d computed", computed(logs))
@@ -92,7 +100,7 @@ func TestPrepare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.Prepare(testRepo, src.putBytes(t, raw).digest)
+	svc.Prepare(testRepo, src.putBytes(t, raw).digest, children)
 	waitPrepared(t, svc)
 	if computed(logs) != 2 {
 		t.Errorf("%d deltas computed after an index was stored, want 2", computed(logs))
