@@ -123,6 +123,9 @@ func New(ctx context.Context, cfg config.Config, src config.Sources, log *zap.Lo
 		return nil, err
 	}
 	n.deltas = deltas
+	if err := deltas.Register(n.metrics); err != nil {
+		return nil, err
+	}
 	if cfg.HasParent() {
 		n.engine, err = n.newEngine(cfg, reg, log.Named("sync"))
 		if err != nil {

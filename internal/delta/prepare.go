@@ -121,15 +121,21 @@ func (s *Service) prepare(ctx context.Context, it prepareItem) {
 				cached++
 				continue
 			}
-			// Plan, with no deadline of a child's: wait for the computation to end, so that
-			// preparing never runs two at once beside the children's own.
+			// Planned with no deadline of a child's: wait for the computation to end, so
+			// that preparing never runs two at once beside the children's own.
 			for {
-				_, err := s.Plan(ctx, req)
-				if !errors.Is(err, ErrPending) {
-					break
+				_, result, err := s.plan(ctx, req)
+				if errors.Is(err, ErrPending) {
+					continue
 				}
+				if result == resultComputed {
+					s.metrics.prepared.Inc()
+				}
+				if result == resultComputed || result == resultReused {
+					prepared++
+				}
+				break
 			}
-			prepared++
 		}
 	}
 	if prepared > 0 {

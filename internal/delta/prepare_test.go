@@ -2,11 +2,14 @@ package delta_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
@@ -49,6 +52,10 @@ func TestPrepare(t *testing.T) {
 	b3 := src.putLayer(t, base.v2(11), dockerGzip)
 	other := src.putLayer(t, baseTree(12, layerBytes()/4), dockerGzip)
 	svc, logs := newService(t, src)
+	reg := prometheus.NewRegistry()
+	if err := svc.Register(reg); err != nil {
+		t.Fatal(err)
+	}
 
 	site := []acrapi.HeldLayer{{Digest: b1.digest.String(), Repository: testRepo, Position: 0}}
 	elsewhere := []acrapi.HeldLayer{{Digest: other.digest.String(), Repository: "other/repo", Position: 0}}
@@ -109,5 +116,21 @@ func TestPrepare(t *testing.T) {
 	req3.Have = site
 	if p3 := mustPlan(t, svc, req3); computed(logs) != 2 {
 		t.Errorf("the index's layer was computed again when asked for: %s", p3.ID)
+	}
+	// Metrics: two prepared, and site-a's two requests answered from the cache.
+	want := `
+# HELP outpost_delta_prepared_total Deltas computed ahead of the children's requests, when an image arrived.
+# TYPE outpost_delta_prepared_total counter
+outpost_delta_prepared_total 2
+# HELP outpost_delta_plans_total Children's delta requests, by result: computed, cached (the same request earlier), reused (another request with the same bases), unavailable (the layer goes whole), pending (asked to retry).
+# TYPE outpost_delta_plans_total counter
+outpost_delta_plans_total{result="cached"} 2
+outpost_delta_plans_total{result="computed"} 0
+outpost_delta_plans_total{result="pending"} 0
+outpost_delta_plans_total{result="reused"} 0
+outpost_delta_plans_total{result="unavailable"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "outpost_delta_prepared_total", "outpost_delta_plans_total"); err != nil {
+		t.Error(err)
 	}
 }

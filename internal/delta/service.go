@@ -65,6 +65,8 @@ type Service struct {
 	// sem bounds concurrent encodings: each holds tens of MiB of zstd tables and a core.
 	sem chan struct{}
 
+	metrics *metrics
+
 	// invMu serialises inventory changes (a read, then a write, per status report) and
 	// guards inventories, the files' contents as last read or written, by registry.
 	invMu       sync.Mutex
@@ -78,9 +80,10 @@ type heldInventory struct {
 }
 
 type job struct {
-	done chan struct{}
-	plan acrapi.DeltaPlan
-	err  error
+	done   chan struct{}
+	plan   acrapi.DeltaPlan
+	reused bool // the plan was another request's with the same bases
+	err    error
 }
 
 // maxBases bounds the bases of one delta; candidates evaluated for a delta.
@@ -125,26 +128,35 @@ func NewService(dir string, src BlobSource, log *zap.Logger, limits Limits) (*Se
 	}
 	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, patchMemory: max(limits.PatchMemory, 0),
 		wholeMemory: max(limits.WholeMemory, 0), jobs: map[string]*job{},
-		sem: make(chan struct{}, 1), inventories: map[string]heldInventory{}}, nil
+		sem: make(chan struct{}, 1), inventories: map[string]heldInventory{}, metrics: newMetrics()}, nil
 }
 
 // Plan returns how the child that sent req rebuilds the layer it asks for: computed now or
 // earlier for another child. While the delta is computed it waits a while, then answers
 // ErrPending; ErrUnavailable means the child must fetch the blob itself.
 func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.DeltaPlan, error) {
+	p, result, err := s.plan(ctx, req)
+	if result != "" {
+		s.metrics.plans.WithLabelValues(result).Inc()
+	}
+	return p, err
+}
+
+// plan is Plan, saying how it was answered (one of the result constants; "" on other errors).
+func (s *Service) plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.DeltaPlan, string, error) {
 	target, err := digest.Parse(req.Digest)
 	if err != nil {
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: digest: %v", ErrUnavailable, err)
+		return acrapi.DeltaPlan{}, resultUnavailable, fmt.Errorf("%w: digest: %v", ErrUnavailable, err)
 	}
 	if _, v := tardeltaFormat(req); v == 0 && !slices.Contains(req.Formats, FormatWhole) {
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s)", ErrUnavailable, strings.Join(encodedFormats, ", "))
+		return acrapi.DeltaPlan{}, resultUnavailable, fmt.Errorf("%w: the child applies none of the formats this parent encodes (%s)", ErrUnavailable, strings.Join(encodedFormats, ", "))
 	}
 	key := planKey(req)
 	if p, ok := s.cachedPlan(key); ok {
-		return p, s.allow(p.ID, req.Repository)
+		return p, resultCached, s.allow(p.ID, req.Repository)
 	}
 	if reason, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".refused")); err == nil {
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+		return acrapi.DeltaPlan{}, resultUnavailable, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	s.mu.Lock()
 	j, running := s.jobs[key]
@@ -152,7 +164,7 @@ func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 		j = &job{done: make(chan struct{})}
 		s.jobs[key] = j
 		go func() {
-			j.plan, j.err = s.compute(context.WithoutCancel(ctx), target, req, key)
+			j.plan, j.reused, j.err = s.compute(context.WithoutCancel(ctx), target, req, key)
 			s.mu.Lock()
 			delete(s.jobs, key)
 			s.mu.Unlock()
@@ -162,14 +174,19 @@ func (s *Service) Plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 	s.mu.Unlock()
 	select {
 	case <-j.done:
-		if j.err != nil {
-			return j.plan, j.err
+		switch {
+		case errors.Is(j.err, ErrUnavailable):
+			return j.plan, resultUnavailable, j.err
+		case j.err != nil:
+			return j.plan, "", j.err
+		case j.reused:
+			return j.plan, resultReused, s.allow(j.plan.ID, req.Repository)
 		}
-		return j.plan, s.allow(j.plan.ID, req.Repository)
+		return j.plan, resultComputed, s.allow(j.plan.ID, req.Repository)
 	case <-time.After(wait):
-		return acrapi.DeltaPlan{}, ErrPending
+		return acrapi.DeltaPlan{}, resultPending, ErrPending
 	case <-ctx.Done():
-		return acrapi.DeltaPlan{}, ctx.Err()
+		return acrapi.DeltaPlan{}, "", ctx.Err()
 	}
 }
 
@@ -337,25 +354,25 @@ type facts struct {
 	TarSize       int64   `json:"tarSize,omitempty"`
 }
 
-func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.DeltaRequest, key string) (acrapi.DeltaPlan, error) {
+func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.DeltaRequest, key string) (_ acrapi.DeltaPlan, reused bool, _ error) {
 	s.sem <- struct{}{}
 	defer func() { <-s.sem }()
 	start := time.Now()
 	// The tar first: decompressing it records the diff-id among the blob's facts.
 	targetIndex, targetTar, err := s.tar(ctx, req.Repository, target)
 	if err != nil {
-		return acrapi.DeltaPlan{}, err
+		return acrapi.DeltaPlan{}, false, err
 	}
 	defer targetTar.Close()
 	f, err := s.facts(ctx, req.Repository, target, targetTar, targetIndex.Size)
 	if err != nil {
-		return acrapi.DeltaPlan{}, err
+		return acrapi.DeltaPlan{}, false, err
 	}
 	if f.Recipe == nil {
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, f.Unsupported)
+		return acrapi.DeltaPlan{}, false, fmt.Errorf("%w: %s", ErrUnavailable, f.Unsupported)
 	}
 	if f.DiffID == "" {
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: the diff-id of %s is not known", ErrUnavailable, target)
+		return acrapi.DeltaPlan{}, false, fmt.Errorf("%w: the diff-id of %s is not known", ErrUnavailable, target)
 	}
 	var bases []base
 	tdFormat, tdVersion := tardeltaFormat(req)
@@ -375,7 +392,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		// much smaller, and trying costs seconds of CPU per layer.
 		reason := fmt.Sprintf("the layer's %d bytes hold a %d-byte tar that does not compress", layerSize, targetIndex.Size)
 		_ = s.storePlan(nil, reason, key)
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+		return acrapi.DeltaPlan{}, false, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	format := tdFormat
 	if len(tbases) == 0 && slices.Contains(req.Formats, FormatWhole) {
@@ -385,15 +402,15 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if sp, ok := s.loadPlan(dkey); ok {
 		// Another child offered other layers, and got the same bases.
 		s.log.Info("delta reused", zap.Stringer("digest", target), zap.Strings("bases", names), zap.Int64("delta_bytes", sp.Size))
-		return sp.DeltaPlan, s.storePlan(&sp, "", key)
+		return sp.DeltaPlan, true, s.storePlan(&sp, "", key)
 	}
 	if reason, err := os.ReadFile(filepath.Join(s.dir, "plans", dkey+".refused")); err == nil {
 		_ = s.storePlan(nil, string(reason), key)
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+		return acrapi.DeltaPlan{}, false, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "delta-*")
 	if err != nil {
-		return acrapi.DeltaPlan{}, err
+		return acrapi.DeltaPlan{}, false, err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
@@ -416,10 +433,12 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		err = fmt.Errorf("%w: the child applies none of %s", ErrUnavailable, strings.Join(encodedFormats, ", "))
 	}
 	if err != nil {
-		return acrapi.DeltaPlan{}, fmt.Errorf("encoding the delta of %s: %w", target, err)
+		return acrapi.DeltaPlan{}, false, fmt.Errorf("encoding the delta of %s: %w", target, err)
 	}
+	s.metrics.computeSeconds.Add(time.Since(start).Seconds())
+	s.metrics.leftOut.Add(float64(stats.OverMemory))
 	if err := tmp.Sync(); err != nil {
-		return acrapi.DeltaPlan{}, err
+		return acrapi.DeltaPlan{}, false, err
 	}
 	// Not worth it: the child fetches the blob (resumably) instead.
 	if size := layerSize; size > 0 && stats.EncodedBytes >= size {
@@ -427,12 +446,12 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		reason := fmt.Sprintf("a delta would be %d bytes, the layer is %d", stats.EncodedBytes, size)
 		// Remembered, so that the next child asking the same is answered at once.
 		_ = s.storePlan(nil, reason, key, dkey)
-		return acrapi.DeltaPlan{}, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+		return acrapi.DeltaPlan{}, false, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	id := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
 	s.trimDeltas() // before adding this one: the plan returned must be servable
 	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, "deltas", id.Encoded())); err != nil {
-		return acrapi.DeltaPlan{}, err
+		return acrapi.DeltaPlan{}, false, err
 	}
 	rb, _ := json.Marshal(f.Recipe)
 	plan := acrapi.DeltaPlan{ID: id.String(), Format: format, Size: stats.EncodedBytes, Bases: names,
@@ -445,7 +464,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		sp.WholeMemory = s.wholeMemory
 	}
 	if err := s.storePlan(&sp, "", dkey, key); err != nil {
-		return acrapi.DeltaPlan{}, err
+		return acrapi.DeltaPlan{}, false, err
 	}
 	s.log.Info("delta computed", zap.Stringer("digest", target), zap.Strings("bases", names), zap.Int64("layer_bytes", plan.LayerSize),
 		zap.Int64("tar_bytes", stats.TargetBytes), zap.Int64("delta_bytes", stats.EncodedBytes), zap.Int64("copied", stats.CopyBytes),
@@ -454,7 +473,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		s.log.Info("binary patches left out: they would take more memory than this node allows; the delta is larger",
 			zap.Stringer("digest", target), zap.Int64("left_out", stats.OverMemory), zap.Int64("patch_memory_bytes", s.patchMemory))
 	}
-	return plan, nil
+	return plan, false, nil
 }
 
 func blobSize(ctx context.Context, src BlobSource, repo string, d digest.Digest) int64 {

@@ -25,6 +25,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -1124,4 +1126,53 @@ func TestPlanRecomputedWithMoreMemory(t *testing.T) {
 	if p2 := mustPlan(t, again, request(b)); p2.ID != p.ID {
 		t.Errorf("the delta computed with more memory was replaced by %s", delta.Describe(p2))
 	}
+}
+
+// TestPlanMetrics: a parent counts its children's delta requests by result, the time it spent
+// computing, and the deltas it prepared.
+func TestPlanMetrics(t *testing.T) {
+	t.Parallel()
+	src := newDiskBlobs(t)
+	base := baseTree(13, layerBytes())
+	b1 := src.putLayer(t, base, dockerGzip)
+	b2 := src.putLayer(t, base.v2(14), dockerGzip)
+	random := src.putBytes(t, gzipBytes(t, gen(randFor(15), kindAsset, 64<<10)))
+	svc, _ := newService(t, src)
+	reg := prometheus.NewRegistry()
+	if err := svc.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	mustPlan(t, svc, request(b2, b1))
+	mustPlan(t, svc, request(b2, b1))
+	other := request(b2, b1)
+	other.Have = append(other.Have, acrapi.HeldLayer{Digest: random.digest.String(), Repository: "other/repo", Position: 3})
+	mustPlan(t, svc, other)
+	if _, err := plan(t, svc, request(random)); !errors.Is(err, delta.ErrUnavailable) {
+		t.Fatalf("a blob that is no tar: %v, want ErrUnavailable", err)
+	}
+	want := `
+# HELP outpost_delta_plans_total Children's delta requests, by result: computed, cached (the same request earlier), reused (another request with the same bases), unavailable (the layer goes whole), pending (asked to retry).
+# TYPE outpost_delta_plans_total counter
+outpost_delta_plans_total{result="cached"} 1
+outpost_delta_plans_total{result="computed"} 1
+outpost_delta_plans_total{result="pending"} 0
+outpost_delta_plans_total{result="reused"} 1
+outpost_delta_plans_total{result="unavailable"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "outpost_delta_plans_total"); err != nil {
+		t.Error(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "outpost_delta_compute_seconds_total" {
+			if v := f.GetMetric()[0].GetCounter().GetValue(); v <= 0 {
+				t.Errorf("compute_seconds_total %v after a delta was computed", v)
+			}
+			return
+		}
+	}
+	t.Error("no outpost_delta_compute_seconds_total")
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,6 +65,18 @@ func TestDeltaPreparedBeforeTheChildAsks(t *testing.T) {
 	// Not even looked up by its bases: the site's request was the one prepared.
 	if n, r := strings.Count(root.logs(), `"delta computed"`), strings.Count(root.logs(), `"delta reused"`); n != computed || r != reused {
 		t.Errorf("when the site asked, the root computed %d deltas and reused %d by their bases; want none, it had prepared its request", n-computed, r-reused)
+	}
+	// The operator sees it in the root's metrics: one delta prepared, and one computed on request,
+	// release 1 sent whole to the empty site.
+	metrics := root.do(t, http.MethodGet, "/metrics", nil)
+	for _, line := range []string{"outpost_delta_prepared_total 1", `outpost_delta_plans_total{result="computed"} 1`} {
+		if !strings.Contains(string(metrics.body), line+"\n") {
+			t.Errorf("the root's /metrics lack %q", line)
+		}
+	}
+	if !strings.Contains(string(metrics.body), `outpost_delta_plans_total{result="cached"} `) ||
+		strings.Contains(string(metrics.body), `outpost_delta_plans_total{result="cached"} 0`+"\n") {
+		t.Errorf("the root's /metrics count no request answered from the cache")
 	}
 	t.Logf("release 2's layer (%d bytes) came as a %d-byte delta prepared before the site asked", layerBytes, deltaBytes)
 }
