@@ -40,10 +40,11 @@ type prepareItem struct {
 
 // Prepare computes, in the background, the deltas this node's children will ask for the image
 // just stored as manifest in repo, so that a child's sync window goes to the transfer rather
-// than to waiting for the parent: for every child that reported an inventory holding a layer of
-// repo (an earlier release), and that child says is still one (defined, active, syncing repo
-// with deltas: an inventory outlives a deleted registry), each layer of the image it lacks,
-// offered what the child will offer (its inventory, the formats of this release). A child whose
+// than to waiting for the parent: for every child that reported an inventory and that child
+// says will sync repo with deltas (defined, active, syncing repo, delta sync on: an inventory
+// outlives a deleted registry), each layer of the image it lacks, offered what the child will
+// offer (its inventory, the formats of this release): a delta against an earlier release, or
+// against the base image it holds, or the whole layer better compressed. A child whose
 // request differs (older, other permissions) gets its delta computed when it asks, as without
 // Prepare; one asking while the delta is computed waits for that computation. Prepare does not
 // block; images beyond a queue of 64 are left to be computed on demand.
@@ -106,7 +107,7 @@ func (s *Service) prepare(ctx context.Context, it prepareItem) {
 		return
 	}
 	prepared, cached := 0, 0
-	for _, inv := range s.inventoriesHolding(repo, it.child) {
+	for _, inv := range s.childInventories(it.child) {
 		held := make(map[string]bool, len(inv))
 		for _, l := range inv {
 			held[l.Digest] = true
@@ -190,9 +191,9 @@ func (s *Service) imageLayers(ctx context.Context, repo string, manifest digest.
 	return out, nil
 }
 
-// inventoriesHolding returns the inventories of the children (those child accepts) that hold a
-// layer of repo, as their delta requests offer them.
-func (s *Service) inventoriesHolding(repo string, child func(string) bool) [][]acrapi.HeldLayer {
+// childInventories returns the inventories of the children that child accepts, as their delta
+// requests offer them.
+func (s *Service) childInventories(child func(string) bool) [][]acrapi.HeldLayer {
 	entries, err := os.ReadDir(filepath.Join(s.dir, "inventories"))
 	if err != nil {
 		return nil
@@ -203,8 +204,7 @@ func (s *Service) inventoriesHolding(repo string, child func(string) bool) [][]a
 		if !ok || !child(name) {
 			continue
 		}
-		_, layers, ok := s.Inventory(name)
-		if ok && slices.ContainsFunc(layers, func(l acrapi.HeldLayer) bool { return l.Repository == repo }) {
+		if _, layers, ok := s.Inventory(name); ok {
 			out = append(out, layers)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -39,10 +40,10 @@ func waitPrepared(t *testing.T, svc interface{ PrepareIdle() <-chan struct{} }) 
 	}
 }
 
-// TestPrepare: once an image is stored, the deltas a child that holds an earlier release will
-// ask for are computed before it asks, also for an index's images; the child's request is then
-// answered from the cache. A child holding nothing of the repository, or no longer a child,
-// gets nothing prepared.
+// TestPrepare: once an image is stored, the deltas its children will ask for are computed
+// before they ask, also for an index's images: against the earlier release a child holds, or
+// the whole layer for a child that holds nothing of it; their requests are then answered from
+// the cache. A registry that is no longer a child gets nothing prepared.
 func TestPrepare(t *testing.T) {
 	t.Parallel()
 	src := newDiskBlobs(t)
@@ -50,22 +51,31 @@ func TestPrepare(t *testing.T) {
 	b1 := src.putLayer(t, base, dockerGzip)
 	b2 := src.putLayer(t, base.v2(10), dockerGzip)
 	b3 := src.putLayer(t, base.v2(11), dockerGzip)
-	other := src.putLayer(t, baseTree(12, layerBytes()/4), dockerGzip)
+	other := src.putBytes(t, gzipBytes(t, gen(randFor(12), kindAsset, 64<<10))) // no base of anything
 	svc, logs := newService(t, src)
 	reg := prometheus.NewRegistry()
 	if err := svc.Register(reg); err != nil {
 		t.Fatal(err)
 	}
 
-	site := []acrapi.HeldLayer{{Digest: b1.digest.String(), Repository: testRepo, Position: 0}}
-	elsewhere := []acrapi.HeldLayer{{Digest: other.digest.String(), Repository: "other/repo", Position: 0}}
-	for name, inv := range map[string][]acrapi.HeldLayer{"site-a": site, "site-b": elsewhere} {
+	// site-a holds the earlier release; site-b only another repository's image.
+	inventories := map[string][]acrapi.HeldLayer{
+		"site-a": {{Digest: b1.digest.String(), Repository: testRepo, Position: 0}},
+		"site-b": {{Digest: other.digest.String(), Repository: "other/repo", Position: 0}},
+	}
+	for name, inv := range inventories {
 		if err := svc.SetInventory(name, acrapi.InventoryHash(inv), inv); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// As each will ask, through the /acr handler: its inventory as Have.
+	ask := func(name string, target blob) acrapi.DeltaRequest {
+		req := request(target)
+		req.Have = inventories[name]
+		return req
+	}
 
-	// site-a is deleted, or syncs this repository no more: nothing is prepared for it.
+	// Deleted, or no longer syncing this repository: nothing is prepared for them.
 	svc.Prepare(testRepo, imageManifest(t, src, b2), func(string) bool { return false })
 	waitPrepared(t, svc)
 	if n := computed(logs); n != 0 {
@@ -74,27 +84,27 @@ func TestPrepare(t *testing.T) {
 	children := func(name string) bool { return name == "site-a" || name == "site-b" }
 	svc.Prepare(testRepo, imageManifest(t, src, b2), children)
 	waitPrepared(t, svc)
-	if n := computed(logs); n != 1 || logs.FilterMessage("deltas prepared for children").Len() != 1 {
-		t.Fatalf("%d deltas computed, %d preparations logged; want the one site-a will ask for", n, logs.FilterMessage("deltas prepared for children").Len())
+	if n := computed(logs); n != 2 || logs.FilterMessage("deltas prepared for children").Len() != 1 {
+		t.Fatalf("%d deltas computed, %d preparations logged; want site-a's and site-b's", n, logs.FilterMessage("deltas prepared for children").Len())
 	}
-	// site-a asks as the /acr handler passes its request on: its inventory as Have.
-	req := request(b2, b1)
-	req.Have = site
 	start := time.Now()
-	p := mustPlan(t, svc, req)
+	p := mustPlan(t, svc, ask("site-a", b2))
 	took := time.Since(start)
-	if computed(logs) != 1 {
-		t.Errorf("site-a's request computed the delta again")
+	whole := mustPlan(t, svc, ask("site-b", b2))
+	if computed(logs) != 2 {
+		t.Errorf("the sites' requests computed their deltas again")
 	}
 	checkPlan(t, p, b2, acrapi.DeltaFormat, b1)
+	checkPlan(t, whole, b2, delta.FormatWhole)
 	ch := newChild(t, b1)
 	ch.mustRebuild(p, ch.fetch(svc, p), b2)
-	t.Logf("site-a's plan answered in %v: %s", took.Round(time.Microsecond), p.ID)
+	ch.mustRebuild(whole, ch.fetch(svc, whole), b2)
+	t.Logf("site-a's plan answered in %v: %s", took.Round(time.Microsecond), delta.Describe(p))
 
 	// The same image again (tagged twice): nothing more.
 	svc.Prepare(testRepo, imageManifest(t, src, b2), children)
 	waitPrepared(t, svc)
-	if computed(logs) != 1 || logs.FilterMessage("deltas prepared for children").Len() != 1 {
+	if computed(logs) != 2 || logs.FilterMessage("deltas prepared for children").Len() != 1 {
 		t.Errorf("the same image prepared again: %d computed", computed(logs))
 	}
 
@@ -109,22 +119,20 @@ func TestPrepare(t *testing.T) {
 	}
 	svc.Prepare(testRepo, src.putBytes(t, raw).digest, children)
 	waitPrepared(t, svc)
-	if computed(logs) != 2 {
-		t.Errorf("%d deltas computed after an index was stored, want 2", computed(logs))
+	if computed(logs) != 4 {
+		t.Errorf("%d deltas computed after an index was stored, want 4", computed(logs))
 	}
-	req3 := request(b3, b1)
-	req3.Have = site
-	if p3 := mustPlan(t, svc, req3); computed(logs) != 2 {
+	if p3 := mustPlan(t, svc, ask("site-a", b3)); computed(logs) != 4 {
 		t.Errorf("the index's layer was computed again when asked for: %s", p3.ID)
 	}
-	// Metrics: two prepared, and site-a's two requests answered from the cache.
+	// Metrics: four prepared, and the three requests answered from the cache.
 	want := `
 # HELP outpost_delta_prepared_total Deltas computed ahead of the children's requests, when an image arrived.
 # TYPE outpost_delta_prepared_total counter
-outpost_delta_prepared_total 2
+outpost_delta_prepared_total 4
 # HELP outpost_delta_plans_total Children's delta requests, by result: computed, cached (the same request earlier), reused (another request with the same bases), unavailable (the layer goes whole), pending (asked to retry).
 # TYPE outpost_delta_plans_total counter
-outpost_delta_plans_total{result="cached"} 2
+outpost_delta_plans_total{result="cached"} 3
 outpost_delta_plans_total{result="computed"} 0
 outpost_delta_plans_total{result="pending"} 0
 outpost_delta_plans_total{result="reused"} 0
