@@ -838,6 +838,18 @@ func (s *Service) UpdateInventory(registry, base, hash string, added []acrapi.He
 	return s.setInventory(registry, hash, next)
 }
 
+// ForgetInventory drops what registry reported holding: it was deleted, and nothing is
+// prepared for it or kept of it any more.
+func (s *Service) ForgetInventory(registry string) error {
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
+	delete(s.inventories, strings.ToLower(registry))
+	if err := os.Remove(s.inventoryPath(registry)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // Inventory returns the layers registry last reported holding and their hash; false if none.
 // The layers are the caller's to change.
 func (s *Service) Inventory(registry string) (string, []acrapi.HeldLayer, bool) {

@@ -490,7 +490,7 @@ func deltaSite(t *testing.T, root *root, name string) (*sync.Engine, *node) {
 
 // TestConnectedDeltaUsesInventory: a connected registry reports the layers it holds in its
 // status report; its next delta request names that inventory instead of listing it, and the
-// parent chooses bases from it.
+// parent chooses bases from it. Deleted, its inventory is dropped.
 func TestConnectedDeltaUsesInventory(t *testing.T) {
 	root := newRoot(t)
 	baseLayer, app1 := gzipLayer(t, tree(11, 40)), tree(12, 30)
@@ -532,6 +532,24 @@ func TestConnectedDeltaUsesInventory(t *testing.T) {
 	defer mu.Unlock()
 	if len(requests) != 1 || requests[0].HaveHash != hash || len(requests[0].Have) != 0 {
 		t.Fatalf("delta requests: %+v; want one naming inventory %s without a list", requests, hash)
+	}
+
+	// Deleted at the root: its inventory goes too.
+	if _, err := root.cp.EnsureAdmin(deltaAdminPassword); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, root.srv.URL+"/acr/v1/connected-registries/siteDelta1", nil)
+	req.SetBasicAuth("admin", deltaAdminPassword)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("deleting siteDelta1: %s", resp.Status)
+	}
+	if _, _, ok := root.deltas.Inventory("siteDelta1"); ok {
+		t.Error("the root keeps the inventory of a deleted connected registry")
 	}
 }
 
