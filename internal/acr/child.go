@@ -15,6 +15,9 @@ import (
 
 // activate marks the calling registry active on the instance that asks, and answers with its
 // configuration. A second instance is refused until the first is deactivated.
+// emptyInventory is the hash of an inventory of no layers.
+var emptyInventory = acrapi.InventoryHash([]acrapi.HeldLayer{})
+
 func (a *api) activate(w http.ResponseWriter, r *http.Request, name string) error {
 	var req acrapi.ActivateRequest
 	if err := decode(r, &req); err != nil {
@@ -89,6 +92,14 @@ func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error 
 		case rep.Layers != nil:
 			if err := a.deltas.SetInventory(name, rep.LayersHash, rep.Layers); err != nil {
 				return fmt.Errorf("%w: layers: %v", errBadRequest, err)
+			}
+		case rep.LayersBase == "" && rep.LayersHash == emptyInventory:
+			// A node that holds no layer yet: its empty list is left out of the report. Its
+			// inventory still says what it lacks (everything), so deltas can be prepared.
+			if held, _, _ := a.deltas.Inventory(name); held != emptyInventory {
+				if err := a.deltas.SetInventory(name, rep.LayersHash, []acrapi.HeldLayer{}); err != nil {
+					return fmt.Errorf("%w: layers: %v", errBadRequest, err)
+				}
 			}
 		case rep.LayersBase != "":
 			// Changes to an inventory this parent lost or never had are dropped: the answer

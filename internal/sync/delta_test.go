@@ -553,6 +553,21 @@ func TestConnectedDeltaUsesInventory(t *testing.T) {
 	}
 }
 
+// TestEmptyChildReportsInventory: a connected registry that holds nothing yet still has an
+// inventory at its parent (an empty one, whose list its report leaves out), from which the
+// parent can prepare its first images.
+func TestEmptyChildReportsInventory(t *testing.T) {
+	root := newRoot(t)
+	e, _ := deltaSite(t, root, "siteEmpty1")
+	if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+		t.Fatalf("a pass with nothing to sync: %+v", s)
+	}
+	hash, layers, ok := root.deltas.Inventory("siteEmpty1")
+	if !ok || len(layers) != 0 || hash != acrapi.InventoryHash([]acrapi.HeldLayer{}) {
+		t.Fatalf("the root's inventory of the empty siteEmpty1: %v %q %+v; want an empty one", ok, hash, layers)
+	}
+}
+
 // TestDeltaThroughAFaultyParent: 500s and 503 + Retry-After on the plan, a lying length, a
 // truncated body and a stall on the delta's chunks — the child retries and resumes, rebuilds
 // the layer from the delta, digest-identical, without falling back to the whole layer.
