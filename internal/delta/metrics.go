@@ -8,6 +8,7 @@ type metrics struct {
 	prepared       prometheus.Counter
 	computeSeconds prometheus.Counter
 	leftOut        prometheus.Counter
+	prepareQueue   prometheus.Gauge
 }
 
 // Results of a child's delta request, the label of outpost_delta_plans_total.
@@ -31,6 +32,8 @@ func newMetrics() *metrics {
 		computeSeconds: prometheus.NewCounter(opts("compute_seconds_total", "Seconds spent computing deltas (one at a time), prepared or asked for.")),
 		leftOut: prometheus.NewCounter(opts("patches_left_out_total",
 			"Binary patches left out of deltas because they would take more memory than this node allows; those files went as larger zstd patches.")),
+		prepareQueue: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "outpost", Subsystem: "delta", Name: "prepare_queue_images",
+			Help: "Images whose deltas for the children are being prepared or wait to be (0: all prepared)."}),
 	}
 	for _, r := range []string{resultComputed, resultCached, resultReused, resultUnavailable, resultPending} {
 		m.plans.WithLabelValues(r)
@@ -40,7 +43,7 @@ func newMetrics() *metrics {
 
 // Register adds the service's collectors to reg.
 func (s *Service) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{s.metrics.plans, s.metrics.prepared, s.metrics.computeSeconds, s.metrics.leftOut} {
+	for _, c := range []prometheus.Collector{s.metrics.plans, s.metrics.prepared, s.metrics.computeSeconds, s.metrics.leftOut, s.metrics.prepareQueue} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -59,6 +59,7 @@ func (s *Service) Prepare(repo string, manifest digest.Digest, child func(regist
 		return
 	}
 	s.prepareQueue = append(s.prepareQueue, prepareItem{repo, manifest, child})
+	s.metrics.prepareQueue.Inc()
 	if !s.preparing {
 		s.preparing = true
 		s.prepareIdle = make(chan struct{})
@@ -92,6 +93,7 @@ func (s *Service) prepareLoop() {
 		s.prepareQueue = s.prepareQueue[1:]
 		s.mu.Unlock()
 		s.prepare(context.Background(), it)
+		s.metrics.prepareQueue.Dec()
 	}
 }
 

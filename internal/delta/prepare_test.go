@@ -129,8 +129,11 @@ func TestPrepare(t *testing.T) {
 	want := `# HELP outpost_delta_prepared_total Deltas computed ahead of the children's requests, when an image arrived.
 # TYPE outpost_delta_prepared_total counter
 outpost_delta_prepared_total 4
+# HELP outpost_delta_prepare_queue_images Images whose deltas for the children are being prepared or wait to be (0: all prepared).
+# TYPE outpost_delta_prepare_queue_images gauge
+outpost_delta_prepare_queue_images 0
 ` + plansMetric(0, 3, 0, 0)
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "outpost_delta_prepared_total", "outpost_delta_plans_total"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "outpost_delta_prepared_total", "outpost_delta_prepare_queue_images", "outpost_delta_plans_total"); err != nil {
 		t.Error(err)
 	}
 }

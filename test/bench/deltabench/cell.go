@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -213,6 +214,13 @@ sync:
 		return nil, fmt.Errorf("pushing %s to the parent: %w%s", sc.after.ref(), err, parent.LogTail())
 	}
 	res.pushTime = time.Since(t)
+	if o.waitPrepared && mode != modeLayer {
+		t = time.Now()
+		if err := waitPrepared(ctx, lc, parent.Base, o.syncLimit); err != nil {
+			return nil, fmt.Errorf("the parent preparing the deltas: %w%s", err, parent.LogTail())
+		}
+		res.notes = append(res.notes, fmt.Sprintf("the parent prepared the deltas in %s after the push, before the pass was asked for", fmtDur(time.Since(t))))
+	}
 	t0 := time.Now()
 	if err := admin.syncNow(ctx); err != nil {
 		return nil, fmt.Errorf("asking the child for a pass: %w", err)
@@ -299,6 +307,39 @@ sync:
 		fmtBytes(res.bytes()), fmtBytes(res.bytesDown), fmtBytes(res.bytesUp), 100*float64(res.bytes())/float64(sc.after.img.Size),
 		fmtDur(res.wall), res.verified, fmtDur(time.Since(t)))
 	return res, nil
+}
+
+// waitPrepared waits until the parent's /metrics say it has prepared the deltas of every image
+// it received (outpost_delta_prepare_queue_images 0).
+func waitPrepared(ctx context.Context, c *http.Client, base string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	last := "no answer"
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := c.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for line := range strings.SplitSeq(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "outpost_delta_prepare_queue_images "); ok {
+					if v == "0" {
+						return nil
+					}
+					last = line
+				}
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("not done within %s (%s)", limit, last)
 }
 
 // childConfig is the child's configuration: its address, data and JSON log, then how it

@@ -112,6 +112,7 @@ type options struct {
 	npmV1, npmV2  string
 	bandwidthMiB  float64
 	child         string
+	waitPrepared  bool
 	syncLimit     time.Duration
 	timeout       time.Duration
 	verbose       bool
@@ -156,6 +157,7 @@ func main() {
 	flag.StringVar(&o.npmV1, "npm-v1", "", "npm package set of the application's first version, name@version comma-separated (default: 8 packages with express@4.18.2; express@4.18.2 alone with -quick)")
 	flag.StringVar(&o.npmV2, "npm-v2", "", "npm package set of the second version (default: express@4.19.2, axios and moment bumped; express@4.19.2 alone with -quick)")
 	flag.StringVar(&o.child, "child", childMirror, "how the child is attached: mirror (parent.url with the admin's credentials) or connected (a connected registry defined on the parent, with its connection string)")
+	flag.BoolVar(&o.waitPrepared, "wait-prepared", false, "with -child connected: ask the child for its pass once the parent has prepared the new image's deltas from the child's inventory (outpost_delta_prepare_queue_images 0), as a scheduled pass after the push would find them")
 	flag.Float64Var(&o.bandwidthMiB, "bandwidth-mib", 0, "cap the link at this many MiB/s each way (0: loopback speed)")
 	flag.DurationVar(&o.syncLimit, "sync-limit", 5*time.Minute, "time limit of each sync (the before state, and the measured one)")
 	flag.DurationVar(&o.timeout, "timeout", 45*time.Minute, "time limit of the whole run, image building included")
@@ -195,6 +197,10 @@ func main() {
 	}
 	if o.child != childMirror && o.child != childConnected {
 		fmt.Fprintln(os.Stderr, "deltabench: -child: mirror or connected")
+		os.Exit(2)
+	}
+	if o.waitPrepared && o.child != childConnected {
+		fmt.Fprintln(os.Stderr, "deltabench: -wait-prepared needs -child connected: a parent prepares deltas from a connected registry's inventory")
 		os.Exit(2)
 	}
 	if o.debian != "auto" && o.debian != "debootstrap" && o.debian != "debs" {

@@ -46,6 +46,9 @@ func (rep *report) write(w io.Writer) {
 	if o.child == childConnected {
 		child = "a connected registry (connection string)"
 	}
+	if o.waitPrepared {
+		child += ", asked for its pass once the parent had prepared the new image's deltas from its inventory (-wait-prepared: the sync wall time holds no computation of the parent's)"
+	}
 	fmt.Fprintf(w, "Outpost %s as parent and child; the child, %s, syncs through a byte-counting link on 127.0.0.1 at %s. "+
 		"%d CPUs, %s. Bytes over the link are both directions, from asking the child for a pass until it serves the new tag "+
 		"with the parent's digest; the ratio is to the new image's size (manifest, config, layers as pushed). Every scenario "+
