@@ -141,8 +141,11 @@ func TestProtocolFallback(t *testing.T) {
 			t.Fatalf("request %d after the fallback: %q, %v", i, got, err)
 		}
 	}
-	if n := ps.conns.Load() - conns; n != 0 {
-		t.Errorf("%d new connections after the fallback, want 0 (HTTP/1.1 kept alive)", n)
+	// Kept alive: no new connection per request. (One may be dialled and not used: when a
+	// request finds no idle connection, net/http dials while it waits for one, and the previous
+	// response's connection goes back to the pool just after its body was read.)
+	if n := ps.conns.Load() - conns; n > 1 {
+		t.Errorf("%d new connections for 5 requests after the fallback, want at most 1 (HTTP/1.1 kept alive)", n)
 	}
 	if n := h2c.n.Load() - tries; n != 0 {
 		t.Errorf("%d h2c attempts after the fallback, want 0", n)
