@@ -1128,8 +1128,8 @@ func TestPlanRecomputedWithMoreMemory(t *testing.T) {
 	}
 }
 
-// TestPlanMetrics: a parent counts its children's delta requests by result, the time it spent
-// computing, and the deltas it prepared.
+// TestPlanMetrics: a parent counts its children's delta requests by result and the time it
+// spent computing (TestPrepare, the deltas it prepared).
 func TestPlanMetrics(t *testing.T) {
 	t.Parallel()
 	src := newDiskBlobs(t)
