@@ -82,12 +82,16 @@ func (n *Node) clientChanged(p registry.Pushed) {
 }
 
 // deltaChild says whether a connected registry that reported an inventory is still a child to
-// prepare deltas of repo for: defined here, active, syncing repo, with delta sync on.
+// prepare deltas of repo for: defined here, active, syncing repo, with delta sync on; nil on a
+// node that defines none.
 func (n *Node) deltaChild(repo string) func(registry string) bool {
+	if n.control == nil {
+		return nil
+	}
+	if crs, err := n.control.List(); err == nil && len(crs) == 0 {
+		return nil // no connected registries (a mirror, a lone node): nothing to prepare
+	}
 	return func(name string) bool {
-		if n.control == nil {
-			return false
-		}
 		cr, err := n.control.Get(name)
 		return err == nil && cr.ActivationStatus == acrapi.ActivationActive && cr.DeltaSync != acrapi.DeltaDisabled &&
 			repopattern.MatchAny(cr.Repositories, repo)

@@ -47,9 +47,10 @@ type prepareItem struct {
 // against the base image it holds, or the whole layer better compressed. A child whose
 // request differs (older, other permissions) gets its delta computed when it asks, as without
 // Prepare; one asking while the delta is computed waits for that computation. Prepare does not
-// block; images beyond a queue of 64 are left to be computed on demand.
+// block; images beyond a queue of 64 are left to be computed on demand. A nil child means the
+// node has no children.
 func (s *Service) Prepare(repo string, manifest digest.Digest, child func(registry string) bool) {
-	if _, ok := s.src.(ManifestSource); !ok {
+	if _, ok := s.src.(ManifestSource); !ok || child == nil {
 		return
 	}
 	s.mu.Lock()
