@@ -63,11 +63,10 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.log.Info("connected registries deleted", zap.Strings("names", deleted))
 	for _, name := range deleted {
-		if a.deltas == nil {
-			break
-		}
-		if err := a.deltas.ForgetInventory(name); err != nil {
-			a.log.Warn("removing a deleted connected registry's inventory of layers failed", zap.String("name", name), zap.Error(err))
+		if a.deltas != nil {
+			if err := a.deltas.ForgetInventory(name); err != nil {
+				a.log.Warn("removing a deleted connected registry's inventory of layers failed", zap.String("name", name), zap.Error(err))
+			}
 		}
 	}
 	return reply(w, http.StatusOK, map[string][]string{"deleted": deleted})
