@@ -120,25 +120,20 @@ func (s *Service) prepare(ctx context.Context, it prepareItem) {
 				continue
 			}
 			req := acrapi.DeltaRequest{Repository: repo, Digest: l.Digest, Size: l.Size, Position: l.Position, Have: inv, Formats: Formats}
-			key := planKey(req)
-			if _, ok := s.cachedPlan(key); ok || exists(filepath.Join(s.dir, "plans", key+".refused")) {
-				cached++
-				continue
-			}
 			// Planned with no deadline of a child's: wait for the computation to end, so
 			// that preparing never runs two at once beside the children's own.
-			for {
-				_, result, err := s.plan(ctx, req)
-				if errors.Is(err, ErrPending) {
-					continue
-				}
-				if result == resultComputed {
-					s.metrics.prepared.Inc()
-				}
-				if result == resultComputed || result == resultReused {
-					prepared++
-				}
-				break
+			_, result, err := s.plan(ctx, req)
+			for errors.Is(err, ErrPending) {
+				_, result, err = s.plan(ctx, req)
+			}
+			switch result {
+			case resultComputed:
+				s.metrics.prepared.Inc()
+				prepared++
+			case resultReused:
+				prepared++
+			case resultCached:
+				cached++
 			}
 		}
 	}

@@ -155,7 +155,7 @@ func (s *Service) plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 	if p, ok := s.cachedPlan(key); ok {
 		return p, resultCached, s.allow(p.ID, req.Repository)
 	}
-	if reason, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".refused")); err == nil {
+	if reason, ok := s.refusal(key); ok {
 		return acrapi.DeltaPlan{}, resultUnavailable, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	s.mu.Lock()
@@ -321,22 +321,32 @@ func deltaKey(target digest.Digest, format string, bases []string) string {
 	return "d-" + hex.EncodeToString(h.Sum(nil))
 }
 
-// storePlan records a computed plan, or a refusal, for the request (planKey) and for the delta
-// (deltaKey).
-func (s *Service) storePlan(sp *storedPlan, refused string, keys ...string) error {
+// storePlan records a computed plan for the request (planKey) and for the delta (deltaKey).
+func (s *Service) storePlan(sp storedPlan, keys ...string) error {
+	b, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
 	for _, key := range keys {
-		var err error
-		if sp == nil {
-			err = atomicfile.Write(filepath.Join(s.dir, "plans", key+".refused"), []byte(refused), 0o600)
-		} else {
-			b, _ := json.Marshal(sp)
-			err = atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), b, 0o600)
-		}
-		if err != nil {
+		if err := atomicfile.Write(filepath.Join(s.dir, "plans", key+".json"), b, 0o600); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// refuse records that there is no delta for the request (planKey) or the delta (deltaKey), and
+// why, so that the next child asking the same is answered at once.
+func (s *Service) refuse(reason string, keys ...string) {
+	for _, key := range keys {
+		_ = atomicfile.Write(filepath.Join(s.dir, "plans", key+".refused"), []byte(reason), 0o600)
+	}
+}
+
+// refusal is why there is no delta under key, if refuse recorded it.
+func (s *Service) refusal(key string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "plans", key+".refused"))
+	return string(b), err == nil
 }
 
 // facts are what is cached of a blob: how to reproduce it, and its uncompressed digest.
@@ -391,7 +401,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 		// The layer hardly compresses (random or already compressed data): no stream will be
 		// much smaller, and trying costs seconds of CPU per layer.
 		reason := fmt.Sprintf("the layer's %d bytes hold a %d-byte tar that does not compress", layerSize, targetIndex.Size)
-		_ = s.storePlan(nil, reason, key)
+		s.refuse(reason, key)
 		return acrapi.DeltaPlan{}, false, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	format := tdFormat
@@ -402,10 +412,10 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if sp, ok := s.loadPlan(dkey); ok {
 		// Another child offered other layers, and got the same bases.
 		s.log.Info("delta reused", zap.Stringer("digest", target), zap.Strings("bases", names), zap.Int64("delta_bytes", sp.Size))
-		return sp.DeltaPlan, true, s.storePlan(&sp, "", key)
+		return sp.DeltaPlan, true, s.storePlan(sp, key)
 	}
-	if reason, err := os.ReadFile(filepath.Join(s.dir, "plans", dkey+".refused")); err == nil {
-		_ = s.storePlan(nil, string(reason), key)
+	if reason, ok := s.refusal(dkey); ok {
+		s.refuse(reason, key)
 		return acrapi.DeltaPlan{}, false, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "delta-*")
@@ -444,8 +454,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if size := layerSize; size > 0 && stats.EncodedBytes >= size {
 		s.log.Info("delta not smaller than the layer", zap.Stringer("digest", target), zap.Int64("delta_bytes", stats.EncodedBytes), zap.Int64("layer_bytes", size))
 		reason := fmt.Sprintf("a delta would be %d bytes, the layer is %d", stats.EncodedBytes, size)
-		// Remembered, so that the next child asking the same is answered at once.
-		_ = s.storePlan(nil, reason, key, dkey)
+		s.refuse(reason, key, dkey)
 		return acrapi.DeltaPlan{}, false, fmt.Errorf("%w: %s", ErrUnavailable, reason)
 	}
 	id := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
@@ -463,7 +472,7 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	if wholeLimited {
 		sp.WholeMemory = s.wholeMemory
 	}
-	if err := s.storePlan(&sp, "", dkey, key); err != nil {
+	if err := s.storePlan(sp, dkey, key); err != nil {
 		return acrapi.DeltaPlan{}, false, err
 	}
 	s.log.Info("delta computed", zap.Stringer("digest", target), zap.Strings("bases", names), zap.Int64("layer_bytes", plan.LayerSize),
