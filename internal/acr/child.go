@@ -96,7 +96,7 @@ func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error 
 		case rep.LayersBase == "" && rep.LayersHash == emptyInventory:
 			// A node that holds no layer yet: its empty list is left out of the report. Its
 			// inventory still says what it lacks (everything), so deltas can be prepared.
-			if held, _, _ := a.deltas.Inventory(name); held != emptyInventory {
+			if a.deltas.InventoryHash(name) != emptyInventory {
 				if err := a.deltas.SetInventory(name, rep.LayersHash, []acrapi.HeldLayer{}); err != nil {
 					return fmt.Errorf("%w: layers: %v", errBadRequest, err)
 				}
@@ -109,7 +109,7 @@ func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error 
 				return fmt.Errorf("%w: layers: %v", errBadRequest, err)
 			}
 		}
-		ans.LayersHash, _, _ = a.deltas.Inventory(name)
+		ans.LayersHash = a.deltas.InventoryHash(name)
 	}
 	for d, st := range rep.Descendants {
 		if err := a.cp.RelayStatus(d, st); err != nil {

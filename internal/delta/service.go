@@ -859,6 +859,15 @@ func (s *Service) ForgetInventory(registry string) error {
 	return nil
 }
 
+// InventoryHash is the hash of the inventory registry last reported ("" if none): what a status
+// report's answer names, without copying the layers.
+func (s *Service) InventoryHash(registry string) string {
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
+	held, _ := s.inventory(registry)
+	return held.hash
+}
+
 // Inventory returns the layers registry last reported holding and their hash; false if none.
 // The layers are the caller's to change.
 func (s *Service) Inventory(registry string) (string, []acrapi.HeldLayer, bool) {
