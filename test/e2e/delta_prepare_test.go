@@ -44,12 +44,7 @@ func TestDeltaPreparedBeforeTheChildAsks(t *testing.T) {
 	}, site, root)
 	preparedFor := func(manifest v1.Hash) func() (bool, string) {
 		return func() (bool, string) {
-			for line := range strings.SplitSeq(root.logs(), "\n") {
-				if strings.Contains(line, `"deltas prepared for children"`) && strings.Contains(line, manifest.String()) {
-					return true, ""
-				}
-			}
-			return false, lastLine(root.logs())
+			return logLine(root.logs(), "deltas prepared for children", manifest.String()) != "", lastLine(root.logs())
 		}
 	}
 	// Release 1 for the empty site: its whole layer, prepared too.

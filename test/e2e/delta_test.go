@@ -66,22 +66,28 @@ func gzipLayer(t *testing.T, raw []byte) v1.Layer {
 	return static.NewLayer(gz.Bytes(), types.OCILayer)
 }
 
+// logLine is the last line of a node's JSON log whose message is msg and that holds has (any
+// when has is ""); "" when there is none.
+func logLine(logs, msg, has string) string {
+	last := ""
+	for line := range strings.SplitSeq(logs, "\n") {
+		if strings.Contains(line, `"msg":"`+msg+`"`) && strings.Contains(line, has) {
+			last = line
+		}
+	}
+	return last
+}
+
 // rebuiltFromDelta is what a child's last "layer rebuilt from a delta" log line says of the
 // layer whose digest is d (any layer when d is ""): the sizes of the delta and of the layer,
 // zeros when there is no such line.
 func rebuiltFromDelta(logs, d string) (deltaBytes, layerBytes int64) {
-	for line := range strings.SplitSeq(logs, "\n") {
-		if strings.Contains(line, `"layer rebuilt from a delta"`) && strings.Contains(line, d) {
-			var e struct {
-				DeltaBytes int64 `json:"delta_bytes"`
-				LayerBytes int64 `json:"layer_bytes"`
-			}
-			if json.Unmarshal([]byte(line), &e) == nil {
-				deltaBytes, layerBytes = e.DeltaBytes, e.LayerBytes
-			}
-		}
+	var e struct {
+		DeltaBytes int64 `json:"delta_bytes"`
+		LayerBytes int64 `json:"layer_bytes"`
 	}
-	return deltaBytes, layerBytes
+	_ = json.Unmarshal([]byte(logLine(logs, "layer rebuilt from a delta", d)), &e)
+	return e.DeltaBytes, e.LayerBytes
 }
 
 // TestDeltaResumesAfterKill9: a child SIGKILLed while it fetches a layer as a delta over a slow
