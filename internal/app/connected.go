@@ -29,13 +29,27 @@ func instanceID(dataDir string) (string, error) {
 // applyParentConfig applies what the parent defines for this node beyond what to sync.
 func (n *Node) applyParentConfig(cfg acrapi.ChildConfig) {
 	n.applyLogLevel(cfg.Registry.LogLevel)
-	if err := n.control.ApplyReplica(cfg); err != nil {
-		n.log.Error("applying the definitions below this node", zap.Error(err))
-	}
+	n.applyDefinitions(cfg)
 	if cfg.Registry.Mode == acrapi.ModeReadWrite {
 		n.registry.SetReadOnly("")
 	} else {
 		n.registry.SetReadOnly(fmt.Sprintf("%s is a ReadOnly connected registry: push to its parent instead", cfg.Registry.Name))
+	}
+}
+
+// applyDefinitions keeps the definitions below this node as the parent sent them, and drops
+// the inventories of layers reported by registries no longer among them (deleted at the root).
+func (n *Node) applyDefinitions(cfg acrapi.ChildConfig) {
+	if err := n.control.ApplyReplica(cfg); err != nil {
+		n.log.Error("applying the definitions below this node", zap.Error(err))
+		return
+	}
+	names := make([]string, 0, len(cfg.Descendants))
+	for _, d := range cfg.Descendants {
+		names = append(names, d.Name)
+	}
+	if err := n.deltas.KeepInventories(names); err != nil {
+		n.log.Warn("removing the inventories of layers of deleted connected registries failed", zap.Error(err))
 	}
 }
 

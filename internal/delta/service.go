@@ -859,6 +859,30 @@ func (s *Service) ForgetInventory(registry string) error {
 	return nil
 }
 
+// KeepInventories drops the inventories of every registry but those named: a node below the
+// root learns that a connected registry was deleted from the definitions its parent sends,
+// not from the admin call that deleted it.
+func (s *Service) KeepInventories(registries []string) error {
+	keep := make(map[string]bool, len(registries))
+	for _, r := range registries {
+		keep[strings.ToLower(r)] = true
+	}
+	entries, err := os.ReadDir(filepath.Join(s.dir, "inventories"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok && !keep[name] {
+			errs = append(errs, s.ForgetInventory(name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // InventoryHash is the hash of the inventory registry last reported ("" if none): what a status
 // report's answer names, without copying the layers.
 func (s *Service) InventoryHash(registry string) string {

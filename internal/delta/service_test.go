@@ -972,6 +972,40 @@ func TestInventoryUpdatesAtomic(t *testing.T) {
 	}
 }
 
+// TestKeepInventories: the inventories of registries no longer defined go, on disk too; those
+// named stay, whatever the case of their names.
+func TestKeepInventories(t *testing.T) {
+	dir := t.TempDir()
+	log, _ := testLogger(t)
+	svc, err := delta.NewService(dir, newDiskBlobs(t), log, delta.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.KeepInventories(nil); err != nil {
+		t.Fatalf("no inventory yet: %v", err)
+	}
+	inv := []acrapi.HeldLayer{{Digest: digest.FromString("a").String(), Repository: "team/app"}}
+	for _, name := range []string{"siteKept", "siteGone", "lineGone"} {
+		if err := svc.SetInventory(name, acrapi.InventoryHash(inv), inv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.KeepInventories([]string{"SITEKEPT", "siteNew"}); err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := delta.NewService(dir, newDiskBlobs(t), log, delta.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*delta.Service{svc, restarted} {
+		for name, want := range map[string]bool{"siteKept": true, "siteGone": false, "lineGone": false} {
+			if _, _, ok := s.Inventory(name); ok != want {
+				t.Errorf("inventory of %s held: %v, want %v", name, ok, want)
+			}
+		}
+	}
+}
+
 // TestPlanRetriesUnsupported: "no recipe" is cached per blob, but only for the detector that
 // found none; a blob a previous release (or a node without the legacy helper) could not
 // reproduce is tried again, and a detector's own verdict is kept.
