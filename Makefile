@@ -161,7 +161,8 @@ clean:
 # crane and podman do, synced by an Outpost child with sync.delta false and true through a
 # byte-counting loopback link; prints a Markdown table for docs/performance.md. Run as root
 # (debootstrap). Images are built once into $TMPDIR/outpost-deltabench-cache. About 6 minutes
-# (plus 2–4 the first time). DELTABENCH_ARGS passes flags, e.g. DELTABENCH_ARGS="-quick -out delta.md".
+# (plus 2–4 the first time). DELTABENCH_ARGS passes flags, e.g. DELTABENCH_ARGS="-quick -out delta.md";
+# -scenarios large-first,large-update (not in the default run) measures a 945 MiB-tar layer.
 .PHONY: bench-delta
 bench-delta: build
 	$(GO) run ./test/bench/deltabench -outpost $(BIN) $(DELTABENCH_ARGS)

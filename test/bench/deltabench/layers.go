@@ -13,7 +13,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,7 +47,15 @@ type tarLayer struct {
 	Path    string `json:"-"`
 }
 
-func buildTarLayer(cache, name, stamp, root string, keepOwner bool) (*tarLayer, error) {
+// tree is a directory written into a layer under prefix ("" for the layer's root).
+type tree struct {
+	prefix, root string
+	// keepOwner keeps the files' numeric owners (a root filesystem); otherwise 0:0, as a COPY
+	// without --chown makes them.
+	keepOwner bool
+}
+
+func buildTarLayer(cache, name, stamp string, trees []tree) (*tarLayer, error) {
 	dir := filepath.Join(cache, "layers")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -69,7 +79,23 @@ func buildTarLayer(cache, name, stamp, root string, keepOwner bool) (*tarLayer, 
 	h := sha256.New()
 	cw := &iocount.Writer{W: io.MultiWriter(f, h)}
 	bw := bufio.NewWriterSize(cw, 1<<20)
-	entries, err := writeTar(bw, root, keepOwner)
+	tw := tar.NewWriter(bw)
+	entries := 0
+	dirs := map[string]bool{}
+	for _, t := range trees {
+		var n int
+		if n, err = writePrefix(tw, t, dirs); err != nil {
+			break
+		}
+		entries += n
+		if n, err = writeTree(tw, t); err != nil {
+			break
+		}
+		entries += n
+	}
+	if err == nil {
+		err = tw.Close()
+	}
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -88,8 +114,36 @@ func buildTarLayer(cache, name, stamp, root string, keepOwner bool) (*tarLayer, 
 	return l, os.WriteFile(meta, raw, 0o644)
 }
 
-func writeTar(w io.Writer, root string, keepOwner bool) (int, error) {
-	tw := tar.NewWriter(w)
+// writePrefix writes the directories of t's prefix not yet written (dirs), as a COPY into a
+// new directory makes them: 0755, root's, the tree's own mtime.
+func writePrefix(tw *tar.Writer, t tree, dirs map[string]bool) (int, error) {
+	if t.prefix == "" {
+		return 0, nil
+	}
+	fi, err := os.Stat(t.root)
+	if err != nil {
+		return 0, err
+	}
+	n, dir := 0, ""
+	for _, part := range strings.Split(t.prefix, "/") {
+		dir = path.Join(dir, part)
+		if dirs[dir] {
+			continue
+		}
+		dirs[dir] = true
+		hdr := &tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: fi.ModTime().Truncate(time.Second)}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// writeTree writes t's entries under its prefix. Hard links stay within the tree, which may be
+// written more than once under several prefixes.
+func writeTree(tw *tar.Writer, t tree) (int, error) {
+	root, keepOwner := t.root, t.keepOwner
 	type inode struct{ dev, ino uint64 }
 	seen := map[inode]string{}
 	entries := 0
@@ -101,7 +155,7 @@ func writeTar(w io.Writer, root string, keepOwner bool) (int, error) {
 			return nil
 		}
 		rel, _ := filepath.Rel(root, p)
-		name := filepath.ToSlash(rel)
+		name := path.Join(t.prefix, filepath.ToSlash(rel))
 		fi, err := de.Info()
 		if err != nil {
 			return err
@@ -160,10 +214,7 @@ func writeTar(w io.Writer, root string, keepOwner bool) (int, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return entries, tw.Close()
+	return entries, err
 }
 
 // compressor is one way real builders compress a layer.

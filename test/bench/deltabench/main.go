@@ -137,6 +137,14 @@ var (
 
 var allScenarios = []string{"first", "base-on-device", "app-go", "app-go-commit", "app-npm", "base-update"}
 
+// largeScenarios are run only when named: a layer of about 0.95 GiB of tar, built once (2–3
+// minutes per compressor), and 3–6 minutes of the parent's CPU per delta. They show the
+// child's memory whatever the layer's size.
+var largeScenarios = []string{"large-first", "large-update"}
+
+// largeSysroots is how many Debian trees the large layer holds.
+const largeSysroots = 8
+
 func main() {
 	var o options
 	flag.StringVar(&o.outpost, "outpost", "bin/outpost", "the Outpost binary under test (parent and child)")
@@ -146,7 +154,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
 	flag.BoolVar(&o.quick, "quick", false, "compress/gzip only and a small npm set (express alone)")
 	flag.StringVar(&o.compressors, "compressors", "", "comma-separated: gzip (Docker, BuildKit), gzip-fast (crane, ko), pgzip (podman, buildah); default all, gzip with -quick")
-	flag.StringVar(&o.scenarios, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
+	flag.StringVar(&o.scenarios, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", ")+"; also, when named, "+strings.Join(largeScenarios, ", "))
 	flag.BoolVar(&o.deltaKey, "delta-key", true, "write sync.delta: false / true into the children's configuration (the two columns)")
 	flag.StringVar(&o.debian, "debian", "auto", "how to build the Debian trees: auto (debootstrap, else .deb packages), debootstrap, debs")
 	flag.StringVar(&o.debianMirror, "debian-mirror", "", "Debian mirror for debootstrap (default: the one in /etc/apt/sources*)")
@@ -183,8 +191,8 @@ func main() {
 	}
 	for _, s := range strings.Split(o.scenarios, ",") {
 		s = strings.TrimSpace(s)
-		if !slices.Contains(allScenarios, s) {
-			fmt.Fprintf(os.Stderr, "deltabench: -scenarios: unknown %q (%s)\n", s, strings.Join(allScenarios, ", "))
+		if !slices.Contains(allScenarios, s) && !slices.Contains(largeScenarios, s) {
+			fmt.Fprintf(os.Stderr, "deltabench: -scenarios: unknown %q (%s)\n", s, strings.Join(append(allScenarios, largeScenarios...), ", "))
 			os.Exit(2)
 		}
 		o.scenarioSet = append(o.scenarioSet, s)
@@ -329,12 +337,12 @@ func buildSources(ctx context.Context, o options, logf func(string, ...any)) (*s
 	if len(commits) != 2 {
 		return nil, errors.New("-go-commits: want two commits, comma-separated")
 	}
-	if need("first", "base-on-device", "app-go", "app-go-commit", "base-update") {
+	if need("first", "base-on-device", "app-go", "app-go-commit", "base-update", "large-first", "large-update") {
 		if src.goV1, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(commits[0]), o.goUnstripped, logf); err != nil {
 			return nil, fmt.Errorf("building the Go program's first release: %w", err)
 		}
 	}
-	if need("app-go") {
+	if need("app-go", "large-update") {
 		if src.goV2, err = buildGoApp(ctx, o.cache, repo, strings.TrimSpace(commits[1]), o.goUnstripped, logf); err != nil {
 			return nil, fmt.Errorf("building the Go program's second release: %w", err)
 		}
@@ -354,21 +362,21 @@ func buildSources(ctx context.Context, o options, logf func(string, ...any)) (*s
 	}
 
 	type spec struct {
-		name, stamp, root, createdBy string
-		keepOwner                    bool
+		name, stamp, createdBy string
+		trees                  []tree
 	}
 	d := src.debian
-	specs := []spec{{"debian-A", d.stamp(), d.A, "debootstrap --variant=minbase bookworm (" + d.Method + ")", true}}
-	if need("base-update") {
-		specs = append(specs, spec{"debian-B", d.stamp(), d.B, "debian-A + apt-get upgrade (bookworm-updates, bookworm-security)", true})
+	specs := []spec{{"debian-A", d.stamp(), "debootstrap --variant=minbase bookworm (" + d.Method + ")", []tree{{"", d.A, true}}}}
+	if need("base-update", "large-update") {
+		specs = append(specs, spec{"debian-B", d.stamp(), "debian-A + apt-get upgrade (bookworm-updates, bookworm-security)", []tree{{"", d.B, true}}})
 	}
+	goStamp := func(g *goApp) string { return g.Commit + "@" + g.Built.Format(time.RFC3339Nano) }
 	for _, g := range []struct {
 		name string
 		app  *goApp
 	}{{"outpost-v1", src.goV1}, {"outpost-v2", src.goV2}, {"outpost-v1-next", src.goV1Next}} {
 		if g.app != nil {
-			specs = append(specs, spec{g.name, g.app.Commit + "@" + g.app.Built.Format(time.RFC3339Nano), g.app.Dir,
-				"COPY outpost /usr/local/bin/ (commit " + g.app.Commit[:7] + ")", false})
+			specs = append(specs, spec{g.name, goStamp(g.app), "COPY outpost /usr/local/bin/ (commit " + g.app.Commit[:7] + ")", []tree{{"", g.app.Dir, false}}})
 		}
 	}
 	for _, n := range []struct {
@@ -376,12 +384,34 @@ func buildSources(ctx context.Context, o options, logf func(string, ...any)) (*s
 		app  *npmApp
 	}{{"npm-v1", src.npmV1}, {"npm-v2", src.npmV2}} {
 		if n.app != nil {
-			specs = append(specs, spec{n.name, strings.Join(n.app.Deps, ",") + "@" + n.app.Built.Format(time.RFC3339Nano), n.app.Dir,
-				"COPY app /app (npm install " + strings.Join(n.app.Deps, " ") + ")", false})
+			specs = append(specs, spec{n.name, strings.Join(n.app.Deps, ",") + "@" + n.app.Built.Format(time.RFC3339Nano),
+				"COPY app /app (npm install " + strings.Join(n.app.Deps, " ") + ")", []tree{{"", n.app.Dir, false}}})
 		}
 	}
+	// The large layer: eight Debian root filesystems as the sysroots of an SDK image, and the
+	// Go program, one layer of about 0.95 GiB of tar; its update brings one sysroot's security
+	// update and the program 20 commits later.
+	large := func(first string, g *goApp) []tree {
+		var trees []tree
+		for i := range largeSysroots {
+			root := d.A
+			if i == 0 {
+				root = first
+			}
+			trees = append(trees, tree{fmt.Sprintf("opt/sdk/sysroots/target-%d", i), root, true})
+		}
+		return append(trees, tree{"", g.Dir, false})
+	}
+	if need("large-first", "large-update") {
+		specs = append(specs, spec{"large-A", d.stamp() + "+" + goStamp(src.goV1),
+			fmt.Sprintf("COPY sdk /opt/sdk (%d sysroots) and outpost (commit %s)", largeSysroots, src.goV1.Commit[:7]), large(d.A, src.goV1)})
+	}
+	if need("large-update") {
+		specs = append(specs, spec{"large-B", d.stamp() + "+" + goStamp(src.goV2),
+			fmt.Sprintf("COPY sdk /opt/sdk (%d sysroots, the first updated) and outpost (commit %s)", largeSysroots, src.goV2.Commit[:7]), large(d.B, src.goV2)})
+	}
 	for _, s := range specs {
-		l, err := buildTarLayer(o.cache, s.name, s.stamp, s.root, s.keepOwner)
+		l, err := buildTarLayer(o.cache, s.name, s.stamp, s.trees)
 		if err != nil {
 			return nil, err
 		}
@@ -413,7 +443,7 @@ func buildImages(ctx context.Context, o options, src *sources, comp compressor, 
 		}
 		out.blobs[name] = b
 	}
-	combos := [][]string{{"debian-A"}, {"debian-A", "outpost-v1"}, {"debian-A", "outpost-v2"}, {"debian-A", "outpost-v1-next"}, {"debian-A", "npm-v1"}, {"debian-A", "npm-v2"}, {"debian-B", "outpost-v1"}}
+	combos := [][]string{{"debian-A"}, {"debian-A", "outpost-v1"}, {"debian-A", "outpost-v2"}, {"debian-A", "outpost-v1-next"}, {"debian-A", "npm-v1"}, {"debian-A", "npm-v2"}, {"debian-B", "outpost-v1"}, {"large-A"}, {"large-B"}}
 	for _, c := range combos {
 		var layers []*blob
 		var by []string
@@ -500,6 +530,15 @@ func scenariosFor(o options, imgs *images) []*scenario {
 				before:    []placed{{"bench/app", "v1", im("debian-A + npm-v1")}},
 				after:     placed{"bench/app", "v2", im("debian-A + npm-v2")},
 				caseLayer: 22.4, caseDelta: 0.01, target: "≤ 0.01% or ≤ 32 KiB", met: appUpdateBytes}
+		case "large-first":
+			s = &scenario{label: "first image, one large layer (0.95 GiB tar)",
+				after:     placed{"bench/sdk", "v1", im("large-A")},
+				caseLayer: 100, caseDelta: 100, target: "≤ 75%", met: within(75)}
+		case "large-update":
+			s = &scenario{label: "large layer update (a sysroot's security update, the Go program 20 commits)",
+				before:    []placed{{"bench/sdk", "v1", im("large-A")}},
+				after:     placed{"bench/sdk", "v2", im("large-B")},
+				caseLayer: 100, caseDelta: 16.1, target: "≤ 5%", met: within(5)}
 		case "base-update":
 			s = &scenario{label: "base-image update",
 				before:    []placed{{"bench/app", "v1", im("debian-A + outpost-v1")}},
