@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 
+	"github.com/distribution/distribution/v3/manifest/schema2"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/distribution/reference"
@@ -226,6 +229,10 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, app htt
 		app.ServeHTTP(w, req)
 		return
 	}
+	if err := checkLayerURLs(body); err != nil {
+		serveError(w, errcode.ErrorCodeManifestInvalid.WithDetail(err.Error()))
+		return
+	}
 	dgst := digest.FromBytes(body)
 	if d, err := digest.Parse(ref); err == nil {
 		dgst = d // distribution checks the body against it
@@ -255,6 +262,42 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, app htt
 			(*hook)(Pushed{Repository: repo, Tag: tag, Digest: dgst, MediaType: mediaType, Referrer: rec.subject != ""})
 		}
 	}
+}
+
+// urlLayerTypes are the layers whose URLs distribution checks (the non-distributable types are
+// deprecated, not gone); schema2's foreign layer must have some.
+var urlLayerTypes = []string{v1.MediaTypeImageLayer, v1.MediaTypeImageLayerGzip,
+	"application/vnd.oci.image.layer.nondistributable.v1.tar", "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+	schema2.MediaTypeForeignLayer}
+
+// checkLayerURLs finds the layer URLs distribution would refuse (with a 500 and no detail): a
+// layer of urlLayerTypes whose URL is not http or https, or has a fragment, or a foreign layer
+// with none. A body that is not a manifest is distribution's to refuse.
+func checkLayerURLs(body []byte) error {
+	var m struct {
+		Layers []struct {
+			MediaType string   `json:"mediaType"`
+			URLs      []string `json:"urls"`
+		} `json:"layers"`
+	}
+	if json.Unmarshal(body, &m) != nil {
+		return nil
+	}
+	for i, l := range m.Layers {
+		if !slices.Contains(urlLayerTypes, l.MediaType) {
+			continue
+		}
+		if l.MediaType == schema2.MediaTypeForeignLayer && len(l.URLs) == 0 {
+			return fmt.Errorf("layers[%d]: a foreign layer (%s) needs urls to fetch it from", i, l.MediaType)
+		}
+		for _, u := range l.URLs {
+			pu, err := url.Parse(u)
+			if err != nil || pu.Scheme != "http" && pu.Scheme != "https" || pu.Fragment != "" {
+				return fmt.Errorf("layers[%d].urls: %q is not an http or https URL without a fragment", i, u)
+			}
+		}
+	}
+	return nil
 }
 
 // deleteManifest serves a manifest or tag DELETE and reports it once done.

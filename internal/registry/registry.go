@@ -108,6 +108,10 @@ func New(ctx context.Context, opts Options) (*Registry, error) {
 		// Relative Location headers keep clients on the proxy's address behind nginx.
 		cfg.HTTP.RelativeURLs = true
 		cfg.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
+		// Foreign and non-distributable layers (Windows base images) name http(s) URLs that
+		// clients fetch them from, as ACR and the OCI spec allow; distribution's default allows
+		// none, and refuses such a manifest with a 500. putManifest refuses malformed URLs.
+		cfg.Validation.Manifests.URLs.Allow = []string{`(?i)^https?://`}
 		if len(opts.IndexPlatforms) > 0 {
 			cfg.Validation.Manifests.Indexes.Platforms = "list"
 			for _, p := range opts.IndexPlatforms {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -288,5 +289,92 @@ func TestReadOnlyDeniesWritesNotReads(t *testing.T) {
 	r.SetReadOnly("")
 	if err := remote.Write(ref2, img); err != nil {
 		t.Fatalf("push after read-write again: %v", err)
+	}
+}
+
+// TestLayersWithURLs: a manifest whose non-distributable or foreign layers name the http(s)
+// URLs clients fetch them from is stored without those blobs (Windows base images; the OCI
+// conformance suite's non-distributable image), and kept by garbage collection; a malformed URL
+// or a foreign layer without one is refused with 400 MANIFEST_INVALID naming the layer, not
+// distribution's 500.
+func TestLayersWithURLs(t *testing.T) {
+	r, srv := newTestRegistry(t)
+	put := func(method, path, contentType string, body []byte) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", contentType)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp, b.String()
+	}
+	config := []byte(`{"architecture":"amd64","os":"windows","rootfs":{"type":"layers","diff_ids":[]}}`)
+	configDigest := digest.FromBytes(config)
+	resp, _ := put(http.MethodPost, "/v2/win/app/blobs/uploads/", "", nil)
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusAccepted || err != nil {
+		t.Fatalf("starting the config's upload: %s (%v)", resp.Status, err)
+	}
+	q := loc.Query()
+	q.Set("digest", configDigest.String())
+	loc.RawQuery = q.Encode()
+	if resp, body := put(http.MethodPut, loc.String(), "application/octet-stream", config); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("uploading the config: %s %s", resp.Status, body)
+	}
+	layer := func(mediaType string, urls ...string) map[string]any {
+		return map[string]any{"mediaType": mediaType, "digest": digest.FromString(mediaType).String(), "size": 1234, "urls": urls}
+	}
+	manifest := func(mediaType, configType string, layers ...map[string]any) []byte {
+		b, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": mediaType,
+			"config": map[string]any{"mediaType": configType, "digest": configDigest.String(), "size": len(config)}, "layers": layers})
+		return b
+	}
+	const docker, dockerConfig, foreign = "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+	const nondist = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+	accepted := map[string][]byte{
+		"oci":    manifest(v1.MediaTypeImageManifest, v1.MediaTypeImageConfig, layer(nondist, "https://store.example.com/blobs/a", "HTTP://mirror.example.com/a")),
+		"docker": manifest(docker, dockerConfig, layer(foreign, "https://mcr.microsoft.com/v2/windows/servercore/blobs/x")),
+	}
+	for tag, m := range accepted {
+		mt := v1.MediaTypeImageManifest
+		if tag == "docker" {
+			mt = docker
+		}
+		if resp, body := put(http.MethodPut, "/v2/win/app/manifests/"+tag, mt, m); resp.StatusCode != http.StatusCreated {
+			t.Errorf("a %s manifest with a layer to fetch from its URLs: %s %s, want 201", tag, resp.Status, body)
+		}
+	}
+	for name, c := range map[string]struct {
+		mediaType string
+		manifest  []byte
+		want      string
+	}{
+		"ftp":      {v1.MediaTypeImageManifest, manifest(v1.MediaTypeImageManifest, v1.MediaTypeImageConfig, layer(nondist, "ftp://store.example.com/a")), `layers[0].urls: \"ftp://store.example.com/a\"`},
+		"fragment": {v1.MediaTypeImageManifest, manifest(v1.MediaTypeImageManifest, v1.MediaTypeImageConfig, layer(nondist, "https://a.example.com/x#y")), "without a fragment"},
+		"no urls":  {docker, manifest(docker, dockerConfig, layer(foreign)), "layers[0]: a foreign layer"},
+	} {
+		resp, body := put(http.MethodPut, "/v2/win/app/manifests/"+strings.ReplaceAll(name, " ", "-"), c.mediaType, c.manifest)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "MANIFEST_INVALID") || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %s %s; want 400 MANIFEST_INVALID saying %s", name, resp.Status, body, c.want)
+		}
+	}
+	if _, err := r.CollectGarbage(context.Background(), GCOptions{}); err != nil {
+		t.Fatalf("garbage collection with layers stored elsewhere: %v", err)
+	}
+	for tag := range accepted {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v2/win/app/manifests/"+tag, nil)
+		req.Header.Set("Accept", v1.MediaTypeImageManifest+", "+docker)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("after garbage collection, GET win/app:%s: %s", tag, resp.Status)
+		}
 	}
 }
