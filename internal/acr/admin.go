@@ -62,8 +62,8 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	a.log.Info("connected registries deleted", zap.Strings("names", deleted))
-	for _, name := range deleted {
-		if a.deltas != nil {
+	if a.deltas != nil {
+		for _, name := range deleted {
 			if err := a.deltas.ForgetInventory(name); err != nil {
 				a.log.Warn("removing a deleted connected registry's inventory of layers failed", zap.String("name", name), zap.Error(err))
 			}

@@ -13,11 +13,11 @@ import (
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
-// activate marks the calling registry active on the instance that asks, and answers with its
-// configuration. A second instance is refused until the first is deactivated.
 // emptyInventory is the hash of an inventory of no layers.
 var emptyInventory = acrapi.InventoryHash([]acrapi.HeldLayer{})
 
+// activate marks the calling registry active on the instance that asks, and answers with its
+// configuration. A second instance is refused until the first is deactivated.
 func (a *api) activate(w http.ResponseWriter, r *http.Request, name string) error {
 	var req acrapi.ActivateRequest
 	if err := decode(r, &req); err != nil {
