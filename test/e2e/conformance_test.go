@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	ggcrv1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -71,19 +70,14 @@ func syncedConformanceData(t *testing.T) (*node, []string) {
 	const repo = "conformance/repo1"
 	img := randomImage(t, 2, 32<<10)
 	imgDigest := parent.pushImage(t, repo+":image", img)
-	var adds []mutate.IndexAddendum
-	for _, arch := range []string{"amd64", "arm64"} {
-		adds = append(adds, mutate.IndexAddendum{Add: randomImage(t, 1, 16<<10),
-			Descriptor: ggcrv1.Descriptor{Platform: &ggcrv1.Platform{OS: "linux", Architecture: arch}}})
-	}
-	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
+	idx := randomIndex(t, 16<<10, "amd64", "arm64")
 	if err := remote.WriteIndex(parent.ref(t, repo+":index"), idx, parent.remote(t)...); err != nil {
 		t.Fatalf("pushing the index: %v", err)
 	}
 	idxDigest := mustDigest(t, idx)
 	raw := mustRawManifest(t, img)
 	sig, ok := mutate.Subject(mutate.ConfigMediaType(randomImage(t, 1, 1024), "application/vnd.example.signature.v1+json"),
-		ggcrv1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: imgDigest, Size: int64(len(raw))}).(ggcrv1.Image)
+		v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: imgDigest, Size: int64(len(raw))}).(v1.Image)
 	if !ok {
 		t.Fatal("mutate.Subject of an image is not an image")
 	}
@@ -122,7 +116,7 @@ func syncedConformanceData(t *testing.T) (*node, []string) {
 	}
 }
 
-func mustConfigDigest(t *testing.T, img ggcrv1.Image) string {
+func mustConfigDigest(t *testing.T, img v1.Image) string {
 	t.Helper()
 	d, err := img.ConfigName()
 	if err != nil {

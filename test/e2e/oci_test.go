@@ -284,6 +284,20 @@ func randomImage(t testing.TB, layers int, size int64) v1.Image {
 	return img
 }
 
+// randomIndex is an OCI image index of one randomImage (one layer of about size bytes) per
+// linux architecture.
+func randomIndex(t testing.TB, size int64, archs ...string) v1.ImageIndex {
+	t.Helper()
+	var adds []mutate.IndexAddendum
+	for _, arch := range archs {
+		adds = append(adds, mutate.IndexAddendum{
+			Add:        randomImage(t, 1, size),
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}},
+		})
+	}
+	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
+}
+
 func mustDigest(t testing.TB, d interface{ Digest() (v1.Hash, error) }) v1.Hash {
 	t.Helper()
 	h, err := d.Digest()
