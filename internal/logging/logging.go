@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -101,6 +102,11 @@ func (h *zapHook) Fire(e *logrus.Entry) error {
 	// distribution logs every 4xx at error level ("response completed with error"); a client's
 	// 404 on a HEAD is routine and the request log has it already.
 	if status, ok := e.Data["http.response.status"].(int); ok && status < 500 && lvl > zapcore.InfoLevel {
+		lvl = zapcore.DebugLevel
+	}
+	// Content addressed by sha512 is read through a link to its sha256; distribution warns at
+	// every such read.
+	if strings.HasPrefix(e.Message, "looking up blob with canonical target") {
 		lvl = zapcore.DebugLevel
 	}
 	ce := h.log.Check(lvl, e.Message)

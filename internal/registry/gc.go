@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -89,6 +90,41 @@ func layerLinkDir(repo string, d digest.Digest) string {
 func blobDataPath(d digest.Digest) string {
 	hex := d.Encoded()
 	return path.Join(storageRoot, "blobs", d.Algorithm().String(), hex[:2], hex, "data")
+}
+
+// linkNames lists the digests of the links under dir (a repository's _layers or
+// _manifests/revisions), by their paths: <algorithm>/<encoded>/link. distribution's own listing
+// gives each link's content instead, which for a sha512 alias is the sha256 it stands for.
+func (r *Registry) linkNames(ctx context.Context, dir string) ([]digest.Digest, error) {
+	algs, err := r.driver.List(ctx, dir)
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []digest.Digest
+	for _, algDir := range algs {
+		encs, err := r.driver.List(ctx, algDir)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, encDir := range encs {
+			d, err := digest.Parse(path.Base(algDir) + ":" + path.Base(encDir))
+			if err != nil {
+				continue // not a digest: nothing distribution reads either
+			}
+			if _, err := r.driver.Stat(ctx, path.Join(encDir, "link")); err == nil {
+				names = append(names, d)
+			} else if !isNotFound(err) {
+				return nil, err
+			}
+		}
+	}
+	return names, nil
 }
 
 func isNotFound(err error) bool {
@@ -349,17 +385,13 @@ func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptio
 	if err != nil {
 		return plan, err
 	}
-	menum, ok := ms.(distribution.ManifestEnumerator)
-	if !ok {
-		return plan, errors.New("the manifest service cannot list manifests")
+	revisions, err := r.linkNames(ctx, repoPath(name, "_manifests", "revisions"))
+	if err != nil {
+		return plan, fmt.Errorf("listing manifests: %w", err)
 	}
 	stored := map[digest.Digest]*gcManifest{}
-	err = menum.Enumerate(ctx, func(d digest.Digest) error {
+	for _, d := range revisions {
 		stored[d] = nil
-		return nil
-	})
-	if err != nil && !isNotFound(err) {
-		return plan, fmt.Errorf("listing manifests: %w", err)
 	}
 	bySubject := map[digest.Digest][]digest.Digest{}
 	for d := range stored {
@@ -381,6 +413,22 @@ func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptio
 			bySubject[subject] = append(bySubject[subject], d)
 		}
 		stored[d] = info
+	}
+
+	// A manifest stored by its sha256 and reached by its sha512 too is one manifest: both
+	// names are marked, or neither.
+	aliasTarget := map[digest.Digest]digest.Digest{}
+	aliasesOf := map[digest.Digest][]digest.Digest{}
+	for d := range stored {
+		if !isAlias(d) {
+			continue
+		}
+		target, err := r.readLink(ctx, revisionLinkPath(name, d))
+		if err != nil {
+			return plan, fmt.Errorf("manifest %s: %w", d, err)
+		}
+		aliasTarget[d] = target
+		aliasesOf[target] = append(aliasesOf[target], d)
 	}
 
 	index, err := r.referrers.scanRepository(name)
@@ -447,6 +495,11 @@ func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptio
 		}
 		stack = append(stack, bySubject[d]...)
 		stack = append(stack, indexed[d]...)
+		stack = append(stack, aliasesOf[d]...)
+		if target, ok := aliasTarget[d]; ok {
+			keep[target] = struct{}{} // its bytes, should its sha256 name be gone
+			stack = append(stack, target)
+		}
 	}
 	if opts.RemoveUntagged {
 		for d := range stored {
@@ -467,9 +520,20 @@ func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptio
 		has[[2]digest.Digest{e.subject, e.digest}] = true
 	}
 	for d := range marked {
-		if info := stored[d]; info.subject != "" && !has[[2]digest.Digest{info.subject, d}] {
-			plan.restoreEntries = append(plan.restoreEntries, restoreEntry{subject: info.subject, desc: info.desc})
+		info := stored[d]
+		if info.subject == "" {
+			continue
 		}
+		// A manifest reached by its sha256 and its sha512 needs one entry, under either name;
+		// one is restored under its sha512.
+		names := append([]digest.Digest{d}, aliasesOf[d]...)
+		if target, ok := aliasTarget[d]; ok {
+			names = append(names, target)
+		}
+		if len(aliasesOf[d]) > 0 || slices.ContainsFunc(names, func(n digest.Digest) bool { return has[[2]digest.Digest{info.subject, n}] }) {
+			continue
+		}
+		plan.restoreEntries = append(plan.restoreEntries, restoreEntry{subject: info.subject, desc: info.desc})
 	}
 
 	// Blob links: kept when a marked manifest references them, or when linked moments ago.
@@ -480,27 +544,39 @@ func (r *Registry) planRepository(ctx context.Context, name string, opts GCOptio
 			repoKeep[ref.Digest] = true
 		}
 	}
-	lenum, ok := rep.Blobs(ctx).(distribution.ManifestEnumerator)
-	if !ok {
-		return plan, errors.New("the blob service cannot list blobs")
-	}
-	err = lenum.Enumerate(ctx, func(d digest.Digest) error {
-		if repoKeep[d] || pins[d] {
-			return nil
-		}
-		fi, err := r.driver.Stat(ctx, path.Join(layerLinkDir(name, d), "link"))
-		if err != nil {
-			return fmt.Errorf("blob link %s: %w", d, err)
-		}
-		if fi.ModTime().After(cutoff) {
-			keep[d] = struct{}{} // uploaded or mounted moments ago: its manifest may follow
-			return nil
-		}
-		plan.removeLinks = append(plan.removeLinks, d)
-		return ctx.Err()
-	})
-	if err != nil && !isNotFound(err) {
+	links, err := r.linkNames(ctx, repoPath(name, "_layers"))
+	if err != nil {
 		return plan, fmt.Errorf("listing blobs: %w", err)
+	}
+	kept := map[digest.Digest]bool{}
+	for _, d := range links {
+		if repoKeep[d] || pins[d] {
+			kept[d] = true
+			continue
+		}
+		fi, err := r.driver.Stat(ctx, layerLinkPath(name, d))
+		if err != nil {
+			return plan, fmt.Errorf("blob link %s: %w", d, err)
+		}
+		kept[d] = fi.ModTime().After(cutoff) // uploaded or mounted moments ago: its manifest may follow
+	}
+	for _, d := range links {
+		if kept[d] && isAlias(d) {
+			// Its bytes are in the blob store under the sha256 the link holds, and reads
+			// through it need that sha256's link too.
+			target, err := r.readLink(ctx, layerLinkPath(name, d))
+			if err != nil {
+				return plan, fmt.Errorf("blob link %s: %w", d, err)
+			}
+			keep[target], kept[target] = struct{}{}, true
+		}
+	}
+	for _, d := range links {
+		if kept[d] {
+			keep[d] = struct{}{}
+		} else {
+			plan.removeLinks = append(plan.removeLinks, d)
+		}
 	}
 	sort.Slice(plan.removeLinks, func(i, j int) bool { return plan.removeLinks[i] < plan.removeLinks[j] })
 	return plan, nil

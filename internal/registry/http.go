@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -148,6 +149,10 @@ func (r *Registry) wrap() http.Handler {
 				return
 			}
 		}
+		if err := checkDigestAlgorithms(req, route); err != nil {
+			serveError(w, err)
+			return
+		}
 		if req.Method == http.MethodDelete {
 			if repo, ref, ok := splitManifest(req.URL.Path); ok {
 				r.deleteManifest(w, req, app, repo, ref)
@@ -160,6 +165,7 @@ func (r *Registry) wrap() http.Handler {
 				return
 			}
 		}
+		w, req = r.aliasBlobRequest(w, req, route, repo)
 		app.ServeHTTP(w, req)
 	})
 }
@@ -215,7 +221,9 @@ func (r *Registry) serveReferrers(w http.ResponseWriter, req *http.Request, repo
 }
 
 // putManifest records a manifest's subject in the referrer index before distribution stores it,
-// and answers with the OCI-Subject header once it is stored.
+// and answers with the OCI-Subject header once it is stored. A manifest pushed by its sha512
+// digest is stored by its sha256 and linked by the alias; tags named by ?tag= parameters are
+// pointed at it once it is stored, and listed in OCI-Tag headers.
 func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, app http.Handler, repo, ref string) {
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxManifestSize+1))
 	if err != nil {
@@ -233,36 +241,100 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, app htt
 		serveError(w, errcode.ErrorCodeManifestInvalid.WithDetail(err.Error()))
 		return
 	}
-	dgst := digest.FromBytes(body)
-	if d, err := digest.Parse(ref); err == nil {
-		dgst = d // distribution checks the body against it
+	tags := req.URL.Query()["tag"]
+	for _, tag := range tags {
+		if !anchoredTag.MatchString(tag) {
+			serveError(w, errcode.ErrorCodeTagInvalid.WithDetail(fmt.Sprintf("tag parameter %q is not a tag: expected up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'", tag)))
+			return
+		}
 	}
-	rec := &manifestPutWriter{ResponseWriter: w}
-	if subject, desc, ok := parseSubject(body, req.Header.Get("Content-Type"), dgst); ok {
+	dgst := digest.FromBytes(body)
+	var alias digest.Digest
+	if d, err := digest.Parse(ref); err == nil {
+		dgst = d // distribution checks the body against a sha256 digest
+		if isAlias(d) {
+			if got := aliasAlgorithm.FromBytes(body); got != d {
+				serveError(w, errcode.ErrorCodeDigestInvalid.WithDetail(fmt.Sprintf("the manifest's %s digest is %s, not %s", aliasAlgorithm, got, d)))
+				return
+			}
+			alias = d
+			canonical := digest.FromBytes(body)
+			sub := req.Clone(req.Context())
+			sub.URL.Path, sub.URL.RawPath = "/v2/"+repo+"/manifests/"+canonical.String(), ""
+			sub.Body = io.NopCloser(bytes.NewReader(body))
+			req = sub
+		}
+	}
+	mediaType := req.Header.Get("Content-Type")
+	if i := strings.IndexByte(mediaType, ';'); i >= 0 {
+		mediaType = strings.TrimSpace(mediaType[:i])
+	}
+	var subject digest.Digest
+	if s, desc, ok := parseSubject(body, mediaType, dgst); ok {
 		if _, err := reference.WithName(repo); err == nil {
-			if err := r.referrers.Record(repo, subject, desc); err != nil {
-				r.log.Error("recording a referrer failed", zap.String("repository", repo), zap.Stringer("subject", subject), zap.Error(err))
+			if err := r.referrers.Record(repo, s, desc); err != nil {
+				r.log.Error("recording a referrer failed", zap.String("repository", repo), zap.Stringer("subject", s), zap.Error(err))
 				serveError(w, errcode.ErrorCodeUnknown.WithDetail("recording the referrer: "+err.Error()))
 				return
 			}
-			rec.subject = subject
+			subject = s
 		} // else distribution reports the invalid name
 	}
-	app.ServeHTTP(rec, req)
-	if rec.status == http.StatusCreated {
-		if hook := r.onPush.Load(); hook != nil {
-			mediaType := req.Header.Get("Content-Type")
-			if i := strings.IndexByte(mediaType, ';'); i >= 0 {
-				mediaType = strings.TrimSpace(mediaType[:i])
-			}
-			tag := ref
-			if _, err := digest.Parse(ref); err == nil {
-				tag = ""
-			}
-			(*hook)(Pushed{Repository: repo, Tag: tag, Digest: dgst, MediaType: mediaType, Referrer: rec.subject != ""})
+	rec := &hookWriter{ResponseWriter: w, before: func(status int, h http.Header) error {
+		if status != http.StatusCreated {
+			return nil
 		}
+		if subject != "" {
+			h.Set("OCI-Subject", subject.String())
+		}
+		if alias != "" {
+			canonical, err := digest.Parse(h.Get("Docker-Content-Digest"))
+			if err != nil {
+				return fmt.Errorf("storing manifest %s: the store named no digest", alias)
+			}
+			if err := r.linkManifestAlias(req.Context(), repo, alias, canonical); err != nil {
+				return fmt.Errorf("storing manifest %s: %w", alias, err)
+			}
+			answerAs(h, alias)
+		}
+		if len(tags) > 0 {
+			rep, err := r.repository(req.Context(), repo)
+			if err != nil {
+				return err
+			}
+			desc := v1.Descriptor{MediaType: mediaType, Digest: dgst, Size: int64(len(body))}
+			for _, tag := range tags {
+				if err := rep.Tags(req.Context()).Tag(req.Context(), tag, desc); err != nil {
+					return fmt.Errorf("tagging %s as %s: %w", dgst, tag, err)
+				}
+				h.Add("OCI-Tag", tag)
+			}
+		}
+		return nil
+	}}
+	app.ServeHTTP(rec, req)
+	if rec.status != http.StatusCreated {
+		return
+	}
+	hook := r.onPush.Load()
+	if hook == nil {
+		return
+	}
+	pushed := Pushed{Repository: repo, Digest: dgst, MediaType: mediaType, Referrer: subject != ""}
+	if _, err := digest.Parse(ref); err != nil {
+		tags = append([]string{ref}, tags...)
+	}
+	if len(tags) == 0 {
+		(*hook)(pushed)
+	}
+	for _, tag := range tags {
+		pushed.Tag = tag
+		(*hook)(pushed)
 	}
 }
+
+// anchoredTag matches a whole tag.
+var anchoredTag = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)
 
 // urlLayerTypes are the layers whose URLs distribution checks (the non-distributable types are
 // deprecated, not gone); schema2's foreign layer must have some.
@@ -300,9 +372,15 @@ func checkLayerURLs(body []byte) error {
 	return nil
 }
 
-// deleteManifest serves a manifest or tag DELETE and reports it once done.
+// deleteManifest serves a manifest or tag DELETE and reports it once done. A manifest deleted by
+// one digest is deleted by its other (otherManifestName) too.
 func (r *Registry) deleteManifest(w http.ResponseWriter, req *http.Request, app http.Handler, repo, ref string) {
-	rec := &manifestPutWriter{ResponseWriter: w}
+	if err := r.deleteOtherName(req, app, repo, ref); err != nil {
+		r.log.Error("deleting a manifest's other name failed", zap.String("repository", repo), zap.String("reference", ref), zap.Error(err))
+		serveError(w, errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+		return
+	}
+	rec := &hookWriter{ResponseWriter: w}
 	app.ServeHTTP(rec, req)
 	if rec.status != http.StatusAccepted {
 		return
@@ -332,32 +410,6 @@ type Pushed struct {
 // OnPush calls hook after every change a client makes through /v2, once it is done: a ReadWrite
 // connected registry queues pushes for its parent, and every node logs them for its children.
 func (r *Registry) OnPush(hook func(Pushed)) { r.onPush.Store(&hook) }
-
-// manifestPutWriter records a manifest PUT's status and adds OCI-Subject when it succeeds.
-type manifestPutWriter struct {
-	http.ResponseWriter
-	subject digest.Digest
-	status  int
-}
-
-func (s *manifestPutWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	if code == http.StatusCreated && s.subject != "" {
-		s.Header().Set("OCI-Subject", s.subject.String())
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *manifestPutWriter) Write(p []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(p)
-}
-
-func (s *manifestPutWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // mutating reports whether a request with this method may change the store.
 func mutating(method string) bool {

@@ -27,6 +27,13 @@ func (r *Registry) repository(ctx context.Context, repo string) (distribution.Re
 
 // StatBlob reports whether the node holds blob d in any repository, and its size.
 func (r *Registry) StatBlob(ctx context.Context, d digest.Digest) (int64, bool, error) {
+	if isAlias(d) {
+		target, ok, err := r.blobAliasTarget(ctx, d)
+		if err != nil || !ok {
+			return 0, false, err
+		}
+		d = target
+	}
 	desc, err := r.namespace.BlobStatter().Stat(ctx, d)
 	if errors.Is(err, distribution.ErrBlobUnknown) {
 		return 0, false, nil
@@ -76,6 +83,18 @@ func (r *Registry) LinkBlob(ctx context.Context, repo string, d digest.Digest, s
 	if err != nil {
 		return err
 	}
+	alias := digest.Digest("")
+	if isAlias(d) {
+		// The blob store has it under the sha256 digest it stands for: link both.
+		target, ok, err := r.blobAliasTarget(ctx, d)
+		if err != nil {
+			return fmt.Errorf("linking blob %s into %s: %w", d, repo, err)
+		}
+		if !ok {
+			return fmt.Errorf("linking blob %s into %s: %w", d, repo, distribution.ErrBlobUnknown)
+		}
+		alias, d = d, target
+	}
 	// The mount below links without looking: check under the lock that the blob is still here.
 	if _, err := r.namespace.BlobStatter().Stat(ctx, d); err != nil {
 		return fmt.Errorf("linking blob %s into %s: %w", d, repo, err)
@@ -87,6 +106,9 @@ func (r *Registry) LinkBlob(ctx context.Context, repo string, d digest.Digest, s
 	_, err = rep.Blobs(ctx).Create(ctx, mountStat{from: from, desc: v1.Descriptor{Digest: d, Size: size}})
 	var mounted distribution.ErrBlobMounted
 	if errors.As(err, &mounted) {
+		if alias != "" {
+			return r.linkBlobAlias(ctx, repo, alias, d)
+		}
 		return nil
 	}
 	if err == nil {
@@ -149,7 +171,8 @@ func (r *Registry) HasManifest(ctx context.Context, repo string, d digest.Digest
 }
 
 // PutManifest stores raw in repo (recording its subject for the referrers API first) and then
-// points tag at it. distribution refuses a manifest whose references are not stored.
+// points tag at it. distribution refuses a manifest whose references are not stored. A
+// manifest named by its sha512 digest d is stored by its sha256 and linked by d.
 func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, raw []byte, d digest.Digest, tag string) error {
 	r.maint.RLock()
 	defer r.maint.RUnlock()
@@ -161,8 +184,11 @@ func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, raw 
 	if err != nil {
 		return fmt.Errorf("manifest %s of type %q: %w", d, mediaType, err)
 	}
-	if desc.Digest != d && d.Algorithm() == desc.Digest.Algorithm() {
-		return fmt.Errorf("manifest bytes hash to %s, not %s", desc.Digest, d)
+	if err := checkAlgorithm("manifest", d); err != nil {
+		return err
+	}
+	if got := d.Algorithm().FromBytes(raw); got != d {
+		return fmt.Errorf("manifest bytes hash to %s, not %s", got, d)
 	}
 	if subject, rdesc, ok := parseSubject(raw, mediaType, d); ok {
 		if err := r.referrers.Record(repo, subject, rdesc); err != nil {
@@ -175,6 +201,11 @@ func (r *Registry) PutManifest(ctx context.Context, repo, mediaType string, raw 
 	}
 	if _, err := ms.Put(ctx, m); err != nil {
 		return err
+	}
+	if isAlias(d) {
+		if err := r.linkManifestAlias(ctx, repo, d, desc.Digest); err != nil {
+			return fmt.Errorf("linking manifest %s: %w", d, err)
+		}
 	}
 	if tag == "" {
 		return nil

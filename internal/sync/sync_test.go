@@ -1,11 +1,20 @@
 package sync_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/outpost-registry/outpost/internal/registry"
 )
 
 func TestMirrorsTagsWithIdenticalDigests(t *testing.T) {
@@ -123,3 +132,82 @@ func TestIndexPlatformsAndReferrers(t *testing.T) {
 }
 
 var _ = mutate.Append
+
+// TestSyncsSHA512Content syncs an image whose manifest, config and layer are named by sha512
+// into two repositories: every digest as the parent has it, each blob fetched once (in chunks)
+// and linked into the second repository, a quiet pass that fetches nothing, and garbage
+// collection on the child that keeps it all.
+func TestSyncsSHA512Content(t *testing.T) {
+	ctx := context.Background()
+	parent, child := newNode(t, nil), newNode(t, nil)
+	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	layer := make([]byte, 600<<10) // over two of the test's 256 KiB chunks
+	if _, err := rand.Read(layer); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(v1.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: v1.MediaTypeImageManifest,
+		Config:    v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.SHA512.FromBytes(config), Size: int64(len(config))},
+		Layers:    []v1.Descriptor{{MediaType: v1.MediaTypeImageLayerGzip, Digest: digest.SHA512.FromBytes(layer), Size: int64(len(layer))}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := digest.SHA512.FromBytes(raw)
+	repos := []string{"team/a", "team/b"}
+	for _, repo := range repos {
+		for _, b := range [][]byte{config, layer} {
+			w, err := parent.reg.CreateUpload(ctx, repo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Commit(ctx, v1.Descriptor{Digest: digest.SHA512.FromBytes(b), Size: int64(len(b))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := parent.reg.PutManifest(ctx, repo, v1.MediaTypeImageManifest, raw, manifest, "v1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	e := newEngine(t, engineOptions(t, parent.srv.URL, "team/*"), child)
+	s := e.RunPass(ctx, false)
+	if s.Result != "ok" || s.BlobsFetched != 2 || s.BlobsMounted != 2 || s.ManifestsSynced != 2 {
+		t.Fatalf("pass: %+v, want ok, 2 blobs fetched, 2 linked, 2 manifests", s)
+	}
+	holds := func() {
+		t.Helper()
+		for _, repo := range repos {
+			if d, ok, err := child.reg.TagDigest(ctx, repo, "v1"); err != nil || !ok || d != manifest {
+				t.Fatalf("%s:v1 on the child is %s (%v, %v), want %s", repo, d, ok, err, manifest)
+			}
+			if _, got, err := child.reg.GetManifest(ctx, repo, manifest); err != nil || !bytes.Equal(got, raw) {
+				t.Fatalf("%s@%s on the child: %v", repo, manifest, err)
+			}
+			for _, b := range [][]byte{config, layer} {
+				rc, _, err := child.reg.OpenBlob(ctx, repo, digest.SHA512.FromBytes(b))
+				if err != nil {
+					t.Fatalf("%s: blob %s: %v", repo, digest.SHA512.FromBytes(b), err)
+				}
+				got, err := io.ReadAll(rc)
+				rc.Close()
+				if err != nil || !bytes.Equal(got, b) {
+					t.Fatalf("%s: blob %s has other bytes (%v)", repo, digest.SHA512.FromBytes(b), err)
+				}
+			}
+		}
+	}
+	holds()
+	if s := e.RunPass(ctx, false); s.Result != "ok" || s.BlobsFetched != 0 || s.ManifestsSynced != 0 {
+		t.Fatalf("quiet pass did work: %+v", s)
+	}
+	res, err := child.reg.CollectGarbage(ctx, registry.GCOptions{RemoveUntagged: true})
+	if err != nil || res.BlobsDeleted != 0 || res.ManifestsDeleted != 0 {
+		t.Fatalf("garbage collection on the child deleted %d blobs, %d manifests (%v)", res.BlobsDeleted, res.ManifestsDeleted, err)
+	}
+	holds()
+}
