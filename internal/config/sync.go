@@ -81,7 +81,7 @@ func (c *Config) validateSync(fail func(key, format string, args ...any) error) 
 		}
 	}
 	for _, p := range c.Sync.Platforms {
-		if !validPlatform(p) {
+		if !acrapi.ValidPlatform(p) {
 			return fail("sync.platforms", "%q is not a platform: expected os/arch or os/arch/variant, such as linux/arm64 or linux/arm/v7", p)
 		}
 	}
@@ -131,10 +131,6 @@ func ValidateRepositoryPattern(p string) error {
 	}
 	return nil
 }
-
-var platformRE = regexp.MustCompile(`^[a-z0-9_.-]+/[a-z0-9_.-]+(/[a-z0-9_.-]+)?$`)
-
-func validPlatform(p string) bool { return platformRE.MatchString(p) }
 
 func unwrap(err error) error {
 	if pe, ok := err.(*os.PathError); ok {

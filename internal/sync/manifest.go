@@ -3,9 +3,12 @@ package sync
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
 // Descriptor is the part of an OCI descriptor the sync engine reads.
@@ -119,12 +122,7 @@ func (f platformFilter) keep(d Descriptor) bool {
 	if d.Platform == nil {
 		return false
 	}
-	for _, want := range f {
-		os, rest, _ := strings.Cut(want, "/")
-		arch, variant, _ := strings.Cut(rest, "/")
-		if d.Platform.OS == os && d.Platform.Architecture == arch && (variant == "" || d.Platform.Variant == variant) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(f, func(want string) bool {
+		return acrapi.PlatformMatches(want, d.Platform.OS, d.Platform.Architecture, d.Platform.Variant)
+	})
 }

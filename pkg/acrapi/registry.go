@@ -152,7 +152,14 @@ type StatusReport struct {
 	LayersBase    string      `json:"layersBase,omitempty"`
 	LayersAdded   []HeldLayer `json:"layersAdded,omitempty"`
 	LayersRemoved []string    `json:"layersRemoved,omitempty"`
+	// Platforms are the os/arch[/variant] of image indexes the node keeps (its sync.platforms;
+	// none: all), so that its parent prepares deltas of those only. Sent only to a parent whose
+	// StatusAnswer lists ReportPlatforms in Reads.
+	Platforms []string `json:"platforms,omitempty"`
 }
+
+// Optional StatusReport fields, as a StatusAnswer's Reads names them.
+const ReportPlatforms = "platforms"
 
 // StatusAnswer answers a StatusReport.
 type StatusAnswer struct {
@@ -160,6 +167,10 @@ type StatusAnswer struct {
 	// the node's own LayersHash when the report's inventory or changes were applied. A node
 	// whose inventory the parent does not hold sends it whole next time.
 	LayersHash string `json:"layersHash,omitempty"`
+	// Reads lists the optional StatusReport fields this parent reads. A node sends none its
+	// parent does not list: a parent of an earlier release refuses a report with a field it
+	// does not know.
+	Reads []string `json:"reads,omitempty"`
 }
 
 // Event actions.
