@@ -83,6 +83,11 @@ func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error 
 			}
 		}
 	}
+	if a.deltas != nil {
+		if err := a.deltas.SetPlatforms(name, rep.Platforms); err != nil {
+			return fmt.Errorf("%w: platforms: %v", errBadRequest, err)
+		}
+	}
 	if err := a.cp.ReportStatus(name, rep.Status); err != nil {
 		return err
 	}
@@ -110,6 +115,7 @@ func (a *api) status(w http.ResponseWriter, r *http.Request, name string) error 
 			}
 		}
 		ans.LayersHash = a.deltas.InventoryHash(name)
+		ans.Reads = []string{acrapi.ReportPlatforms}
 	}
 	for d, st := range rep.Descendants {
 		if err := a.cp.RelayStatus(d, st); err != nil {

@@ -26,9 +26,11 @@ var LayerMediaTypes = []string{
 	v1.MediaTypeImageLayerGzip, v1.MediaTypeImageLayerZstd, "application/vnd.docker.image.rootfs.diff.tar.gzip",
 }
 
-// Bounds of the work Prepare queues: images waiting, and image manifests of one index.
+// Bounds of the work Prepare queues: images waiting, image manifests of one index read, and
+// of those, the ones prepared for one child (the first it keeps).
 const (
 	maxPrepareQueue    = 64
+	maxIndexImages     = 64
 	maxPreparePlatform = 8
 )
 
@@ -110,16 +112,23 @@ func (s *Service) prepare(ctx context.Context, it prepareItem) {
 		return
 	}
 	prepared, cached := 0, 0
-	for _, inv := range s.childInventories(it.child) {
-		held := make(map[string]bool, len(inv))
-		for _, l := range inv {
+	for _, c := range s.childInventories(it.child) {
+		held := make(map[string]bool, len(c.layers))
+		for _, l := range c.layers {
 			held[l.Digest] = true
 		}
+		images := map[int]bool{}
 		for _, l := range layers {
+			if !l.kept(c.platforms) {
+				continue
+			}
+			if images[l.Image] = true; len(images) > maxPreparePlatform {
+				break
+			}
 			if held[l.Digest] {
 				continue
 			}
-			req := acrapi.DeltaRequest{Repository: repo, Digest: l.Digest, Size: l.Size, Position: l.Position, Have: inv, Formats: Formats}
+			req := acrapi.DeltaRequest{Repository: repo, Digest: l.Digest, Size: l.Size, Position: l.Position, Have: c.layers, Formats: Formats}
 			// Planned with no deadline of a child's: wait for the computation to end, so
 			// that preparing never runs two at once beside the children's own.
 			_, result, err := s.plan(ctx, req)
@@ -148,10 +157,21 @@ type imageLayer struct {
 	Digest   string
 	Size     int64
 	Position int
+	// Image numbers the index entry the layer's image is, from 1 (0: not in an index), and
+	// Platform is that entry's platform.
+	Image    int
+	Platform *v1.Platform
+}
+
+// kept reports whether a child that keeps platforms (none: all) syncs l.
+func (l imageLayer) kept(platforms []string) bool {
+	return len(platforms) == 0 || l.Platform == nil || slices.ContainsFunc(platforms, func(want string) bool {
+		return acrapi.PlatformMatches(want, l.Platform.OS, l.Platform.Architecture, l.Platform.Variant)
+	})
 }
 
 // imageLayers lists the layers of manifest that may travel as deltas, with their positions; an
-// index's image manifests' (the first maxPreparePlatform).
+// index's image manifests' (the first maxIndexImages), with their platforms.
 func (s *Service) imageLayers(ctx context.Context, repo string, manifest digest.Digest) ([]imageLayer, error) {
 	ms := s.src.(ManifestSource)
 	_, raw, err := ms.GetManifest(ctx, repo, manifest)
@@ -171,39 +191,48 @@ func (s *Service) imageLayers(ctx context.Context, repo string, manifest digest.
 			out = append(out, imageLayer{Digest: l.Digest.String(), Size: l.Size, Position: i})
 		}
 	}
-	platforms := 0
+	images := 0
 	for _, d := range m.Manifests {
-		if platforms == maxPreparePlatform || len(m.Layers) > 0 {
+		if images == maxIndexImages || len(m.Layers) > 0 {
 			break
 		}
 		if d.MediaType != v1.MediaTypeImageManifest && d.MediaType != "application/vnd.docker.distribution.manifest.v2+json" {
 			continue
 		}
-		platforms++
+		images++
 		sub, err := s.imageLayers(ctx, repo, d.Digest)
 		if err != nil {
 			return nil, err
+		}
+		for i := range sub {
+			sub[i].Image, sub[i].Platform = images, d.Platform
 		}
 		out = append(out, sub...)
 	}
 	return out, nil
 }
 
-// childInventories returns the inventories of the children that child accepts, as their delta
-// requests offer them.
-func (s *Service) childInventories(child func(string) bool) [][]acrapi.HeldLayer {
+// childView is what Prepare knows of a child: the layers it holds, as its delta requests offer
+// them, and the index platforms it keeps (none: all).
+type childView struct {
+	layers    []acrapi.HeldLayer
+	platforms []string
+}
+
+// childInventories returns what Prepare knows of each child that child accepts.
+func (s *Service) childInventories(child func(string) bool) []childView {
 	entries, err := os.ReadDir(filepath.Join(s.dir, "inventories"))
 	if err != nil {
 		return nil
 	}
-	var out [][]acrapi.HeldLayer
+	var out []childView
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok || !child(name) {
 			continue
 		}
 		if _, layers, ok := s.Inventory(name); ok {
-			out = append(out, layers)
+			out = append(out, childView{layers: layers, platforms: s.Platforms(name)})
 		}
 	}
 	return out

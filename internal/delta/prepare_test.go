@@ -108,10 +108,19 @@ func TestPrepare(t *testing.T) {
 		t.Errorf("the same image prepared again: %d computed", computed(logs))
 	}
 
-	// An index: its image's layers.
+	// An index: its images' layers, of the platforms each child keeps (site-a: amd64 only).
+	if err := svc.SetPlatforms("site-a", []string{"linux/amd64"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.SetPlatforms("site-b", []string{"linux/"}); err == nil || !strings.Contains(err.Error(), `"linux/"`) {
+		t.Errorf("a malformed platform: %v, want an error naming it", err)
+	}
+	b4 := src.putLayer(t, base.v2(13), dockerGzip)
 	index := v1.Index{MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{
 		{MediaType: v1.MediaTypeImageManifest, Digest: imageManifest(t, src, b3), Size: 1,
-			Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}}}
+			Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}},
+		{MediaType: v1.MediaTypeImageManifest, Digest: imageManifest(t, src, b4), Size: 1,
+			Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}}}
 	index.SchemaVersion = 2
 	raw, err := json.Marshal(index)
 	if err != nil {
@@ -119,16 +128,16 @@ func TestPrepare(t *testing.T) {
 	}
 	svc.Prepare(testRepo, src.putBytes(t, raw).digest, children)
 	waitPrepared(t, svc)
-	if computed(logs) != 4 {
-		t.Errorf("%d deltas computed after an index was stored, want 4", computed(logs))
+	if computed(logs) != 5 {
+		t.Errorf("%d deltas computed after an index was stored, want 5 (site-a's amd64, site-b's amd64 and arm64)", computed(logs))
 	}
-	if p3 := mustPlan(t, svc, ask("site-a", b3)); computed(logs) != 4 {
+	if p3 := mustPlan(t, svc, ask("site-a", b3)); computed(logs) != 5 {
 		t.Errorf("the index's layer was computed again when asked for: %s", p3.ID)
 	}
-	// Metrics: four prepared, and the three requests answered from the cache.
+	// Metrics: five prepared, and the three requests answered from the cache.
 	want := `# HELP outpost_delta_prepared_total Deltas computed ahead of the children's requests, when an image arrived.
 # TYPE outpost_delta_prepared_total counter
-outpost_delta_prepared_total 4
+outpost_delta_prepared_total 5
 # HELP outpost_delta_prepare_queue_images Images whose deltas for the children are being prepared or wait to be (0: all prepared).
 # TYPE outpost_delta_prepare_queue_images gauge
 outpost_delta_prepare_queue_images 0

@@ -71,6 +71,9 @@ type Service struct {
 	// guards inventories, the files' contents as last read or written, by registry.
 	invMu       sync.Mutex
 	inventories map[string]heldInventory
+	// platforms are the index platforms each registry said it keeps, by registry (from its
+	// latest status report; kept in memory, as every report repeats them).
+	platforms map[string][]string
 }
 
 // heldInventory is a connected registry's inventory and its hash.
@@ -128,7 +131,7 @@ func NewService(dir string, src BlobSource, log *zap.Logger, limits Limits) (*Se
 	}
 	return &Service{dir: dir, src: src, log: log, tarBudget: tarBudget, patchMemory: max(limits.PatchMemory, 0),
 		wholeMemory: max(limits.WholeMemory, 0), jobs: map[string]*job{},
-		sem: make(chan struct{}, 1), inventories: map[string]heldInventory{}, metrics: newMetrics()}, nil
+		sem: make(chan struct{}, 1), inventories: map[string]heldInventory{}, platforms: map[string][]string{}, metrics: newMetrics()}, nil
 }
 
 // Plan returns how the child that sent req rebuilds the layer it asks for: computed now or
@@ -853,10 +856,42 @@ func (s *Service) ForgetInventory(registry string) error {
 	s.invMu.Lock()
 	defer s.invMu.Unlock()
 	delete(s.inventories, strings.ToLower(registry))
+	delete(s.platforms, strings.ToLower(registry))
 	if err := os.Remove(s.inventoryPath(registry)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
+}
+
+// maxPlatforms bounds the platforms a registry may report.
+const maxPlatforms = 64
+
+// SetPlatforms records the index platforms (os/arch[/variant]) registry keeps, as its status
+// report gives them; none means all. Prepare prepares deltas of those platforms' layers only.
+func (s *Service) SetPlatforms(registry string, platforms []string) error {
+	if len(platforms) > maxPlatforms {
+		return fmt.Errorf("%d platforms, at most %d", len(platforms), maxPlatforms)
+	}
+	for _, p := range platforms {
+		if !acrapi.ValidPlatform(p) {
+			return fmt.Errorf("platform %q: expected os/arch or os/arch/variant in lower case", p)
+		}
+	}
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
+	if len(platforms) == 0 {
+		delete(s.platforms, strings.ToLower(registry))
+	} else {
+		s.platforms[strings.ToLower(registry)] = slices.Clone(platforms)
+	}
+	return nil
+}
+
+// Platforms returns the index platforms registry last reported keeping (none: all).
+func (s *Service) Platforms(registry string) []string {
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
+	return slices.Clone(s.platforms[strings.ToLower(registry)])
 }
 
 // KeepInventories drops the inventories of every registry but those named: a node below the

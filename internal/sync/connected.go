@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -146,6 +147,9 @@ func (e *Engine) statusReport(state string, now time.Time) acrapi.StatusReport {
 	st.LastSyncTime = e.progress.lastSuccess
 	e.progress.mu.Unlock()
 	report := acrapi.StatusReport{Status: st}
+	if e.parentReadsPlatforms.Load() {
+		report.Platforms = e.opts.Platforms
+	}
 	if e.connected.Describe != nil {
 		e.connected.Describe(&report)
 	}
@@ -171,6 +175,9 @@ func (e *Engine) reportStatus(ctx context.Context, pass acrapi.PassSummary) {
 	}
 	inventory, hash := e.describeInventory(ctx, &report)
 	ans, err := e.acr.ReportStatus(ctx, report)
+	if err == nil {
+		e.parentReadsPlatforms.Store(slices.Contains(ans.Reads, acrapi.ReportPlatforms))
+	}
 	if err == nil && hash != "" {
 		e.inventoryMu.Lock()
 		if ans.LayersHash == hash {

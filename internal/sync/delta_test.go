@@ -1155,3 +1155,34 @@ func TestDeltaGuessedBase(t *testing.T) {
 	requireSame(t, parent, child, "team/app:v3")
 	watch.noneLeft(t, "after a wrong guess")
 }
+
+// TestPlatformsReported: a connected registry that keeps some platforms of indexes tells its
+// parent, which then prepares deltas of those only; it says so once the parent's answer lists
+// them among what it reads, as a parent of an earlier release refuses a report with a field
+// it does not know.
+func TestPlatformsReported(t *testing.T) {
+	root := newRoot(t)
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "sitePlat1", Repositories: []string{"team/app"}})
+	opts.Delta, opts.Platforms = true, []string{"linux/arm64", "linux/arm/v7"}
+	e := newEngine(t, opts, newNode(t, nil))
+	var mu gosync.Mutex
+	var reports []acrapi.StatusReport
+	root.observeStatus(func(rep acrapi.StatusReport) {
+		mu.Lock()
+		reports = append(reports, rep)
+		mu.Unlock()
+	})
+	for range 2 {
+		if s := e.RunPass(context.Background(), false); s.Result != "ok" {
+			t.Fatalf("pass: %+v", s)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports) < 2 || reports[0].Platforms != nil || !slices.Equal(reports[len(reports)-1].Platforms, opts.Platforms) {
+		t.Fatalf("reports %+v: want the first without platforms, the last with %v", reports, opts.Platforms)
+	}
+	if got := root.deltas.Platforms("sitePlat1"); !slices.Equal(got, opts.Platforms) {
+		t.Fatalf("the root holds platforms %v for sitePlat1, want %v", got, opts.Platforms)
+	}
+}

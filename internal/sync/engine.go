@@ -81,6 +81,8 @@ type Engine struct {
 	// deltaOff is the parent's DeltaSync Disabled for this connected registry;
 	// deltaUnsupported a parent that does not serve deltas at all.
 	deltaOff, deltaUnsupported atomic.Bool
+	// parentReadsPlatforms: the parent's last status answer listed acrapi.ReportPlatforms.
+	parentReadsPlatforms atomic.Bool
 	// rebuilding lets one layer be rebuilt from a delta at a time: each holds tens of MiB of
 	// decoder and compressor state, and the node's memory must stay bounded.
 	rebuilding stdsync.Mutex
