@@ -163,9 +163,13 @@ type imageLayer struct {
 	Platform *v1.Platform
 }
 
-// kept reports whether a child that keeps platforms (none: all) syncs l.
+// kept reports whether a child that keeps platforms (none: all) syncs l: as its sync engine
+// filters an index, an entry without a platform is not kept when some are named.
 func (l imageLayer) kept(platforms []string) bool {
-	return len(platforms) == 0 || l.Platform == nil || slices.ContainsFunc(platforms, func(want string) bool {
+	if len(platforms) == 0 || l.Image == 0 {
+		return true
+	}
+	return l.Platform != nil && slices.ContainsFunc(platforms, func(want string) bool {
 		return acrapi.PlatformMatches(want, l.Platform.OS, l.Platform.Architecture, l.Platform.Variant)
 	})
 }
