@@ -115,12 +115,13 @@ func TestPrepare(t *testing.T) {
 	if err := svc.SetPlatforms("site-b", []string{"linux/"}); err == nil || !strings.Contains(err.Error(), `"linux/"`) {
 		t.Errorf("a malformed platform: %v, want an error naming it", err)
 	}
-	b4 := src.putLayer(t, base.v2(13), dockerGzip)
+	b4, b5 := src.putLayer(t, base.v2(13), dockerGzip), src.putLayer(t, base.v2(14), dockerGzip)
 	index := v1.Index{MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{
 		{MediaType: v1.MediaTypeImageManifest, Digest: imageManifest(t, src, b3), Size: 1,
 			Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}},
 		{MediaType: v1.MediaTypeImageManifest, Digest: imageManifest(t, src, b4), Size: 1,
-			Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}}}
+			Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}},
+		{MediaType: v1.MediaTypeImageManifest, Digest: imageManifest(t, src, b5), Size: 1}}} // no platform: site-a skips it
 	index.SchemaVersion = 2
 	raw, err := json.Marshal(index)
 	if err != nil {
@@ -128,16 +129,16 @@ func TestPrepare(t *testing.T) {
 	}
 	svc.Prepare(testRepo, src.putBytes(t, raw).digest, children)
 	waitPrepared(t, svc)
-	if computed(logs) != 5 {
-		t.Errorf("%d deltas computed after an index was stored, want 5 (site-a's amd64, site-b's amd64 and arm64)", computed(logs))
+	if computed(logs) != 6 {
+		t.Errorf("%d deltas computed after an index was stored, want 6 (site-a's amd64; site-b's amd64, arm64 and the one without a platform)", computed(logs))
 	}
-	if p3 := mustPlan(t, svc, ask("site-a", b3)); computed(logs) != 5 {
+	if p3 := mustPlan(t, svc, ask("site-a", b3)); computed(logs) != 6 {
 		t.Errorf("the index's layer was computed again when asked for: %s", p3.ID)
 	}
-	// Metrics: five prepared, and the three requests answered from the cache.
+	// Metrics: six prepared, and the three requests answered from the cache.
 	want := `# HELP outpost_delta_prepared_total Deltas computed ahead of the children's requests, when an image arrived.
 # TYPE outpost_delta_prepared_total counter
-outpost_delta_prepared_total 5
+outpost_delta_prepared_total 6
 # HELP outpost_delta_prepare_queue_images Images whose deltas for the children are being prepared or wait to be (0: all prepared).
 # TYPE outpost_delta_prepare_queue_images gauge
 outpost_delta_prepare_queue_images 0
