@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,62 +15,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-// sha512Client speaks the distribution API to a test registry by hand: go-containerregistry
-// addresses content by sha256 only.
-type sha512Client struct {
-	t   *testing.T
-	srv *httptest.Server
-}
-
-type answer struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (a answer) code() string {
-	var e struct {
-		Errors []struct{ Code, Detail string }
-	}
-	if json.Unmarshal(a.body, &e) != nil || len(e.Errors) == 0 {
-		return ""
-	}
-	return e.Errors[0].Code
-}
-
-func (c sha512Client) do(method, path string, body []byte, header ...string) answer {
-	c.t.Helper()
-	req, err := http.NewRequest(method, c.srv.URL+path, bytes.NewReader(body))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := c.srv.Client().Do(req)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, b}
-}
-
-// pushBlob uploads b to repo in one PUT, naming it by dgst.
-func (c sha512Client) pushBlob(repo string, b []byte, dgst digest.Digest) answer {
-	c.t.Helper()
-	start := c.do(http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil)
-	if start.status != http.StatusAccepted {
-		c.t.Fatalf("starting an upload: %d %s", start.status, start.body)
-	}
-	loc := start.header.Get("Location")
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
-	return c.do(http.MethodPut, strings.TrimPrefix(loc, c.srv.URL)+sep+"digest="+dgst.String(), b, "Content-Type", "application/octet-stream")
-}
 
 func randomBytes(t *testing.T, n int) []byte {
 	t.Helper()
@@ -108,7 +50,7 @@ func sha512Image(t *testing.T) (manifest []byte, config, layer []byte) {
 // once it is not; other algorithms and wrong digests are refused with DIGEST_INVALID.
 func TestSHA512Content(t *testing.T) {
 	r, srv := newTestRegistry(t)
-	c := sha512Client{t, srv}
+	c := rawClient{t, srv}
 	manifest, config, layer := sha512Image(t)
 	layerDigest, configDigest := digest.SHA512.FromBytes(layer), digest.SHA512.FromBytes(config)
 	manifestDigest := digest.SHA512.FromBytes(manifest)
