@@ -68,6 +68,7 @@ type Engine struct {
 	opts      Options
 	store     Store
 	parent    *Parent
+	link      *linkTransport // under parent and the /acr client: its connections close with a window
 	gate      *Gate
 	meter     *Meter
 	log       *zap.Logger
@@ -190,7 +191,7 @@ func New(opts Options, store Store, parser cron.Parser) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		opts: opts, store: store, parent: parent, gate: gate, meter: meter, log: opts.Log,
+		opts: opts, store: store, parent: parent, link: link, gate: gate, meter: meter, log: opts.Log,
 		cur:     plan{repositories: opts.Repositories, schedule: sched, scheduleText: opts.Schedule, window: opts.Window},
 		include: include, exclude: exclude, platforms: platformFilter(opts.Platforms),
 		checkpoints: checkpoints{dir: filepath.Join(opts.StateDir, "blobs")},
@@ -349,6 +350,11 @@ func (e *Engine) runPass(ctx context.Context, forced bool) acrapi.PassSummary {
 		result = "interrupted" // the node is stopping; the next start resumes
 	case errors.Is(context.Cause(wctx), ErrWindowClosed) && ctx.Err() == nil:
 		result = "window-closed"
+		// The pass's requests are cancelled; their connections go too, so that the parent
+		// stops sending what it had queued on them.
+		if n := e.link.conns.closeAll(); n > 0 {
+			e.log.Debug("closed the connections to the parent at the window's end", zap.Int("connections", n))
+		}
 	case err != nil || (total > 0 && failed == total):
 		result = "failed"
 	case failed > 0:

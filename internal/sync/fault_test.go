@@ -158,6 +158,9 @@ func TestWindowCloseStopsTheLinkAndTheNextWindowResumes(t *testing.T) {
 			t.Errorf("after the window closed, %s %s reached the parent", a.method, a.path)
 		}
 	}
+	// The pass's connections are closed: over HTTP/2 a cancelled request only resets its
+	// stream, and the parent would go on sending what it had queued.
+	waitFor(t, "the child's connections to the parent closed after the window", 10*time.Second, func() bool { return fl.proxy.Stats().Active == 0 })
 	afterPass := len(fl.arrivals.since(start))
 	firstIn := e.Meter().In()
 	if firstIn <= 0 || firstIn >= size {

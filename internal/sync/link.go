@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	stdsync "sync"
 	"sync/atomic"
@@ -132,6 +133,62 @@ type linkTransport struct {
 	limiter *rate.Limiter // nil: no cap
 	meter   *Meter
 	stall   time.Duration // a body silent this long is abandoned; zero: never
+	conns   connSet       // the connections inner dialled, when NewParent made inner
+}
+
+// connSet holds the open connections to the parent, so that a window that closes mid-transfer
+// can close them. Cancelling a request is not enough over HTTP/2: it resets the stream and keeps
+// the connection, and what the parent had already queued on it (up to the stream's flow-control
+// window) still crosses the metered link after the window's end. A closed connection makes the
+// parent's TCP stack drop its unsent bytes.
+type connSet struct {
+	mu stdsync.Mutex
+	m  map[*trackedConn]struct{}
+}
+
+// dialer wraps dial so that every connection it makes is in the set until it is closed.
+func (s *connSet) dialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := &trackedConn{Conn: c, set: s}
+		s.mu.Lock()
+		if s.m == nil {
+			s.m = map[*trackedConn]struct{}{}
+		}
+		s.m[tc] = struct{}{}
+		s.mu.Unlock()
+		return tc, nil
+	}
+}
+
+// closeAll closes every open connection and returns how many there were.
+func (s *connSet) closeAll() int {
+	s.mu.Lock()
+	open := make([]*trackedConn, 0, len(s.m))
+	for c := range s.m {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
+		c.Close()
+	}
+	return len(open)
+}
+
+// trackedConn leaves its set when closed.
+type trackedConn struct {
+	net.Conn
+	set *connSet
+}
+
+func (c *trackedConn) Close() error {
+	c.set.mu.Lock()
+	delete(c.set.m, c)
+	c.set.mu.Unlock()
+	return c.Conn.Close()
 }
 
 func (t *linkTransport) RoundTrip(req *http.Request) (*http.Response, error) {
