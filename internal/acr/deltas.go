@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
@@ -75,6 +76,13 @@ func (a *api) planDelta(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		return reply(w, http.StatusAccepted, map[string]string{"status": "pending"})
 	case errors.Is(err, delta.ErrUnavailable):
 		acrapi.WriteError(w, http.StatusUnprocessableEntity, acrapi.CodeDeltaUnavailable, err.Error())
+		return nil
+	case errors.Is(err, syscall.ENOSPC):
+		// Retrying would not free the disk: the child fetches the layer whole at once, and the
+		// operator of this node reads why.
+		a.log.Warn("delta not computed: the disk is full; the child fetches the layer whole", zap.String("for", p.String()),
+			zap.String("digest", req.Digest), zap.Error(err))
+		acrapi.WriteError(w, http.StatusInsufficientStorage, acrapi.CodeDeltaUnavailable, "the parent has no room on its disk to compute the delta: fetch the layer whole")
 		return nil
 	case err != nil:
 		return err

@@ -668,10 +668,11 @@ func ratio(a, b int64) string { return fmt.Sprintf("%.2f%%", 100*float64(a)/floa
 // plansMetric is outpost_delta_plans_total as a parent's /metrics show it, with these counts
 // (for testutil.GatherAndCompare).
 func plansMetric(computed, cached, reused, unavailable int) string {
-	return fmt.Sprintf(`# HELP outpost_delta_plans_total Children's delta requests, by result: computed, cached (the same request earlier), reused (another request with the same bases), unavailable (the layer goes whole), pending (asked to retry).
+	return fmt.Sprintf(`# HELP outpost_delta_plans_total Children's delta requests, by result: computed, cached (the same request earlier), reused (another request with the same bases), unavailable (the layer goes whole), pending (asked to retry), failed (the parent could not compute it: a full disk; the layer goes whole).
 # TYPE outpost_delta_plans_total counter
 outpost_delta_plans_total{result="cached"} %d
 outpost_delta_plans_total{result="computed"} %d
+outpost_delta_plans_total{result="failed"} 0
 outpost_delta_plans_total{result="pending"} 0
 outpost_delta_plans_total{result="reused"} %d
 outpost_delta_plans_total{result="unavailable"} %d

@@ -18,6 +18,7 @@ const (
 	resultReused      = "reused"      // computed earlier for another request with the same bases
 	resultUnavailable = "unavailable" // no delta: the child fetches the layer whole
 	resultPending     = "pending"     // still computing: the child asks again
+	resultFailed      = "failed"      // the parent could not compute it (a full disk): the layer goes whole
 )
 
 func newMetrics() *metrics {
@@ -26,7 +27,7 @@ func newMetrics() *metrics {
 	}
 	m := &metrics{
 		plans: prometheus.NewCounterVec(opts("plans_total",
-			"Children's delta requests, by result: computed, cached (the same request earlier), reused (another request with the same bases), unavailable (the layer goes whole), pending (asked to retry)."),
+			"Children's delta requests, by result: computed, cached (the same request earlier), reused (another request with the same bases), unavailable (the layer goes whole), pending (asked to retry), failed (the parent could not compute it: a full disk; the layer goes whole)."),
 			[]string{"result"}),
 		prepared:       prometheus.NewCounter(opts("prepared_total", "Deltas computed ahead of the children's requests, when an image arrived.")),
 		computeSeconds: prometheus.NewCounter(opts("compute_seconds_total", "Seconds spent computing deltas (one at a time), prepared or asked for.")),
@@ -35,7 +36,7 @@ func newMetrics() *metrics {
 		prepareQueue: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "outpost", Subsystem: "delta", Name: "prepare_queue_images",
 			Help: "Images whose deltas for the children are being prepared or wait to be (0: all prepared)."}),
 	}
-	for _, r := range []string{resultComputed, resultCached, resultReused, resultUnavailable, resultPending} {
+	for _, r := range []string{resultComputed, resultCached, resultReused, resultUnavailable, resultPending, resultFailed} {
 		m.plans.WithLabelValues(r)
 	}
 	return m

@@ -135,6 +135,12 @@ func (s *Service) prepare(ctx context.Context, it prepareItem) {
 			for errors.Is(err, ErrPending) {
 				_, result, err = s.plan(ctx, req)
 			}
+			if result == resultFailed {
+				// A full disk fails the next layer too: leave the rest to the children's requests.
+				s.log.Warn("deltas not prepared; they are computed when children ask", zap.String("repository", repo),
+					zap.Stringer("manifest", manifest), zap.String("layer", l.Digest), zap.Error(err))
+				return
+			}
 			switch result {
 			case resultComputed:
 				s.metrics.prepared.Inc()

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -181,7 +182,7 @@ func (s *Service) plan(ctx context.Context, req acrapi.DeltaRequest) (acrapi.Del
 		case errors.Is(j.err, ErrUnavailable):
 			return j.plan, resultUnavailable, j.err
 		case j.err != nil:
-			return j.plan, "", j.err
+			return j.plan, resultFailed, j.err
 		case j.reused:
 			return j.plan, resultReused, s.allow(j.plan.ID, req.Repository)
 		}
@@ -390,7 +391,9 @@ func (s *Service) compute(ctx context.Context, target digest.Digest, req acrapi.
 	var bases []base
 	tdFormat, tdVersion := tardeltaFormat(req)
 	if tdVersion != 0 {
-		bases = s.chooseBases(ctx, req, targetIndex)
+		if bases, err = s.chooseBases(ctx, req, targetIndex); err != nil {
+			return acrapi.DeltaPlan{}, false, err
+		}
 	}
 	tbases := make([]tardelta.Base, 0, len(bases))
 	var names []string
@@ -609,11 +612,15 @@ func (s *Service) tar(ctx context.Context, repo string, d digest.Digest) (*tarde
 	idx, ierr := <-idxc, <-errc
 	if err != nil {
 		tmp.Close()
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) && pe.Path == tmp.Name() {
+			// The cache's disk (full, failing), not the layer: another time may do.
+			return nil, nil, fmt.Errorf("decompressing layer %s into the cache: %w", d, err)
+		}
 		return nil, nil, fmt.Errorf("%w: decompressing layer %s: %v", ErrUnavailable, d, err)
 	}
 	if ierr != nil {
 		tmp.Close()
-		return nil, nil, ierr
+		return nil, nil, fmt.Errorf("%w: indexing layer %s: %v", ErrUnavailable, d, ierr)
 	}
 	raw, err := idx.MarshalBinary()
 	if err != nil {
@@ -697,8 +704,9 @@ type base struct {
 
 // chooseBases picks the layers the delta copies from, among those the child holds: the same
 // repository's layer at the same position first, then those sharing the most bytes of content
-// (by path or by content hash) with the target.
-func (s *Service) chooseBases(ctx context.Context, req acrapi.DeltaRequest, target *tardelta.Index) []base {
+// (by path or by content hash) with the target. A layer that cannot be a base is passed over;
+// failing to decompress one into the cache fails the choice.
+func (s *Service) chooseBases(ctx context.Context, req acrapi.DeltaRequest, target *tardelta.Index) ([]base, error) {
 	type scored struct {
 		base
 		score   int64
@@ -741,6 +749,14 @@ func (s *Service) chooseBases(ctx context.Context, req acrapi.DeltaRequest, targ
 			repo = req.Repository
 		}
 		idx, f, err := s.tar(ctx, repo, d)
+		if err != nil && !errors.Is(err, ErrUnavailable) {
+			// This node's failure (a full disk), not the layer's: a delta without this base
+			// would be larger, and cached for every child asking the same.
+			for _, c := range cands {
+				c.file.Close()
+			}
+			return nil, fmt.Errorf("base %s: %w", h.Digest, err)
+		}
 		if err != nil {
 			s.log.Debug("a layer the child holds cannot be a base", zap.String("digest", h.Digest), zap.Error(err))
 			continue
@@ -774,7 +790,7 @@ func (s *Service) chooseBases(ctx context.Context, req acrapi.DeltaRequest, targ
 		}
 		c.file.Close()
 	}
-	return out
+	return out, nil
 }
 
 func exists(path string) bool {

@@ -56,12 +56,22 @@ func deltaParent(t *testing.T, fault func(http.Handler) http.Handler) *node {
 	return n
 }
 
-// deltaParentLogged is deltaParent, with its delta service's log.
+// deltaParentLogged is deltaParent, with its delta service's and /acr API's log.
 func deltaParentLogged(t *testing.T, fault func(http.Handler) http.Handler) (*node, *observer.ObservedLogs) {
+	t.Helper()
+	return deltaParentCachingIn(t, "", fault)
+}
+
+// deltaParentCachingIn is deltaParentLogged with its delta cache in deltaDir ("": a directory
+// of its own).
+func deltaParentCachingIn(t *testing.T, deltaDir string, fault func(http.Handler) http.Handler) (*node, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.InfoLevel)
 	deltaLog := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
 	dir := t.TempDir()
+	if deltaDir == "" {
+		deltaDir = filepath.Join(dir, "delta")
+	}
 	cp, err := controlplane.Open(filepath.Join(dir, "cp.db"), controlplane.WithPasswordCost(bcrypt.MinCost))
 	if err != nil {
 		t.Fatal(err)
@@ -79,11 +89,11 @@ func deltaParentLogged(t *testing.T, fault func(http.Handler) http.Handler) (*no
 		var plain, faulted http.Handler
 		acrHandler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			once.Do(func() {
-				deltas, err := delta.NewService(filepath.Join(dir, "delta"), n.reg, deltaLog, delta.Limits{})
+				deltas, err := delta.NewService(deltaDir, n.reg, deltaLog, delta.Limits{})
 				if err != nil {
 					t.Error(err)
 				}
-				plain = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: zaptest.NewLogger(t)})
+				plain = acr.Handler(acr.Options{ControlPlane: cp, Deltas: deltas, Log: deltaLog})
 				faulted = plain
 				if fault != nil {
 					faulted = fault(plain)
