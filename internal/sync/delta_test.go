@@ -1188,11 +1188,39 @@ func TestPlatformsReported(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	defer mu.Unlock()
-	if len(reports) < 2 || reports[0].Platforms != nil || !slices.Equal(reports[len(reports)-1].Platforms, opts.Platforms) {
-		t.Fatalf("reports %+v: want the first without platforms, the last with %v", reports, opts.Platforms)
+	seen := slices.Clone(reports) // the root's observer takes mu: not held while reporting below
+	mu.Unlock()
+	if len(seen) < 2 || seen[0].Platforms != nil || !slices.Equal(seen[len(seen)-1].Platforms, opts.Platforms) {
+		t.Fatalf("reports %+v: want the first without platforms, the last with %v", seen, opts.Platforms)
 	}
 	if got := root.deltas.Platforms("sitePlat1"); !slices.Equal(got, opts.Platforms) {
 		t.Fatalf("the root holds platforms %v for sitePlat1, want %v", got, opts.Platforms)
+	}
+
+	// A report naming a malformed platform is refused with 400, naming the field, and changes
+	// nothing.
+	bad := seen[len(seen)-1]
+	bad.Platforms = []string{"linux/arm64", "linux"}
+	body, err := json.Marshal(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, opts.Parent.URL+"/acr/v1/status", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(opts.Parent.Username, opts.Parent.Password)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(answer), "platforms") || !strings.Contains(string(answer), `\"linux\"`) {
+		t.Errorf("a report with platform \"linux\": %d %s; want 400 naming the field and the platform", resp.StatusCode, answer)
+	}
+	if got := root.deltas.Platforms("sitePlat1"); !slices.Equal(got, opts.Platforms) {
+		t.Errorf("after the refused report the root holds platforms %v, want %v", got, opts.Platforms)
 	}
 }
