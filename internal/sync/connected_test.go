@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/bcrypt"
 
@@ -407,6 +408,42 @@ func TestReadWriteOutboxPushesUp(t *testing.T) {
 		t.Fatalf("pass after the push: %+v", s)
 	}
 	requireSame(t, child, root.node, "edge/camera:v1")
+}
+
+// TestReadWriteOutboxKeepsSHA512Names: an image pushed at the edge by sha512 digests goes up
+// tagged, and the parent serves its manifest by that digest too, as the child does.
+func TestReadWriteOutboxKeepsSHA512Names(t *testing.T) {
+	ctx := context.Background()
+	root := newRoot(t)
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayRW512", Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+	img := newSHA512Image(t)
+	img.store(t, child, "edge/sensor", "v1")
+	// As the child's /v2 push hook queues it.
+	if err := e.Enqueue("edge/sensor", "v1", img.manifest); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.RunPass(ctx, true); s.Result != "ok" {
+		t.Fatalf("pass: %+v", s)
+	}
+	if _, ok, err := root.node.reg.TagDigest(ctx, "edge/sensor", "v1"); err != nil || !ok {
+		t.Fatalf("edge/sensor:v1 on the parent: %t, %v", ok, err)
+	}
+	if _, got, err := root.node.reg.GetManifest(ctx, "edge/sensor", img.manifest); err != nil || !bytes.Equal(got, img.raw) {
+		t.Fatalf("edge/sensor@%s on the parent: %v", img.manifest, err)
+	}
+	for _, b := range [][]byte{img.config, img.layer} {
+		rc, _, err := root.node.reg.OpenBlob(ctx, "edge/sensor", digest.SHA512.FromBytes(b))
+		if err != nil {
+			t.Fatalf("blob %s on the parent: %v", digest.SHA512.FromBytes(b), err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("blob %s on the parent has other bytes (%v)", digest.SHA512.FromBytes(b), err)
+		}
+	}
 }
 
 // TestEventsMakeQuietPassesCheap: after a full pass, a child reads the root's event log instead

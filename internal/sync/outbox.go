@@ -173,6 +173,22 @@ func (e *Engine) pushManifest(ctx context.Context, repo string, d digest.Digest,
 		return err
 	}
 	resp.Body.Close()
+	if tag == "" || d.Algorithm() == digest.SHA256 {
+		return nil
+	}
+	// Pushed by its tag, the manifest is named by its sha256 on the parent. The digest the
+	// client pushed it by goes up too, so that pulls by that name work there; a parent that
+	// refuses a sha512 name (distribution answers 400) holds the image all the same.
+	resp, err = e.parent.Send(ctx, http.MethodPut, "/v2/"+repo+"/manifests/"+d.String(), http.Header{"Content-Type": {mediaType}}, raw)
+	var pe *ParentError
+	if errors.As(err, &pe) && pe.Status >= 400 && pe.Status < 500 {
+		e.log.Debug("the parent does not name manifests by this digest", zap.String("repository", repo), zap.Stringer("digest", d), zap.Error(err))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
 	return nil
 }
 

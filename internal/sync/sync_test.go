@@ -140,38 +140,11 @@ var _ = mutate.Append
 func TestSyncsSHA512Content(t *testing.T) {
 	ctx := context.Background()
 	parent, child := newNode(t, nil), newNode(t, nil)
-	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
-	layer := make([]byte, 600<<10) // over two of the test's 256 KiB chunks
-	if _, err := rand.Read(layer); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := json.Marshal(v1.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: v1.MediaTypeImageManifest,
-		Config:    v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.SHA512.FromBytes(config), Size: int64(len(config))},
-		Layers:    []v1.Descriptor{{MediaType: v1.MediaTypeImageLayerGzip, Digest: digest.SHA512.FromBytes(layer), Size: int64(len(layer))}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest := digest.SHA512.FromBytes(raw)
+	img := newSHA512Image(t)
+	config, layer, raw, manifest := img.config, img.layer, img.raw, img.manifest
 	repos := []string{"team/a", "team/b"}
 	for _, repo := range repos {
-		for _, b := range [][]byte{config, layer} {
-			w, err := parent.reg.CreateUpload(ctx, repo)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Write(b); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Commit(ctx, v1.Descriptor{Digest: digest.SHA512.FromBytes(b), Size: int64(len(b))}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := parent.reg.PutManifest(ctx, repo, v1.MediaTypeImageManifest, raw, manifest, "v1"); err != nil {
-			t.Fatal(err)
-		}
+		img.store(t, parent, repo, "v1")
 	}
 
 	e := newEngine(t, engineOptions(t, parent.srv.URL, "team/*"), child)
@@ -210,4 +183,50 @@ func TestSyncsSHA512Content(t *testing.T) {
 		t.Fatalf("garbage collection on the child deleted %d blobs, %d manifests (%v)", res.BlobsDeleted, res.ManifestsDeleted, err)
 	}
 	holds()
+}
+
+// sha512Image is an image whose config, layer and manifest are named by sha512 digests.
+type sha512Image struct {
+	config, layer, raw []byte
+	manifest           digest.Digest
+}
+
+func newSHA512Image(t *testing.T) sha512Image {
+	t.Helper()
+	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	layer := make([]byte, 600<<10) // over two of the test's 256 KiB chunks
+	if _, err := rand.Read(layer); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(v1.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: v1.MediaTypeImageManifest,
+		Config:    v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.SHA512.FromBytes(config), Size: int64(len(config))},
+		Layers:    []v1.Descriptor{{MediaType: v1.MediaTypeImageLayerGzip, Digest: digest.SHA512.FromBytes(layer), Size: int64(len(layer))}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha512Image{config: config, layer: layer, raw: raw, manifest: digest.SHA512.FromBytes(raw)}
+}
+
+// store puts the image into n's repo, tagged.
+func (img sha512Image) store(t *testing.T, n *node, repo, tag string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, b := range [][]byte{img.config, img.layer} {
+		w, err := n.reg.CreateUpload(ctx, repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Commit(ctx, v1.Descriptor{Digest: digest.SHA512.FromBytes(b), Size: int64(len(b))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.reg.PutManifest(ctx, repo, v1.MediaTypeImageManifest, img.raw, img.manifest, tag); err != nil {
+		t.Fatal(err)
+	}
 }
