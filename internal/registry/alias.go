@@ -80,8 +80,13 @@ func layerLinkPath(repo string, d digest.Digest) string {
 }
 
 // blobAliasTarget finds the sha256 digest that alias d stands for, in whichever repository
-// links it: the blob store knows blobs by sha256 only.
+// links it: the blob store knows blobs by sha256 only. An answer is remembered: the sync engine
+// asks for the same blob in StatBlob and then in LinkBlob, and each search reads a link in
+// every repository.
 func (r *Registry) blobAliasTarget(ctx context.Context, d digest.Digest) (digest.Digest, bool, error) {
+	if t, ok := r.aliasTargets.Load(d); ok {
+		return t.(digest.Digest), true, nil
+	}
 	repos, err := r.allRepositories(ctx)
 	if err != nil {
 		return "", false, err
@@ -95,6 +100,7 @@ func (r *Registry) blobAliasTarget(ctx context.Context, d digest.Digest) (digest
 			return "", false, err
 		}
 		if target.Algorithm() == digest.Canonical {
+			r.aliasTargets.Store(d, target)
 			return target, true, nil
 		}
 	}

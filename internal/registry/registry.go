@@ -67,6 +67,9 @@ type Registry struct {
 	// readOnly, when set, is the message every push and delete through /v2 is denied with.
 	readOnly atomic.Pointer[string]
 	onPush   atomic.Pointer[func(Pushed)]
+	// aliasTargets memoises blobAliasTarget: a sha512 digest stands for the sha256 of the same
+	// bytes, so an answer found once never changes.
+	aliasTargets sync.Map // digest.Digest → digest.Digest
 	// gcHook, when set (by tests), runs inside CollectGarbage once the lock is held.
 	gcHook func(context.Context)
 }
