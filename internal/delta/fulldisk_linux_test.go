@@ -11,6 +11,7 @@ import (
 
 	"github.com/outpost-registry/outpost/internal/delta"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
+	"github.com/outpost-registry/outpost/test/faultdisk"
 )
 
 // TestFullDisk: a parent whose cache disk fills up while it works out a delta (decompressing
@@ -20,15 +21,7 @@ import (
 // disk says so in the log, and leaves the delta to be computed when the child asks.
 func TestFullDisk(t *testing.T) {
 	t.Parallel()
-	disk := filepath.Join(t.TempDir(), "disk")
-	if err := os.Mkdir(disk, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// A small tmpfs is a disk that fills; only root may mount one.
-	if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size=64m,mode=0700"); err != nil {
-		t.Skipf("cannot mount a small tmpfs to fill (%v): skipping the full-disk test", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(disk, syscall.MNT_DETACH) })
+	disk := faultdisk.Small(t, 64<<20)
 
 	src := newDiskBlobs(t)
 	base := baseTree(31, layerBytes())

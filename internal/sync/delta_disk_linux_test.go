@@ -3,13 +3,12 @@ package sync_test
 import (
 	"context"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	gosync "sync"
-	"syscall"
 	"testing"
+
+	"github.com/outpost-registry/outpost/test/faultdisk"
 )
 
 // TestDeltaParentDiskFull: a parent whose disk has no room to compute a delta says so at once
@@ -17,16 +16,8 @@ import (
 // without asking again.
 func TestDeltaParentDiskFull(t *testing.T) {
 	t.Parallel()
-	deltaDir := filepath.Join(t.TempDir(), "delta")
-	if err := os.Mkdir(deltaDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// A tmpfs of 64 KiB: room for the cache's directories, not for a layer's tar. Only root
-	// may mount one.
-	if err := syscall.Mount("tmpfs", deltaDir, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
-		t.Skipf("cannot mount a small tmpfs to fill (%v): skipping the full-disk test", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(deltaDir, syscall.MNT_DETACH) })
+	// 64 KiB: room for the cache's directories, not for a layer's tar.
+	deltaDir := faultdisk.Small(t, 64<<10)
 	var plans []int
 	var mu gosync.Mutex
 	record := func(next http.Handler) http.Handler {

@@ -2,14 +2,12 @@ package e2e
 
 import (
 	"compress/gzip"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/outpost-registry/outpost/test/faultdisk"
 )
 
 // TestFullDisk: a child whose data directory fills up mid-sync keeps serving what it has,
@@ -25,15 +25,7 @@ import (
 func TestFullDisk(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	if err := os.Mkdir(data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// A small tmpfs is a disk that fills; only root may mount one.
-	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=6m,mode=0700"); err != nil {
-		t.Skipf("cannot mount a small tmpfs to fill (%v): skipping the full-disk test", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(data, syscall.MNT_DETACH) })
+	data := faultdisk.Small(t, 6<<20)
 
 	parent := startNode(t, nodeOptions{})
 	img := randomImage(t, 3, 3<<20) // 9 MiB: does not fit in 6
@@ -89,10 +81,6 @@ func TestFullDisk(t *testing.T) {
 func TestFullDiskDuringRebuild(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	if err := os.Mkdir(data, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	parent := startNode(t, nodeOptions{})
 	// v2 is v1 with 20 more files: a small delta against v1, whose tar does not fit.
 	v1Layer, v2Layer := sourceLayer(t, 7, 150), sourceLayer(t, 7, 170)
@@ -106,10 +94,7 @@ func TestFullDiskDuringRebuild(t *testing.T) {
 	if tar1 <= l2+1<<20 {
 		t.Fatalf("the layers compress too little for the test: tar %d, layers %d and %d bytes", tar1, l1, l2)
 	}
-	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Skipf("cannot mount a small tmpfs to fill (%v): skipping the full-disk test", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(data, syscall.MNT_DETACH) })
+	data := faultdisk.Small(t, size)
 
 	cfg := filepath.Join(dir, "outpost.yaml")
 	body := "parent:\n  url: " + parent.base() + "\n" + parentCredentials + "sync:\n  repositories: [edge/src]\n  schedule: \"@every 2s\"\n  delta: true\n"
