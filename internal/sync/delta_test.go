@@ -618,6 +618,64 @@ func TestDeltaThroughAFaultyParent(t *testing.T) {
 	}
 }
 
+// TestDeltaParentInternalError: a parent that fails for a reason of its own answers 500 with an
+// incident number, not its error (which names its files), and logs the error under that number;
+// the child fetches the layer whole.
+func TestDeltaParentInternalError(t *testing.T) {
+	t.Parallel()
+	deltaDir := filepath.Join(t.TempDir(), "delta")
+	var mu gosync.Mutex
+	var answers []string
+	var broken gosync.Once
+	capture := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				next.ServeHTTP(w, r)
+				return
+			}
+			// The cache's directory becomes a file: every write into it fails, naming its path.
+			broken.Do(func() {
+				if err := errors.Join(os.RemoveAll(deltaDir), os.WriteFile(deltaDir, nil, 0o600)); err != nil {
+					t.Error(err)
+				}
+			})
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			maps.Copy(w.Header(), rec.Header())
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+			mu.Lock()
+			answers = append(answers, fmt.Sprintf("%d %s", rec.Code, rec.Body))
+			mu.Unlock()
+		})
+	}
+	parent, logs := deltaParentCachingIn(t, deltaDir, capture)
+	parent.push(t, "team/app:v1", layeredImage(t, gzipLayer(t, tree(5, 60))))
+	child := newNode(t, nil)
+	s := newEngine(t, deltaOptions(t, parent, "team/app"), child).RunPass(context.Background(), false)
+	if s.Result != "ok" || s.DeltaLayers != 0 {
+		t.Fatalf("from a parent that fails: %+v", s)
+	}
+	requireSame(t, parent, child, "team/app:v1")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(answers) == 0 {
+		t.Fatal("the child asked for no delta")
+	}
+	incident := regexp.MustCompile(`incident ([a-z2-7]{12})`)
+	for _, a := range answers {
+		m := incident.FindStringSubmatch(a)
+		if !strings.HasPrefix(a, "500 ") || strings.Contains(a, deltaDir) || m == nil {
+			t.Errorf("the parent answered %q; want a 500 with an incident number and no path of its own", a)
+			continue
+		}
+		logged := logs.FilterMessage("acr request failed").FilterField(zap.String("incident", m[1]))
+		if logged.Len() != 1 || !strings.Contains(logged.All()[0].ContextMap()["error"].(string), deltaDir) {
+			t.Errorf("incident %s: %d log lines naming the error", m[1], logged.Len())
+		}
+	}
+}
+
 // TestAbandonedDeltasRemoved: a partly fetched delta whose plan is never asked for again is
 // removed at the start of a pass once a week old; a recent one stays, to be resumed.
 func TestAbandonedDeltasRemoved(t *testing.T) {
