@@ -323,24 +323,7 @@ func TestModelGolden(t *testing.T) {
 			if bi, err := buildinfo.Read(bytes.NewReader(old)); err != nil || bi.GoVersion != toolchain {
 				t.Skipf("the golden values are for %s builds; these are %v (%v)", toolchain, bi, err)
 			}
-			om, nm := models(t, old, new)
-			// Expanded, as Diff and Apply see them.
-			oz, _ := om.compressedSections(bytes.NewReader(old))
-			nz, _ := nm.compressedSections(bytes.NewReader(new))
-			old, oz = expandBytes(old, oz, nil)
-			new, nz = expandBytes(new, nz, nil)
-			om.expand(oz)
-			nm.expand(nz)
-			// Every 4 KiB block moves by a share of the size change
-			// that grows through the file, rounded to 16 bytes.
-			var ms []bsdiff.Match
-			growth := len(new) - len(old) + 4096
-			for o := 0; o+4096 <= len(old); o += 4096 {
-				shift := growth * o / len(old) &^ 15
-				if o+shift >= 0 && o+shift+4096 <= len(new) {
-					ms = append(ms, bsdiff.Match{Old: o, New: o + shift, Len: 4096})
-				}
-			}
+			old, om, nm, ms := goldenSetup(t, old, new)
 			preds, err := om.predict(bytes.NewReader(old), nm.layout, piecesOf(ms))
 			if err != nil {
 				t.Fatal(err)
@@ -349,8 +332,44 @@ func TestModelGolden(t *testing.T) {
 			if crc := predsCRC(preds); got != want.n || crc != want.crc {
 				t.Errorf("%d predictions, CRC %08x; want %d, %08x: the model changed (a new Magic and delta version, or a bug)", got, crc, want.n, want.crc)
 			}
-			// predict runs passes in parallel: the result must be the serial run's,
-			// also when a side reaches its limit and the serial run takes over.
+		})
+	}
+}
+
+// goldenSetup gives the old build and the models of two builds, expanded as Diff and Apply see
+// them, and a map of its own between them: every 4 KiB block moves by a share of the size change
+// that grows through the file, rounded to 16 bytes.
+func goldenSetup(t *testing.T, old, new []byte) (src []byte, om, nm *model, ms []bsdiff.Match) {
+	t.Helper()
+	om, nm = models(t, old, new)
+	oz, _ := om.compressedSections(bytes.NewReader(old))
+	nz, _ := nm.compressedSections(bytes.NewReader(new))
+	old, oz = expandBytes(old, oz, nil)
+	new, nz = expandBytes(new, nz, nil)
+	om.expand(oz)
+	nm.expand(nz)
+	growth := len(new) - len(old) + 4096
+	for o := 0; o+4096 <= len(old); o += 4096 {
+		shift := growth * o / len(old) &^ 15
+		if o+shift >= 0 && o+shift+4096 <= len(new) {
+			ms = append(ms, bsdiff.Match{Old: o, New: o + shift, Len: 4096})
+		}
+	}
+	return old, om, nm, ms
+}
+
+// TestPredictParallel: predict runs its passes on two goroutines; the result must be the serial
+// run's, also when a side reaches its limit and the serial run takes over. It runs under the
+// race detector in make unit (the package's other tests run without it).
+func TestPredictParallel(t *testing.T) {
+	for _, arch := range []string{"amd64", "arm64"} {
+		t.Run(arch, func(t *testing.T) {
+			old, new := exetest.GoBuildsFor(t, arch)
+			old, om, nm, ms := goldenSetup(t, old, new)
+			preds, err := om.predict(bytes.NewReader(old), nm.layout, piecesOf(ms))
+			if err != nil {
+				t.Fatal(err)
+			}
 			m := newMapper(om, &nm.layout, piecesOf(ms))
 			serial, err := om.predictSerial(bytes.NewReader(old), m)
 			if err != nil || !slices.Equal(serial, preds) {

@@ -672,8 +672,13 @@ func TestCommonPrefixSuffix(t *testing.T) {
 }
 
 // TestDeterministic: the same inputs give the same delta bytes whatever the
-// number of compressing goroutines, so deltas can be cached by digest.
+// number of compressing goroutines, so deltas can be cached by digest. A
+// small patch limit closes blocks often, so that the pipeline has several to
+// order; it runs under the race detector in make unit (the package's other
+// tests run without it).
 func TestDeterministic(t *testing.T) {
+	defer func(l int) { patchBlockLimit = l }(patchBlockLimit)
+	patchBlockLimit = 1 << 10
 	rng := rand.New(rand.NewPCG(17, 17))
 	tr := randomTree(rng, 200, 64<<10)
 	base := buildTar(tr, tarOpts{})
@@ -685,8 +690,12 @@ func TestDeterministic(t *testing.T) {
 	var first []byte
 	for _, c := range []int{1, 2, 3, 1} {
 		var d bytes.Buffer
-		if _, err := Encode(context.Background(), bytes.NewReader(target), []Base{{Index: idx, Data: bytes.NewReader(base)}}, &d, Options{Concurrency: c}); err != nil {
+		st, err := Encode(context.Background(), bytes.NewReader(target), []Base{{Index: idx, Data: bytes.NewReader(base)}}, &d, Options{Concurrency: c})
+		if err != nil {
 			t.Fatal(err)
+		}
+		if st.Blocks < 4 {
+			t.Fatalf("%d blocks: too few to test their order", st.Blocks)
 		}
 		if first == nil {
 			first = d.Bytes()
