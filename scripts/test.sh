@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# make test: the whole suite, as CI runs it — lint, unit tests, end-to-end tests of the real
+# binary, helm lint. On a fresh machine a good part of its time goes to installing what the
+# end-to-end tests use besides Go, so that runs beside work that leaves room for it: the
+# distribution's packages (network and disk) during lint and the unit tests; helm (about four
+# CPU-minutes of compiling) during the end-to-end tests that do not use it, which keep the two
+# cores less than half busy. An installer's output is shown once it is waited for.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+make=${MAKE:-make}
+mkdir -p .tools
+# Never leave an installer running: apt-get stopped halfway would leave dpkg to repair.
+trap 'wait' EXIT
+
+"$make" -s test-deps >.tools/test-deps.log 2>&1 &
+deps=$!
+"$make" lint
+"$make" unit
+wait "$deps" || true # test-deps never fails: what it cannot install, the tests skip
+cat .tools/test-deps.log
+
+"$make" build
+"$make" -s helm >.tools/helm.log 2>&1 &
+helm=$!
+"$make" e2e-binary
+if ! wait "$helm"; then
+	cat .tools/helm.log >&2
+	exit 1
+fi
+cat .tools/helm.log
+"$make" e2e-deploy helm-test
