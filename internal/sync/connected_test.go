@@ -326,8 +326,6 @@ func TestNestedConnectedRegistries(t *testing.T) {
 	}
 }
 
-// TestReadWriteOutboxPushesUp: an image pushed to a ReadWrite connected registry reaches the
-// root during the next pass, over a link that resets, and is not removed locally meanwhile.
 // TestOutboxChunkAnswerLost: a chunk the parent stored but whose answer was lost, and then a
 // failed status request, leave the node with a stale upload state; the parent answers the
 // next chunk with 416, and the node asks where the upload got to and goes on from there.
@@ -359,6 +357,8 @@ func TestOutboxChunkAnswerLost(t *testing.T) {
 	}
 }
 
+// TestReadWriteOutboxPushesUp: an image pushed to a ReadWrite connected registry reaches the
+// root during the next pass, over a link that resets, and is not removed locally meanwhile.
 func TestReadWriteOutboxPushesUp(t *testing.T) {
 	root := newRoot(t)
 	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayRW", Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})
@@ -442,6 +442,55 @@ func TestReadWriteOutboxKeepsSHA512Names(t *testing.T) {
 		rc.Close()
 		if err != nil || !bytes.Equal(got, b) {
 			t.Fatalf("blob %s on the parent has other bytes (%v)", digest.SHA512.FromBytes(b), err)
+		}
+	}
+}
+
+// TestReadWriteOutboxSHA512Faults: when the manifest's second PUT, by its sha512 digest, fails
+// (a 500, then an answer lost after the parent stored it), the image stays queued and the next
+// pass pushes it again, until the parent names it by that digest; then nothing is pushed again.
+func TestReadWriteOutboxSHA512Faults(t *testing.T) {
+	ctx := context.Background()
+	root := newRoot(t)
+	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayRW513", Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})
+	bySHA512 := regexp.MustCompile(`/manifests/sha512:`)
+	rules := root.faultV2(
+		faultnet.Rule{Method: http.MethodPut, Path: regexp.MustCompile(`/manifests/v1$`)}, // counts
+		faultnet.Rule{Method: http.MethodPut, Path: bySHA512, Times: 1, Action: faultnet.Status(http.StatusInternalServerError)},
+		faultnet.Rule{Method: http.MethodPut, Path: bySHA512, Times: 1, Action: faultnet.LoseResponse()},
+	)
+	child := newNode(t, nil)
+	e := newEngine(t, opts, child)
+	img := newSHA512Image(t)
+	img.store(t, child, "edge/sensor", "v1")
+	if err := e.Enqueue("edge/sensor", "v1", img.manifest); err != nil {
+		t.Fatal(err)
+	}
+	named := func() bool {
+		_, got, err := root.node.reg.GetManifest(ctx, "edge/sensor", img.manifest)
+		return err == nil && bytes.Equal(got, img.raw)
+	}
+	if s := e.RunPass(ctx, true); s.Result == "ok" || named() {
+		t.Fatalf("pass through a 500 on the sha512 PUT: %+v, named on the parent: %t", s, named())
+	}
+	if _, ok, err := root.node.reg.TagDigest(ctx, "edge/sensor", "v1"); err != nil || !ok {
+		t.Fatalf("edge/sensor:v1 on the parent after the first pass: %t, %v", ok, err)
+	}
+	if s := e.RunPass(ctx, true); s.Result == "ok" || !named() {
+		t.Fatalf("pass whose sha512 PUT's answer was lost: %+v, named on the parent: %t", s, named())
+	}
+	if s := e.RunPass(ctx, true); s.Result != "ok" {
+		t.Fatalf("pass after the faults: %+v", s)
+	}
+	if got := rules[0].Seen(); got != 3 {
+		t.Errorf("the tag was pushed %d times; want 3 (once a pass until both PUTs succeed)", got)
+	}
+	if s := e.RunPass(ctx, true); s.Result != "ok" || rules[0].Seen() != 3 {
+		t.Errorf("a pass with the outbox empty: %+v, the tag pushed %d times in all", s, rules[0].Seen())
+	}
+	for i, r := range rules[1:] {
+		if r.Applied() != 1 {
+			t.Errorf("fault %d applied %d times, want once", i+1, r.Applied())
 		}
 	}
 }
