@@ -7,25 +7,25 @@
 # cores less than half busy. An installer's output is shown once it is waited for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-make=${MAKE:-make}
+m() { "${MAKE:-make}" --no-print-directory "$@"; }
 mkdir -p .tools
 # Never leave an installer running: apt-get stopped halfway would leave dpkg to repair.
 trap 'wait' EXIT
 
-"$make" -s test-deps >.tools/test-deps.log 2>&1 &
+m -s test-deps >.tools/test-deps.log 2>&1 &
 deps=$!
-"$make" lint
-"$make" unit
+m lint
+m unit
 wait "$deps" || true # test-deps never fails: what it cannot install, the tests skip
 cat .tools/test-deps.log
 
-"$make" build
-"$make" -s helm >.tools/helm.log 2>&1 &
+m build
+m -s helm >.tools/helm.log 2>&1 &
 helm=$!
-"$make" e2e-binary
+m e2e-binary
 if ! wait "$helm"; then
 	cat .tools/helm.log >&2
 	exit 1
 fi
 cat .tools/helm.log
-"$make" e2e-deploy helm-test
+m e2e-helm helm-test

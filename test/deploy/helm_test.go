@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -120,8 +119,7 @@ type probe struct {
 }
 
 func chartDir(t *testing.T) string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "deploy", "helm", "outpost")
+	return filepath.Join(repoRoot, "deploy", "helm", "outpost")
 }
 
 // helmBinary finds helm: $HELM, the repository's .tools/bin/helm (make helm), or PATH.

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -40,8 +39,8 @@ func TestMain(m *testing.M) {
 // buildLegacyHelpers builds the helpers into dir, as make build does, and makes them the ones
 // in use.
 func buildLegacyHelpers(dir string) error {
-	_, file, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(file), "..", "..", "..", "cmd", LegacyHelperName)
+	// Relative to this package, where go test runs it: -trimpath leaves no file paths to go by.
+	src := filepath.Join("..", "..", "..", "cmd", LegacyHelperName)
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		return fmt.Errorf("no go command on PATH to build them with")
