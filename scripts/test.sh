@@ -8,24 +8,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 m() { "${MAKE:-make}" --no-print-directory "$@"; }
+# step TARGET...: runs make TARGET... and says how long it took, so that a slow CI run shows where.
+step() {
+	local start=$SECONDS
+	m "$@"
+	echo "make test: $* took $((SECONDS - start)) s (at $SECONDS s)"
+}
 mkdir -p .tools
 # Never leave an installer running: apt-get stopped halfway would leave dpkg to repair.
 trap 'wait' EXIT
 
-m -s test-deps >.tools/test-deps.log 2>&1 &
+{ m -s test-deps && echo "make test: test-deps done at $SECONDS s"; } >.tools/test-deps.log 2>&1 &
 deps=$!
-m lint
-m unit
+step lint
+step unit
 wait "$deps" || true # test-deps never fails: what it cannot install, the tests skip
 cat .tools/test-deps.log
 
-m build
-m -s helm >.tools/helm.log 2>&1 &
+step build
+{ m -s helm && echo "make test: helm ready at $SECONDS s"; } >.tools/helm.log 2>&1 &
 helm=$!
-m e2e-binary
+step e2e-binary
 if ! wait "$helm"; then
 	cat .tools/helm.log >&2
 	exit 1
 fi
 cat .tools/helm.log
-m e2e-helm helm-test
+step e2e-helm helm-test
