@@ -415,15 +415,7 @@ func TestReadWriteOutboxPushesUp(t *testing.T) {
 func TestReadWriteOutboxKeepsSHA512Names(t *testing.T) {
 	ctx := context.Background()
 	root := newRoot(t)
-	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayRW512", Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})
-	child := newNode(t, nil)
-	e := newEngine(t, opts, child)
-	img := newSHA512Image(t)
-	img.store(t, child, "edge/sensor", "v1")
-	// As the child's /v2 push hook queues it.
-	if err := e.Enqueue("edge/sensor", "v1", img.manifest); err != nil {
-		t.Fatal(err)
-	}
+	e, img := queueSHA512Image(t, root, "gatewayRW512")
 	if s := e.RunPass(ctx, true); s.Result != "ok" {
 		t.Fatalf("pass: %+v", s)
 	}
@@ -446,19 +438,12 @@ func TestReadWriteOutboxKeepsSHA512Names(t *testing.T) {
 	}
 }
 
-// TestReadWriteOutboxSHA512Faults: when the manifest's second PUT, by its sha512 digest, fails
-// (a 500, then an answer lost after the parent stored it), the image stays queued and the next
-// pass pushes it again, until the parent names it by that digest; then nothing is pushed again.
-func TestReadWriteOutboxSHA512Faults(t *testing.T) {
-	ctx := context.Background()
-	root := newRoot(t)
-	opts, _ := root.define(t, acrapi.ConnectedRegistrySpec{Name: "gatewayRW513", Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})
-	bySHA512 := regexp.MustCompile(`/manifests/sha512:`)
-	rules := root.faultV2(
-		faultnet.Rule{Method: http.MethodPut, Path: regexp.MustCompile(`/manifests/v1$`)}, // counts
-		faultnet.Rule{Method: http.MethodPut, Path: bySHA512, Times: 1, Action: faultnet.Status(http.StatusInternalServerError)},
-		faultnet.Rule{Method: http.MethodPut, Path: bySHA512, Times: 1, Action: faultnet.LoseResponse()},
-	)
+// queueSHA512Image defines a ReadWrite connected registry name under parent and a child node
+// for it, stores an image named by sha512 digests as edge/sensor:v1 on the child and queues it in
+// its outbox, as the child's /v2 push hook does.
+func queueSHA512Image(t *testing.T, parent *root, name string) (*sync.Engine, sha512Image) {
+	t.Helper()
+	opts, _ := parent.define(t, acrapi.ConnectedRegistrySpec{Name: name, Mode: acrapi.ModeReadWrite, Repositories: []string{"edge/**"}})
 	child := newNode(t, nil)
 	e := newEngine(t, opts, child)
 	img := newSHA512Image(t)
@@ -466,6 +451,22 @@ func TestReadWriteOutboxSHA512Faults(t *testing.T) {
 	if err := e.Enqueue("edge/sensor", "v1", img.manifest); err != nil {
 		t.Fatal(err)
 	}
+	return e, img
+}
+
+// TestReadWriteOutboxSHA512Faults: when the manifest's second PUT, by its sha512 digest, fails
+// (a 500, then an answer lost after the parent stored it), the image stays queued and the next
+// pass pushes it again, until the parent names it by that digest; then nothing is pushed again.
+func TestReadWriteOutboxSHA512Faults(t *testing.T) {
+	ctx := context.Background()
+	root := newRoot(t)
+	bySHA512 := regexp.MustCompile(`/manifests/sha512:`)
+	rules := root.faultV2(
+		faultnet.Rule{Method: http.MethodPut, Path: regexp.MustCompile(`/manifests/v1$`)}, // counts
+		faultnet.Rule{Method: http.MethodPut, Path: bySHA512, Times: 1, Action: faultnet.Status(http.StatusInternalServerError)},
+		faultnet.Rule{Method: http.MethodPut, Path: bySHA512, Times: 1, Action: faultnet.LoseResponse()},
+	)
+	e, img := queueSHA512Image(t, root, "gatewayRW513")
 	named := func() bool {
 		_, got, err := root.node.reg.GetManifest(ctx, "edge/sensor", img.manifest)
 		return err == nil && bytes.Equal(got, img.raw)

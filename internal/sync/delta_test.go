@@ -624,28 +624,61 @@ func TestDeltaThroughAFaultyParent(t *testing.T) {
 func TestDeltaParentInternalError(t *testing.T) {
 	t.Parallel()
 	deltaDir := filepath.Join(t.TempDir(), "delta")
-	var mu gosync.Mutex
-	var answers []string
 	var broken gosync.Once
+	answers, logs := passWithoutDelta(t, deltaDir, func() {
+		// The cache's directory becomes a file: every write into it fails, naming its path.
+		broken.Do(func() {
+			if err := errors.Join(os.RemoveAll(deltaDir), os.WriteFile(deltaDir, nil, 0o600)); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	if len(answers) == 0 {
+		t.Fatal("the child asked for no delta")
+	}
+	incident := regexp.MustCompile(`incident ([a-z2-7]{12})`)
+	for _, a := range answers {
+		m := incident.FindStringSubmatch(a.body)
+		if a.status != http.StatusInternalServerError || strings.Contains(a.body, deltaDir) || m == nil {
+			t.Errorf("the parent answered %d %q; want a 500 with an incident number and no path of its own", a.status, a.body)
+			continue
+		}
+		logged := logs.FilterMessage("acr request failed").FilterField(zap.String("incident", m[1]))
+		if logged.Len() != 1 || !strings.Contains(logged.All()[0].ContextMap()["error"].(string), deltaDir) {
+			t.Errorf("incident %s: %d log lines naming the error", m[1], logged.Len())
+		}
+	}
+}
+
+// planAnswer is what a parent answered a request for a delta plan.
+type planAnswer struct {
+	status int
+	body   string
+}
+
+// passWithoutDelta pushes an image to a delta parent caching in deltaDir, whose plan requests
+// call beforePlan first (when not nil), and syncs a child from it: the pass must end ok with
+// every layer fetched whole. It returns the parent's answers to the plan requests, and its log.
+func passWithoutDelta(t *testing.T, deltaDir string, beforePlan func()) ([]planAnswer, *observer.ObservedLogs) {
+	t.Helper()
+	var mu gosync.Mutex
+	var answers []planAnswer
 	capture := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodPost {
 				next.ServeHTTP(w, r)
 				return
 			}
-			// The cache's directory becomes a file: every write into it fails, naming its path.
-			broken.Do(func() {
-				if err := errors.Join(os.RemoveAll(deltaDir), os.WriteFile(deltaDir, nil, 0o600)); err != nil {
-					t.Error(err)
-				}
-			})
+			if beforePlan != nil {
+				beforePlan()
+			}
 			rec := httptest.NewRecorder()
 			next.ServeHTTP(rec, r)
 			maps.Copy(w.Header(), rec.Header())
 			w.WriteHeader(rec.Code)
 			w.Write(rec.Body.Bytes())
 			mu.Lock()
-			answers = append(answers, fmt.Sprintf("%d %s", rec.Code, rec.Body))
+			answers = append(answers, planAnswer{rec.Code, rec.Body.String()})
 			mu.Unlock()
 		})
 	}
@@ -654,26 +687,12 @@ func TestDeltaParentInternalError(t *testing.T) {
 	child := newNode(t, nil)
 	s := newEngine(t, deltaOptions(t, parent, "team/app"), child).RunPass(context.Background(), false)
 	if s.Result != "ok" || s.DeltaLayers != 0 {
-		t.Fatalf("from a parent that fails: %+v", s)
+		t.Fatalf("from a parent that computes no delta: %+v", s)
 	}
 	requireSame(t, parent, child, "team/app:v1")
 	mu.Lock()
 	defer mu.Unlock()
-	if len(answers) == 0 {
-		t.Fatal("the child asked for no delta")
-	}
-	incident := regexp.MustCompile(`incident ([a-z2-7]{12})`)
-	for _, a := range answers {
-		m := incident.FindStringSubmatch(a)
-		if !strings.HasPrefix(a, "500 ") || strings.Contains(a, deltaDir) || m == nil {
-			t.Errorf("the parent answered %q; want a 500 with an incident number and no path of its own", a)
-			continue
-		}
-		logged := logs.FilterMessage("acr request failed").FilterField(zap.String("incident", m[1]))
-		if logged.Len() != 1 || !strings.Contains(logged.All()[0].ContextMap()["error"].(string), deltaDir) {
-			t.Errorf("incident %s: %d log lines naming the error", m[1], logged.Len())
-		}
-	}
+	return slices.Clone(answers), logs
 }
 
 // TestAbandonedDeltasRemoved: a partly fetched delta whose plan is never asked for again is
