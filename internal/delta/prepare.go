@@ -135,12 +135,6 @@ func (s *Service) prepare(ctx context.Context, it prepareItem) {
 			for errors.Is(err, ErrPending) {
 				_, result, err = s.plan(ctx, req)
 			}
-			if result == resultFailed {
-				// A full disk fails the next layer too: leave the rest to the children's requests.
-				s.log.Warn("deltas not prepared; they are computed when children ask", zap.String("repository", repo),
-					zap.Stringer("manifest", manifest), zap.String("layer", l.Digest), zap.Error(err))
-				return
-			}
 			switch result {
 			case resultComputed:
 				s.metrics.prepared.Inc()
@@ -149,6 +143,11 @@ func (s *Service) prepare(ctx context.Context, it prepareItem) {
 				prepared++
 			case resultCached:
 				cached++
+			case resultFailed:
+				// A full disk fails the next layer too: leave the rest to the children's requests.
+				s.log.Warn("deltas not prepared; they are computed when children ask", zap.String("repository", repo),
+					zap.Stringer("manifest", manifest), zap.String("layer", l.Digest), zap.Error(err))
+				return
 			}
 		}
 	}
