@@ -3,7 +3,6 @@
 package acr
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/outpost-registry/outpost/internal/auth"
 	"github.com/outpost-registry/outpost/internal/controlplane"
 	"github.com/outpost-registry/outpost/internal/delta"
+	"github.com/outpost-registry/outpost/internal/logging"
 	"github.com/outpost-registry/outpost/pkg/acrapi"
 )
 
@@ -180,17 +180,12 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		// The error may name this node's files and internals: the caller gets an incident
 		// number to quote, the operator reads the rest in the log under that number.
-		incident := newIncident()
+		incident := logging.Incident()
 		a.log.Error("acr request failed", zap.String("path", r.URL.Path), zap.String("incident", incident), zap.Error(err))
 		acrapi.WriteError(w, status, code, "internal error: incident "+incident+" in this node's log")
 		return
 	}
 	acrapi.WriteError(w, status, code, message(err))
-}
-
-// newIncident names one failure, so that a caller can point its node's operator at the log line.
-func newIncident() string {
-	return strings.ToLower(rand.Text()[:12])
 }
 
 // message drops the sentinel's own words ("invalid: ") from the front of err.

@@ -2,6 +2,7 @@
 package logging
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
@@ -123,4 +124,11 @@ func (h *zapHook) Fire(e *logrus.Entry) error {
 	}
 	ce.Write(fields...)
 	return nil
+}
+
+// Incident names one failure with 12 random lowercase letters and digits. A node answers a
+// failure of its own with the number only, and logs the error under it: the error may name the
+// node's files, and the caller's operator can still quote the number to find it.
+func Incident() string {
+	return strings.ToLower(rand.Text()[:12])
 }

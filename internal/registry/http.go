@@ -101,6 +101,10 @@ func splitLast(path, sep string) (repo, last string, ok bool) {
 
 func (r *Registry) wrap() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// A failure of the node's own is answered with an incident number, not its error text.
+		iw := &incidentWriter{ResponseWriter: w, req: req, log: r.log}
+		defer iw.finish()
+		w = iw
 		// A mirror request (?ns=<upstream host>) is served under its mapped repository prefix.
 		if rewritten, m := rewriteMirrorRequest(req, r.mirrorNamespaces); rewritten != req {
 			req = rewritten

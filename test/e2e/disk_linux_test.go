@@ -20,7 +20,7 @@ import (
 )
 
 // TestFullDisk: a child whose data directory fills up mid-sync keeps serving what it has,
-// serves nothing half-synced, refuses a push with an error, and completes the image once there
+// serves nothing half-synced, refuses a push with 507 (the disk is full), and completes the image once there
 // is room again — byte-identical, with the bytes fetched before the disk filled kept.
 func TestFullDisk(t *testing.T) {
 	t.Parallel()
@@ -60,8 +60,8 @@ func TestFullDisk(t *testing.T) {
 		big := make([]byte, 8<<20)
 		r = child.do(t, http.MethodPut, loc+sep+"digest=sha256:"+strings.Repeat("0", 64), big, "Content-Type", "application/octet-stream")
 	}
-	if r.status < 400 {
-		t.Errorf("a push into the full disk: %s, want an error", r)
+	if r.status != http.StatusInsufficientStorage || !strings.Contains(string(r.body), "no room left on its disk: incident ") || strings.Contains(string(r.body), data) {
+		t.Errorf("a push into the full disk: %s, want 507 saying the disk is full, with an incident number and no path", r)
 	}
 	if r := child.do(t, http.MethodGet, "/readyz", nil); r.status != http.StatusOK || !strings.Contains(string(r.body), "full") {
 		t.Errorf("/readyz on a full disk: %s, want 200 (it still serves what it holds) with a warning", r)
