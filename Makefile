@@ -132,8 +132,10 @@ tools: $(TOOLS)/staticcheck
 .PHONY: helm helm-test
 helm: $(HELM)
 
+# helm only renders and lints one chart: built without optimisation and with the release flags
+# (sharing their standard library), it takes 190 CPU-seconds of a fresh machine instead of 260.
 $(HELM):
-	GOBIN=$(TOOLS) $(RELEASE_FLAGS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	GOBIN=$(TOOLS) $(RELEASE_FLAGS) $(GO) install -gcflags=all='-N -l' -ldflags='-s -w' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 # helm lint of the chart; `make e2e` runs test/deploy, which renders it with helm template and
 # checks the wiring.

@@ -2,7 +2,7 @@
 # make test: the whole suite, as CI runs it — lint, unit tests, end-to-end tests of the real
 # binary, helm lint. On a fresh machine a good part of its time goes to installing what the
 # end-to-end tests use besides Go, so that runs beside work that leaves room for it: the
-# distribution's packages (network and disk) during lint and the unit tests; helm (about four
+# distribution's packages (network and disk) during lint and the unit tests; helm (about three
 # CPU-minutes of compiling) during the end-to-end tests that do not use it, which keep the two
 # cores less than half busy. An installer's output is shown once it is waited for.
 set -euo pipefail
