@@ -32,6 +32,10 @@ type incidentWriter struct {
 }
 
 func (w *incidentWriter) WriteHeader(code int) {
+	if code < http.StatusOK { // informational: the final answer is still to come
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	if w.status != 0 {
 		return
 	}
