@@ -20,8 +20,9 @@ import (
 )
 
 // TestFullDisk: a child whose data directory fills up mid-sync keeps serving what it has,
-// serves nothing half-synced, refuses a push with 507 (the disk is full), and completes the image once there
-// is room again — byte-identical, with the bytes fetched before the disk filled kept.
+// serves nothing half-synced, refuses a push with 507 (the disk is full), and completes the
+// image once there is room again — byte-identical, with the bytes fetched before the disk
+// filled kept.
 func TestFullDisk(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
