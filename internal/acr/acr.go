@@ -182,7 +182,7 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// number to quote, the operator reads the rest in the log under that number.
 		incident := logging.Incident()
 		a.log.Error("acr request failed", zap.String("path", r.URL.Path), zap.String("incident", incident), zap.Error(err))
-		acrapi.WriteError(w, status, code, "internal error: incident "+incident+" in this node's log")
+		acrapi.WriteError(w, status, code, logging.IncidentMessage("internal error", incident))
 		return
 	}
 	acrapi.WriteError(w, status, code, message(err))

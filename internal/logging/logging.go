@@ -132,3 +132,9 @@ func (h *zapHook) Fire(e *logrus.Entry) error {
 func Incident() string {
 	return strings.ToLower(rand.Text()[:12])
 }
+
+// IncidentMessage is what a client is told of a failure: what went wrong, in words that name
+// nothing of the node, and the incident number to quote.
+func IncidentMessage(what, incident string) string {
+	return what + ": incident " + incident + " in this node's log"
+}

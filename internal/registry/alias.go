@@ -223,10 +223,7 @@ func (w *hookWriter) WriteHeader(code int) {
 	if w.before != nil {
 		if err := w.before(code, w.Header()); err != nil {
 			w.failed, w.status = true, http.StatusInternalServerError
-			h := w.Header()
-			for _, k := range []string{"Location", "Docker-Content-Digest", "Content-Length", "Content-Range", "Etag", "OCI-Subject", "OCI-Tag"} {
-				h.Del(k)
-			}
+			dropAnswerHeaders(w.Header())
 			serveError(w.ResponseWriter, errcode.ErrorCodeUnknown.WithDetail(err.Error()))
 			return
 		}

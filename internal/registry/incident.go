@@ -23,13 +23,14 @@ const maxIncidentBody = 16 << 10
 // untouched, blob bodies by the underlying writer's sendfile path.
 type incidentWriter struct {
 	http.ResponseWriter
-	req *http.Request
-	log *zap.Logger
-	// failed is set once the answer is a 500: its header waits for finish, its body is kept.
-	failed bool
+	req    *http.Request
+	log    *zap.Logger
 	status int
-	body   bytes.Buffer
+	body   bytes.Buffer // a held answer's, up to maxIncidentBody
 }
+
+// held reports whether the answer is a 500: its header waits for finish, its body is kept.
+func (w *incidentWriter) held() bool { return w.status == http.StatusInternalServerError }
 
 func (w *incidentWriter) WriteHeader(code int) {
 	if code < http.StatusOK { // informational: the final answer is still to come
@@ -40,18 +41,16 @@ func (w *incidentWriter) WriteHeader(code int) {
 		return
 	}
 	w.status = code
-	if code == http.StatusInternalServerError {
-		w.failed = true
-		return
+	if !w.held() {
+		w.ResponseWriter.WriteHeader(code)
 	}
-	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *incidentWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.failed {
+	if w.held() {
 		w.keep(p)
 		return len(p), nil
 	}
@@ -69,7 +68,7 @@ func (w *incidentWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.failed {
+	if w.held() {
 		return io.Copy(writerFunc(w.Write), r)
 	}
 	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
@@ -79,7 +78,7 @@ func (w *incidentWriter) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (w *incidentWriter) Flush() {
-	if w.failed {
+	if w.held() {
 		return
 	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
@@ -92,16 +91,14 @@ func (w *incidentWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // finish sends a 500 answer held back: the incident number to the client (with 507 when the
 // disk is full), the answer it replaces to the log.
 func (w *incidentWriter) finish() {
-	if !w.failed {
+	if !w.held() {
 		return
 	}
 	incident := logging.Incident()
 	w.log.Error("registry request failed", zap.String("method", w.req.Method), zap.String("path", w.req.URL.Path),
 		zap.String("incident", incident), zap.ByteString("answer", w.body.Bytes()))
 	h := w.ResponseWriter.Header()
-	for _, k := range []string{"Content-Length", "Content-Range", "Content-Encoding", "Docker-Content-Digest", "Etag", "Location", "Range", "Docker-Upload-Uuid", "OCI-Subject", "OCI-Tag"} {
-		h.Del(k)
-	}
+	dropAnswerHeaders(h)
 	status, what := http.StatusInternalServerError, "internal error"
 	// distribution hands over its storage errors as text only. A full disk is worth telling the
 	// client, whose push fails until an operator frees space: 507, as on /acr.
@@ -111,7 +108,15 @@ func (w *incidentWriter) finish() {
 	h.Set("Content-Type", "application/json")
 	h.Set("Docker-Distribution-API-Version", "registry/2.0")
 	w.ResponseWriter.WriteHeader(status)
-	_ = json.NewEncoder(w.ResponseWriter).Encode(errcode.Errors{errcode.ErrorCodeUnknown.WithMessage(what + ": incident " + incident + " in this node's log")})
+	_ = json.NewEncoder(w.ResponseWriter).Encode(errcode.Errors{errcode.ErrorCodeUnknown.WithMessage(logging.IncidentMessage(what, incident))})
+}
+
+// dropAnswerHeaders removes from h what describes the answer an error answer replaces: its
+// body, and what it created or named.
+func dropAnswerHeaders(h http.Header) {
+	for _, k := range []string{"Content-Length", "Content-Range", "Content-Encoding", "Docker-Content-Digest", "Etag", "Location", "Range", "Docker-Upload-Uuid", "OCI-Subject", "OCI-Tag"} {
+		h.Del(k)
+	}
 }
 
 // writerFunc is an io.Writer made of a function.
